@@ -1,0 +1,41 @@
+//! Bearer-token authentication of `/v1/*`: `reader` tokens may read (GET, HEAD), `admin`
+//! tokens may do everything. With no tokens configured the API is open (and tidemark
+//! only binds to loopback addresses).
+
+use axum::extract::{Request, State};
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use crate::config::Role;
+use crate::error::ApiError;
+
+pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if state.tokens.is_empty() || !req.uri().path().starts_with("/v1/") {
+        return next.run(req).await;
+    }
+    let needed = if matches!(*req.method(), Method::GET | Method::HEAD) {
+        Role::Reader
+    } else {
+        Role::Admin
+    };
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    let Some(token) = token else {
+        return ApiError::unauthorized("send `Authorization: Bearer <token>`").into_response();
+    };
+    match state.tokens.role_of(token) {
+        None => ApiError::unauthorized("the bearer token is not valid").into_response(),
+        Some(role) if role < needed => {
+            ApiError::forbidden("this operation needs an admin token").into_response()
+        }
+        Some(_) => next.run(req).await,
+    }
+}

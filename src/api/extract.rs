@@ -1,0 +1,99 @@
+//! Request extractors whose rejections are problem documents.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::spec::de::{ParseError, parse};
+use crate::spec::{SourceName, StreamName};
+
+/// A JSON body parsed into `T`, keeping the text it came from. A body that is not JSON
+/// is a 400 `malformed-json`; JSON that is not a valid `T` is a 422 `invalid-spec` naming
+/// the field at fault; a body without a JSON content type is a 415.
+pub struct ApiJson<T> {
+    pub value: T,
+    pub raw: String,
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json(req.headers().get(header::CONTENT_TYPE)) {
+            return Err(ApiError::unsupported_media_type());
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|r| ApiError::from_status(r.status(), r.body_text()))?;
+        let value = parse::<T>(&bytes).map_err(|e| match e {
+            ParseError::Malformed(detail) => ApiError::malformed_json(detail),
+            ParseError::Invalid { pointer, message } => ApiError::invalid(pointer, message),
+        })?;
+        // `parse` succeeded, so the body is valid UTF-8 JSON.
+        let raw = String::from_utf8(bytes.to_vec())
+            .map_err(|e| ApiError::malformed_json(e.to_string()))?;
+        Ok(ApiJson { value, raw })
+    }
+}
+
+/// `application/json` or any `application/*+json`, with or without parameters.
+fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
+    let Some(mime) = content_type
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+    else {
+        return false;
+    };
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// The `{source}` path segment. A name that is not a valid slug cannot exist: 404.
+pub struct SourcePath(pub SourceName);
+
+/// The `{source}` and `{stream}` path segments.
+pub struct StreamPath(pub SourceName, pub StreamName);
+
+impl<S: Send + Sync> FromRequestParts<S> for SourcePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(params) =
+            axum::extract::Path::<Vec<(String, String)>>::from_request_parts(parts, state)
+                .await
+                .map_err(|r| ApiError::from_status(r.status(), r.body_text()))?;
+        Ok(SourcePath(source_name(&params)?))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for StreamPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(params) =
+            axum::extract::Path::<Vec<(String, String)>>::from_request_parts(parts, state)
+                .await
+                .map_err(|r| ApiError::from_status(r.status(), r.body_text()))?;
+        let source = source_name(&params)?;
+        let stream = param(&params, "stream")
+            .and_then(|s| StreamName::try_from(s.to_owned()).ok())
+            .ok_or_else(|| ApiError::not_found(format!("source `{source}` has no such stream")))?;
+        Ok(StreamPath(source, stream))
+    }
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn source_name(params: &[(String, String)]) -> Result<SourceName, ApiError> {
+    param(params, "source")
+        .and_then(|s| SourceName::try_from(s.to_owned()).ok())
+        .ok_or_else(|| ApiError::not_found("no such source"))
+}

@@ -1,0 +1,117 @@
+//! HTTP only: routes, extractors, auth, handlers and the OpenAPI document.
+
+mod auth;
+mod extract;
+mod middleware;
+mod ops;
+mod sources;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::config::ApiTokens;
+use crate::store::Store;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub tokens: Arc<ApiTokens>,
+    pub metrics: PrometheusHandle,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "tidemark",
+        description = "A sync gateway: a faithful mirror of upstream REST APIs and a gap-free \
+                       change feed of it.\n\nErrors are `application/problem+json` (RFC 9457); \
+                       switch on their `type`. Send `Authorization: Bearer <token>`: `reader` \
+                       tokens may read, `admin` tokens may do everything."
+    ),
+    modifiers(&BearerScheme),
+    security(("bearer" = [])),
+    tags(
+        (name = "sources", description = "Upstream APIs and their streams"),
+        (name = "streams", description = "One endpoint of a source, and its checkpoint"),
+        (name = "operations", description = "Health, readiness and metrics"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A token from TIDEMARK_API_TOKENS: `reader` for reads, `admin` for everything",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(sources::router())
+        .merge(ops::router())
+}
+
+/// The OpenAPI document, as served at `/openapi.json` and committed in `openapi/`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole HTTP application.
+pub fn app(state: AppState, max_body_bytes: usize) -> Router {
+    let (router, api) = routes().split_for_parts();
+    let router = router
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
+        .fallback(middleware::not_found)
+        .method_not_allowed_fallback(middleware::method_not_allowed);
+    let layers = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                let id = req
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(axum::middleware::from_fn(middleware::record_metrics))
+        .layer(axum::middleware::from_fn(middleware::problem_json))
+        .layer(CatchPanicLayer::new())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(Duration::from_secs(30)));
+    router.layer(layers).with_state(state)
+}

@@ -1,0 +1,59 @@
+//! Liveness, readiness and metrics.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use crate::error::{ApiError, Problem};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+}
+
+/// A health answer.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` (alive) or `ready` (able to serve).
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "Alive", body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Readiness: the database answers and every migration is applied.
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses(
+        (status = 200, description = "Ready", body = Health),
+        (status = 503, description = "Database unreachable or not migrated", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    state.store.ready().await.map_err(|e| {
+        tracing::warn!(error = %e, "not ready");
+        ApiError::unavailable(format!("not ready: {e}"))
+    })?;
+    Ok(Json(Health { status: "ready" }))
+}
+
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+    responses((status = 200, description = "Metrics", body = String, content_type = "text/plain")))]
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}

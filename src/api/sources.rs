@@ -1,0 +1,366 @@
+//! Sources, their streams, and stream cursors.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::IntoResponse;
+use chrono::Utc;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::extract::{ApiJson, SourcePath, StreamPath};
+use crate::error::{ApiError, Problem};
+use crate::spec::cursor::{self, CursorUpdate, CursorView};
+use crate::spec::de::ParseError;
+use crate::spec::{SourceList, SourceName, SourceSpec, SourceView, StreamName, StreamView};
+use crate::store::{NewSource, StoredSource};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_source, list_sources))
+        .routes(routes!(get_source, replace_source, delete_source))
+        .routes(routes!(get_stream))
+        .routes(routes!(get_cursor, put_cursor, delete_cursor))
+}
+
+fn view(source: StoredSource) -> SourceView {
+    SourceView {
+        spec: source.spec,
+        created_at: source.created_at,
+        updated_at: source.updated_at,
+    }
+}
+
+fn no_source(name: &SourceName) -> ApiError {
+    ApiError::not_found(format!("there is no source named `{name}`"))
+}
+
+fn no_stream(source: &SourceName, stream: &StreamName) -> ApiError {
+    ApiError::not_found(format!("there is no stream `{source}/{stream}`"))
+}
+
+/// Register a source with its streams.
+#[utoipa::path(
+    post, path = "/v1/sources", tag = "sources",
+    request_body = SourceSpec,
+    responses(
+        (status = 201, description = "Registered", body = SourceView,
+         headers(("location" = String, description = "The source's URL"))),
+        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A source with this name exists", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid spec; `pointer` names the field", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(source = %body.value.name))]
+async fn create_source(
+    State(state): State<AppState>,
+    body: ApiJson<SourceSpec>,
+) -> Result<impl IntoResponse, ApiError> {
+    let stored = state
+        .store
+        .create_source(NewSource {
+            spec: &body.value,
+            raw: &body.raw,
+        })
+        .await?;
+    let mut headers = HeaderMap::new();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/sources/{}", stored.spec.name)) {
+        headers.insert(header::LOCATION, location);
+    }
+    Ok((StatusCode::CREATED, headers, Json(view(stored))))
+}
+
+/// Paging of lists.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<u32>,
+    /// The `next` value of the previous page.
+    after: Option<String>,
+}
+
+/// List sources, ordered by name.
+#[utoipa::path(
+    get, path = "/v1/sources", tag = "sources",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of sources", body = SourceList),
+        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all)]
+async fn list_sources(
+    State(state): State<AppState>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<SourceList>, ApiError> {
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid_param("limit", "limit must be 1 to 1000"));
+    }
+    let after = match params.after.filter(|a| !a.is_empty()) {
+        Some(a) => Some(
+            SourceName::try_from(a)
+                .map_err(|_| ApiError::invalid_param("after", "not a `next` value of this list"))?,
+        ),
+        None => None,
+    };
+    let sources = state.store.list_sources(after.as_ref(), limit).await?;
+    let next = (sources.len() == limit as usize)
+        .then(|| sources.last().map(|s| s.spec.name.to_string()))
+        .flatten();
+    Ok(Json(SourceList {
+        results: sources.into_iter().map(view).collect(),
+        next,
+    }))
+}
+
+/// Read a source (inline secrets are redacted).
+#[utoipa::path(
+    get, path = "/v1/sources/{source}", tag = "sources",
+    params(("source" = String, Path, description = "Source name")),
+    responses(
+        (status = 200, description = "The source", body = SourceView),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such source", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(source = %name))]
+async fn get_source(
+    State(state): State<AppState>,
+    SourcePath(name): SourcePath,
+) -> Result<Json<SourceView>, ApiError> {
+    let source = state
+        .store
+        .get_source(&name)
+        .await?
+        .ok_or_else(|| no_source(&name))?;
+    Ok(Json(view(source)))
+}
+
+/// Replace a source's spec. Streams that keep their name and pagination type keep their
+/// cursor and mirror; a stream whose pagination type changed has its cursor reset;
+/// streams left out are removed with their records.
+#[utoipa::path(
+    put, path = "/v1/sources/{source}", tag = "sources",
+    params(("source" = String, Path, description = "Source name")),
+    request_body = SourceSpec,
+    responses(
+        (status = 200, description = "Replaced", body = SourceView),
+        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such source", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid spec; `pointer` names the field", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(source = %name))]
+async fn replace_source(
+    State(state): State<AppState>,
+    SourcePath(name): SourcePath,
+    body: ApiJson<SourceSpec>,
+) -> Result<Json<SourceView>, ApiError> {
+    if body.value.name != name {
+        return Err(ApiError::invalid(
+            "/name",
+            format!(
+                "the name in the body must be the source's name, `{name}` (sources cannot be renamed)"
+            ),
+        ));
+    }
+    let stored = state
+        .store
+        .replace_source(NewSource {
+            spec: &body.value,
+            raw: &body.raw,
+        })
+        .await?
+        .ok_or_else(|| no_source(&name))?;
+    Ok(Json(view(stored)))
+}
+
+/// Remove a source with its streams, cursors, jobs and mirrored records. The feed emits
+/// nothing for the removed records.
+#[utoipa::path(
+    delete, path = "/v1/sources/{source}", tag = "sources",
+    params(("source" = String, Path, description = "Source name")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such source", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(source = %name))]
+async fn delete_source(
+    State(state): State<AppState>,
+    SourcePath(name): SourcePath,
+) -> Result<StatusCode, ApiError> {
+    if state.store.delete_source(&name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(no_source(&name))
+    }
+}
+
+/// Read a stream with its cursor, last job and lag.
+#[utoipa::path(
+    get, path = "/v1/sources/{source}/streams/{stream}", tag = "streams",
+    params(
+        ("source" = String, Path, description = "Source name"),
+        ("stream" = String, Path, description = "Stream name"),
+    ),
+    responses(
+        (status = 200, description = "The stream", body = StreamView),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such source or stream", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(source = %source, stream = %stream))]
+async fn get_stream(
+    State(state): State<AppState>,
+    StreamPath(source, stream): StreamPath,
+) -> Result<Json<StreamView>, ApiError> {
+    let found = state
+        .store
+        .get_stream(&source, &stream)
+        .await?
+        .ok_or_else(|| no_stream(&source, &stream))?;
+    let lag_seconds = found
+        .last_success_at
+        .map(|at| (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0);
+    Ok(Json(StreamView {
+        source: found.source,
+        spec: found.spec,
+        cursor: found.cursor.map(|c| c.value),
+        last_job: found.last_job,
+        lag_seconds,
+    }))
+}
+
+async fn cursor_view(
+    state: &AppState,
+    source: &SourceName,
+    stream: &StreamName,
+) -> Result<CursorView, ApiError> {
+    let found = state
+        .store
+        .get_stream(source, stream)
+        .await?
+        .ok_or_else(|| no_stream(&source, &stream))?;
+    let (cursor, updated_at, job) = match found.cursor {
+        Some(c) => (Some(c.value), Some(c.updated_at), c.job),
+        None => (None, None, None),
+    };
+    Ok(CursorView {
+        stream: format!("{source}/{stream}"),
+        cursor,
+        updated_at,
+        job,
+    })
+}
+
+/// Read a stream's cursor (checkpoint).
+#[utoipa::path(
+    get, path = "/v1/sources/{source}/streams/{stream}/cursor", tag = "streams",
+    params(
+        ("source" = String, Path, description = "Source name"),
+        ("stream" = String, Path, description = "Stream name"),
+    ),
+    responses(
+        (status = 200, description = "The cursor", body = CursorView),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such source or stream", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(source = %source, stream = %stream))]
+async fn get_cursor(
+    State(state): State<AppState>,
+    StreamPath(source, stream): StreamPath,
+) -> Result<Json<CursorView>, ApiError> {
+    Ok(Json(cursor_view(&state, &source, &stream).await?))
+}
+
+/// Set a stream's cursor; the next incremental run starts there. The body's shape
+/// depends on the stream's pagination type (see `CursorUpdate`); `null` resets.
+#[utoipa::path(
+    put, path = "/v1/sources/{source}/streams/{stream}/cursor", tag = "streams",
+    params(
+        ("source" = String, Path, description = "Source name"),
+        ("stream" = String, Path, description = "Stream name"),
+    ),
+    request_body = CursorUpdate,
+    responses(
+        (status = 200, description = "The new cursor", body = CursorView),
+        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such source or stream", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a cursor of this stream's strategy", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(source = %source, stream = %stream))]
+async fn put_cursor(
+    State(state): State<AppState>,
+    StreamPath(source, stream): StreamPath,
+    body: ApiJson<CursorUpdate>,
+) -> Result<Json<CursorView>, ApiError> {
+    let found = state
+        .store
+        .get_stream(&source, &stream)
+        .await?
+        .ok_or_else(|| no_stream(&source, &stream))?;
+    let cursor = Some(body.value.cursor).filter(|c| !c.is_null());
+    if let Some(c) = &cursor {
+        cursor::check(&found.spec.pagination, c).map_err(|e| match e {
+            ParseError::Invalid { pointer, message } => ApiError::invalid(pointer, message),
+            ParseError::Malformed(m) => ApiError::malformed_json(m),
+        })?;
+    }
+    if !state
+        .store
+        .set_cursor(&source, &stream, cursor.as_ref())
+        .await?
+    {
+        return Err(no_stream(&source, &stream));
+    }
+    Ok(Json(cursor_view(&state, &source, &stream).await?))
+}
+
+/// Reset a stream's cursor: the next incremental run starts from the beginning.
+#[utoipa::path(
+    delete, path = "/v1/sources/{source}/streams/{stream}/cursor", tag = "streams",
+    params(
+        ("source" = String, Path, description = "Source name"),
+        ("stream" = String, Path, description = "Stream name"),
+    ),
+    responses(
+        (status = 204, description = "Reset"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such source or stream", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(source = %source, stream = %stream))]
+async fn delete_cursor(
+    State(state): State<AppState>,
+    StreamPath(source, stream): StreamPath,
+) -> Result<StatusCode, ApiError> {
+    if state.store.set_cursor(&source, &stream, None).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(no_stream(&source, &stream))
+    }
+}

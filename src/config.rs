@@ -1,0 +1,159 @@
+//! Settings, loaded once from flags and environment variables (every setting is both).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// How tidemark runs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address to serve the API on.
+    #[arg(
+        long,
+        env = "TIDEMARK_BIND",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub bind: SocketAddr,
+
+    /// `sqlite://<file>` (created if missing) or `postgres://...`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://tidemark.db",
+        global = true,
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// API bearer tokens, `admin:<token>,reader:<token>,...`. Without any, the API is open
+    /// and tidemark refuses to bind to a non-loopback address.
+    #[arg(
+        long,
+        env = "TIDEMARK_API_TOKENS",
+        default_value = "",
+        global = true,
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub api_tokens: ApiTokens,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "TIDEMARK_MAX_BODY_BYTES", default_value_t = 1024 * 1024, global = true)]
+    pub max_body_bytes: usize,
+
+    /// Log filter, in `tracing` `EnvFilter` syntax (e.g. `info,tidemark=debug`).
+    #[arg(long, env = "TIDEMARK_LOG", default_value = "info", global = true)]
+    pub log: String,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "TIDEMARK_LOG_FORMAT",
+        default_value = "pretty",
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// The feed and every read.
+    Reader,
+    /// Everything.
+    Admin,
+}
+
+/// The configured API tokens, kept only as SHA-256 digests so they can be compared in
+/// constant time and never show up in a debug print.
+#[derive(Clone, Default)]
+pub struct ApiTokens(Vec<(Role, [u8; 32])>);
+
+impl ApiTokens {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The role of `token`, comparing against every configured token in constant time.
+    pub fn role_of(&self, token: &str) -> Option<Role> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let mut found = None;
+        for (role, expected) in &self.0 {
+            if bool::from(digest.ct_eq(expected)) {
+                found = found.max(Some(*role));
+            }
+        }
+        found
+    }
+}
+
+impl fmt::Debug for ApiTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ApiTokens({} configured)", self.0.len())
+    }
+}
+
+impl FromStr for ApiTokens {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut tokens = Vec::new();
+        for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (role, token) = entry
+                .split_once(':')
+                .ok_or("each token is written `role:token`, e.g. `admin:s3cret`")?;
+            let role = match role {
+                "admin" => Role::Admin,
+                "reader" => Role::Reader,
+                other => return Err(format!("unknown role `{other}`: use admin or reader")),
+            };
+            if token.len() < 8 {
+                return Err("an API token must be at least 8 characters long".into());
+            }
+            tokens.push((role, Sha256::digest(token.as_bytes()).into()));
+        }
+        Ok(ApiTokens(tokens))
+    }
+}
+
+impl Config {
+    /// The defaults, as `tidemark serve` with no flags and no environment would use.
+    pub fn new(database_url: impl Into<String>) -> Self {
+        Config {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: database_url.into(),
+            api_tokens: ApiTokens::default(),
+            max_body_bytes: 1024 * 1024,
+            log: "info".into(),
+            log_format: LogFormat::Pretty,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_parse_and_match() {
+        let t: ApiTokens = "admin:aaaaaaaa, reader:bbbbbbbb".parse().unwrap();
+        assert_eq!(t.role_of("aaaaaaaa"), Some(Role::Admin));
+        assert_eq!(t.role_of("bbbbbbbb"), Some(Role::Reader));
+        assert_eq!(t.role_of("cccccccc"), None);
+        assert!(!format!("{t:?}").contains("aaaa"));
+        assert!("root:aaaaaaaa".parse::<ApiTokens>().is_err());
+        assert!("admin".parse::<ApiTokens>().is_err());
+        assert!("admin:short".parse::<ApiTokens>().is_err());
+        assert!("".parse::<ApiTokens>().unwrap().is_empty());
+    }
+}

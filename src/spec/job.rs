@@ -1,0 +1,76 @@
+//! Sync jobs: one run of one stream.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::Problem;
+
+use super::names::{SourceName, StreamName};
+
+/// What a job reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobMode {
+    /// From the stream's cursor.
+    Incremental,
+    /// From the beginning, keeping the mirror.
+    Full,
+    /// A full listing that also turns keys not seen upstream into deletions.
+    Reconcile,
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+/// What queued a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    Api,
+    Schedule,
+    Webhook,
+    /// A stale upstream token reset the cursor and queued a full sync.
+    Resync,
+}
+
+/// Counters of a job.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JobStats {
+    pub requests: u64,
+    pub pages: u64,
+    pub records_seen: u64,
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub deleted: u64,
+}
+
+/// One sync run of one stream.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Job {
+    pub id: Uuid,
+    #[schema(value_type = String)]
+    pub source: SourceName,
+    #[schema(value_type = String)]
+    pub stream: StreamName,
+    pub mode: JobMode,
+    pub status: JobStatus,
+    pub trigger: Trigger,
+    pub attempts: u32,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub stats: JobStats,
+    /// Why the job failed, when it did.
+    pub error: Option<Problem>,
+}

@@ -1,0 +1,360 @@
+//! A source (one upstream API) and its streams (endpoints), as `POST /v1/sources` takes
+//! them. A value of these types is a valid spec: every rule is checked while parsing.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::auth::Auth;
+use super::de::error_at;
+use super::names::{
+    CronExpr, HeaderName, HeaderValue, HttpUrl, JsonPointer, RequestPath, SourceName, StreamName,
+    ranged,
+};
+use super::pagination::{HighWaterFrom, Offset, Pagination};
+use super::secret::Secret;
+
+const MAX_STREAMS: usize = 100;
+
+/// One upstream API and its streams.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    #[schema(value_type = String, pattern = "^[a-z0-9][a-z0-9_-]*$", example = "shop")]
+    pub name: SourceName,
+    /// Every stream's `request.path` is appended to this URL.
+    #[schema(value_type = String, example = "http://127.0.0.1:9000")]
+    pub base_url: HttpUrl,
+    #[serde(default)]
+    pub auth: Auth,
+    /// Headers sent with every request to this source.
+    #[serde(default)]
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub headers: BTreeMap<HeaderName, HeaderValue>,
+    #[serde(default)]
+    pub rate_limit: RateLimit,
+    /// Timeout of one upstream request, in milliseconds.
+    #[serde(default = "SourceSpec::timeout_ms")]
+    #[schema(default = 30000)]
+    pub timeout_ms: TimeoutMs,
+    #[serde(default)]
+    pub retry: Retry,
+    /// Authenticates `POST /v1/sources/{source}/webhook`; without it the webhook is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<Secret>,
+    pub streams: Streams,
+}
+
+ranged!(
+    /// Milliseconds.
+    TimeoutMs,
+    u32,
+    1,
+    3_600_000
+);
+
+impl SourceSpec {
+    fn timeout_ms() -> TimeoutMs {
+        TimeoutMs(30_000)
+    }
+}
+
+/// Throttling of requests to one source.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Minimum time between two requests, in milliseconds.
+    #[serde(default)]
+    pub min_interval_ms: u32,
+    /// An optional cap on requests per second (fractions allowed, e.g. `0.5`).
+    #[serde(default, deserialize_with = "positive_rate")]
+    pub max_requests_per_second: Option<f64>,
+}
+
+fn positive_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    match Option::<f64>::deserialize(d)? {
+        Some(rate) if !(rate > 0.0 && rate <= 100_000.0) => Err(D::Error::custom(format!(
+            "{rate} is out of range: must be greater than 0 and at most 100000"
+        ))),
+        rate => Ok(rate),
+    }
+}
+
+ranged!(
+    /// Attempts per request, the first included.
+    MaxAttempts,
+    u32,
+    1,
+    100
+);
+
+ranged!(
+    /// Milliseconds of backoff.
+    BackoffMs,
+    u32,
+    1,
+    3_600_000
+);
+
+/// Retries of transient failures (connect errors, timeouts, 5xx, 429, bad bodies), with
+/// exponential backoff and jitter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    #[serde(default = "Retry::max_attempts")]
+    #[schema(default = 5)]
+    pub max_attempts: MaxAttempts,
+    #[serde(default = "Retry::initial_backoff_ms")]
+    #[schema(default = 200)]
+    pub initial_backoff_ms: BackoffMs,
+    #[serde(default = "Retry::max_backoff_ms")]
+    #[schema(default = 30000)]
+    pub max_backoff_ms: BackoffMs,
+}
+
+impl Retry {
+    fn max_attempts() -> MaxAttempts {
+        MaxAttempts(5)
+    }
+    fn initial_backoff_ms() -> BackoffMs {
+        BackoffMs(200)
+    }
+    fn max_backoff_ms() -> BackoffMs {
+        BackoffMs(30_000)
+    }
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            max_attempts: Self::max_attempts(),
+            initial_backoff_ms: Self::initial_backoff_ms(),
+            max_backoff_ms: Self::max_backoff_ms(),
+        }
+    }
+}
+
+/// The streams of a source: unique names, and every `deletes` naming another stream of
+/// the same source.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(transparent)]
+pub struct Streams(Vec<StreamSpec>);
+
+impl Streams {
+    pub fn iter(&self) -> std::slice::Iter<'_, StreamSpec> {
+        self.0.iter()
+    }
+
+    pub fn get(&self, name: &StreamName) -> Option<&StreamSpec> {
+        self.0.iter().find(|s| &s.name == name)
+    }
+}
+
+impl<'de> Deserialize<'de> for Streams {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let streams = Vec::<StreamSpec>::deserialize(d)?;
+        if streams.is_empty() || streams.len() > MAX_STREAMS {
+            return Err(D::Error::custom(format!(
+                "a source has 1 to {MAX_STREAMS} streams"
+            )));
+        }
+        let mut names = HashSet::new();
+        for (i, stream) in streams.iter().enumerate() {
+            if !names.insert(&stream.name) {
+                return Err(error_at(
+                    &format!("/{i}/name"),
+                    format!("stream name `{}` is used twice", stream.name),
+                ));
+            }
+        }
+        for (i, stream) in streams.iter().enumerate() {
+            let Some(target) = &stream.deletes else {
+                continue;
+            };
+            let at = format!("/{i}/deletes");
+            match streams.iter().find(|s| &s.name == target) {
+                None => {
+                    return Err(error_at(
+                        &at,
+                        format!("`{target}` is not a stream of this source"),
+                    ));
+                }
+                Some(t) if t.name == stream.name => {
+                    return Err(error_at(&at, "a stream cannot delete its own records"));
+                }
+                Some(t) if t.deletes.is_some() => {
+                    return Err(error_at(
+                        &at,
+                        format!("`{target}` is itself a deletions stream"),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(Streams(streams))
+    }
+}
+
+/// One endpoint of a source that yields records.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct StreamSpec {
+    #[schema(value_type = String, pattern = "^[a-z0-9][a-z0-9_-]*$", example = "products")]
+    pub name: StreamName,
+    /// Makes this a deletions stream: each of its records is a tombstone for the record
+    /// with the same key in the named stream of this source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub deletes: Option<StreamName>,
+    pub request: RequestSpec,
+    pub records: RecordsSpec,
+    pub pagination: Pagination,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+}
+
+/// The fields of a stream as sent; checked against each other to become a [`StreamSpec`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamFields {
+    name: StreamName,
+    #[serde(default)]
+    deletes: Option<StreamName>,
+    request: RequestSpec,
+    records: RecordsSpec,
+    pagination: Pagination,
+    #[serde(default)]
+    schedule: Option<Schedule>,
+}
+
+impl<'de> Deserialize<'de> for StreamSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut s = StreamFields::deserialize(d)?;
+        if s.request.body.is_some() && s.request.method != Method::Post {
+            return Err(error_at(
+                "/request/body",
+                "a body needs `\"method\": \"POST\"`",
+            ));
+        }
+        let has_updated_at = s.records.updated_at.is_some();
+        let needs_updated_at = match &mut s.pagination {
+            Pagination::Keyset(_) => Some("keyset pagination"),
+            Pagination::Offset(Offset {
+                since: Some(since), ..
+            }) => {
+                let from = since.from.get_or_insert(if has_updated_at {
+                    HighWaterFrom::MaxRecord
+                } else {
+                    HighWaterFrom::SyncStart
+                });
+                (*from == HighWaterFrom::MaxRecord)
+                    .then_some("an offset since filter with `from: max_record`")
+            }
+            _ => None,
+        };
+        if let Some(why) = needs_updated_at
+            && !has_updated_at
+        {
+            return Err(error_at(
+                "/records/updated_at",
+                format!(
+                    "{why} needs `records.updated_at`, the pointer to each record's updated time"
+                ),
+            ));
+        }
+        Ok(StreamSpec {
+            name: s.name,
+            deletes: s.deletes,
+            request: s.request,
+            records: s.records,
+            pagination: s.pagination,
+            schedule: s.schedule,
+        })
+    }
+}
+
+/// The HTTP method of a stream's requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    #[default]
+    Get,
+    Post,
+}
+
+/// The request template of a stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestSpec {
+    #[serde(default)]
+    pub method: Method,
+    #[schema(value_type = String, example = "/admin/products.json")]
+    pub path: RequestPath,
+    /// Static query parameters, sent with every request of the stream.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub query: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub headers: BTreeMap<HeaderName, HeaderValue>,
+    /// A JSON body template for POST (e.g. GraphQL); the string values `"{{since}}"` and
+    /// `"{{limit}}"` are replaced by typed values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub body: Option<Value>,
+}
+
+/// Where the records are in a reply and how to read each one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordsSpec {
+    /// The array of records in the reply; `""` when the reply is the array.
+    #[serde(default)]
+    #[schema(value_type = String, default = "", example = "/data")]
+    pub path: JsonPointer,
+    /// The record's key, unique within the stream.
+    #[schema(value_type = String, example = "/id")]
+    pub key: JsonPointer,
+    /// The record's updated time, as the upstream writes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "/updated_at")]
+    pub updated_at: Option<JsonPointer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<DeletedPredicate>,
+}
+
+/// A record whose value at `pointer` equals `equals` is a deletion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeletedPredicate {
+    #[schema(value_type = String, example = "/archived")]
+    pub pointer: JsonPointer,
+    #[serde(default = "DeletedPredicate::equals")]
+    #[schema(value_type = Object, default = true)]
+    pub equals: Value,
+}
+
+impl DeletedPredicate {
+    fn equals() -> Value {
+        Value::Bool(true)
+    }
+}
+
+ranged!(
+    /// Seconds between scheduled runs.
+    EverySeconds,
+    u32,
+    1,
+    31_536_000
+);
+
+/// When incremental jobs are queued by themselves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Schedule {
+    /// A fixed interval.
+    EverySeconds(EverySeconds),
+    /// A cron expression with seconds, in UTC.
+    Cron(CronExpr),
+}
