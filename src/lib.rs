@@ -24,14 +24,15 @@ pub struct App {
 /// The process-wide metrics recorder (a recorder can be installed only once per process;
 /// tests start many apps in one).
 fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    if let Some(handle) = HANDLE.get() {
-        return Ok(handle.clone());
-    }
-    let handle = PrometheusBuilder::new()
-        .install_recorder()
-        .context("installing the metrics recorder")?;
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .install_recorder()
+                .map_err(|e| format!("installing the metrics recorder: {e}"))
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
 }
 
 impl App {

@@ -257,7 +257,7 @@ async fn cursor_view(
         .store
         .get_stream(source, stream)
         .await?
-        .ok_or_else(|| no_stream(&source, &stream))?;
+        .ok_or_else(|| no_stream(source, stream))?;
     let (cursor, updated_at, job) = match found.cursor {
         Some(c) => (Some(c.value), Some(c.updated_at), c.job),
         None => (None, None, None),

@@ -8,7 +8,6 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::de::{ParseError, escape_token};
-use super::names::HttpUrl;
 use super::pagination::Pagination;
 
 /// `GET .../cursor`: the checkpoint and who wrote it.
@@ -71,7 +70,7 @@ struct OffsetCursor {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 struct LinkCursor {
-    next: HttpUrl,
+    next: url::Url,
 }
 
 /// Checks that `cursor` (not null) has the shape `pagination` keeps; errors point into
@@ -109,7 +108,20 @@ pub fn check(pagination: &Pagination, cursor: &Value) -> Result<(), ParseError> 
             Ok(())
         }
         Pagination::Offset(_) => shape::<OffsetCursor>(cursor),
-        Pagination::Link(_) => shape::<LinkCursor>(cursor),
+        Pagination::Link(_) => {
+            shape::<LinkCursor>(cursor)?;
+            let next = cursor
+                .get("next")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if !(next.starts_with("http://") || next.starts_with("https://")) {
+                return Err(ParseError::Invalid {
+                    pointer: "/cursor/next".into(),
+                    message: "the next URL must be an http or https URL".into(),
+                });
+            }
+            Ok(())
+        }
         Pagination::None => Err(ParseError::Invalid {
             pointer: "/cursor".into(),
             message: "a stream with `none` pagination keeps no cursor; only `null` is accepted"

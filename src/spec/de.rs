@@ -34,6 +34,10 @@ pub fn escape_token(token: &str) -> String {
 
 /// Parses a request body.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ParseError> {
+    // Syntax first, so that a truncated or trailing-garbage body is reported as such
+    // rather than as whatever field the typed parse happens to miss first.
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map_err(|e| ParseError::Malformed(e.to_string()))?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         if e.inner().is_syntax() || e.inner().is_eof() {
@@ -68,7 +72,12 @@ fn locate(path: &serde_path_to_error::Path, message: &str) -> (String, String) {
                 pointer.push('/');
                 pointer.push_str(&escape_token(key));
             }
-            Segment::Enum { .. } | Segment::Unknown => {}
+            // An externally tagged variant is a key of the document (`{"cron": ...}`).
+            Segment::Enum { variant } => {
+                pointer.push('/');
+                pointer.push_str(&escape_token(variant));
+            }
+            Segment::Unknown => {}
         }
     }
     let message = strip_position(message);
@@ -77,13 +86,7 @@ fn locate(path: &serde_path_to_error::Path, message: &str) -> (String, String) {
         .and_then(|rest| rest.split_once(MARK))
     {
         Some((relative, message)) => (pointer + relative, message.to_owned()),
-        None => {
-            if let Some(field) = unknown_field(message) {
-                pointer.push('/');
-                pointer.push_str(&escape_token(field));
-            }
-            (pointer, message.to_owned())
-        }
+        None => (pointer, message.to_owned()),
     }
 }
 
@@ -92,12 +95,6 @@ fn strip_position(message: &str) -> &str {
         Some(at) if message[at..].contains(" column ") => &message[..at],
         _ => message,
     }
-}
-
-/// serde reports an unknown field at its parent; the field itself is what is at fault.
-fn unknown_field(message: &str) -> Option<&str> {
-    let rest = message.strip_prefix("unknown field `")?;
-    rest.split_once('`').map(|(field, _)| field)
 }
 
 /// Reads a required string member of a JSON object, for hand-written `Deserialize`s.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use super::de::{error_at, kind_of, take_str};
+use super::de::{error_at, escape_token, kind_of, take_str};
 use super::names::EnvName;
 
 /// A credential. Input: `{"value": "..."}` (or a bare string) for an inline secret, or
@@ -100,9 +100,10 @@ impl<'de> Deserialize<'de> for Secret {
             }
         };
         if let Some(field) = object.keys().next() {
-            return Err(D::Error::custom(format!(
-                "unknown field `{field}`, expected `value` or `env`"
-            )));
+            return Err(error_at(
+                &format!("/{}", escape_token(field)),
+                format!("unknown field `{field}`, expected `value` or `env`"),
+            ));
         }
         Ok(secret)
     }

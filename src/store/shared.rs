@@ -15,6 +15,13 @@ use crate::spec::de::parse;
 use crate::spec::job::JobStats;
 use crate::spec::{Job, SourceSpec};
 
+/// The current time at the precision both databases keep (microseconds), so a value
+/// returned on write equals the value read back later.
+pub(super) fn now() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
+}
+
 /// Parses a stored source spec.
 pub(super) fn source_from_parts(
     spec: &str,
@@ -151,7 +158,7 @@ macro_rules! impl_store {
                 &self,
                 source: $crate::store::NewSource<'_>,
             ) -> $crate::store::StoreResult<$crate::store::StoredSource> {
-                let now = chrono::Utc::now();
+                let now = $crate::store::shared::now();
                 let mut tx = self.write.begin().await?;
                 let id: i64 = sqlx::query_scalar(
                     "INSERT INTO sources (name, spec, created_at, updated_at) \
@@ -188,7 +195,7 @@ macro_rules! impl_store {
                 &self,
                 source: $crate::store::NewSource<'_>,
             ) -> $crate::store::StoreResult<Option<$crate::store::StoredSource>> {
-                let now = chrono::Utc::now();
+                let now = $crate::store::shared::now();
                 let mut tx = self.write.begin().await?;
                 let row: Option<(i64, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
                     "UPDATE sources SET spec = $2, updated_at = $3 WHERE name = $1 \
@@ -318,8 +325,8 @@ macro_rules! impl_store {
                 };
                 let source_spec = $crate::store::shared::source_from_parts(
                     &spec,
-                    chrono::Utc::now(),
-                    chrono::Utc::now(),
+                    $crate::store::shared::now(),
+                    $crate::store::shared::now(),
                 )?
                 .spec;
                 let Some(stream_spec) = source_spec.streams.get(stream).cloned() else {
@@ -378,7 +385,7 @@ macro_rules! impl_store {
                 .bind(source.as_str())
                 .bind(stream.as_str())
                 .bind(text)
-                .bind(chrono::Utc::now())
+                .bind($crate::store::shared::now())
                 .execute(&self.write)
                 .await?;
                 Ok(done.rows_affected() > 0)

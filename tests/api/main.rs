@@ -1,0 +1,8 @@
+//! Integration tests: the real app over real HTTP on a loopback port. One test binary
+//! with modules, so the whole suite links once.
+
+mod auth;
+mod errors;
+mod openapi;
+mod sources;
+mod support;
