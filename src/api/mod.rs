@@ -88,7 +88,13 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
     let (router, api) = routes().split_for_parts();
     let router = router
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
+        .merge(
+            SwaggerUi::new("/docs")
+                .url("/openapi.json", api)
+                // Swagger UI otherwise sends the spec's URL to validator.swagger.io: a
+                // leak online, a broken badge offline.
+                .config(utoipa_swagger_ui::Config::default().validator_url("none")),
+        )
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed);
     let layers = ServiceBuilder::new()

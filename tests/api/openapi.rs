@@ -71,4 +71,6 @@ async fn the_docs_ui_is_served_from_the_binary() {
         .await
         .unwrap();
     assert!(init.contains("/openapi.json"), "{init}");
+    // No call to the public validator service.
+    assert!(init.contains("\"validatorUrl\": \"none\""), "{init}");
 }
