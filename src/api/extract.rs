@@ -61,11 +61,7 @@ impl<S: Send + Sync> FromRequestParts<S> for SourcePath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let axum::extract::Path(params) =
-            axum::extract::Path::<Vec<(String, String)>>::from_request_parts(parts, state)
-                .await
-                .map_err(|r| ApiError::from_status(r.status(), r.body_text()))?;
-        Ok(SourcePath(source_name(&params)?))
+        Ok(SourcePath(source_name(&path_params(parts, state).await?)?))
     }
 }
 
@@ -73,16 +69,24 @@ impl<S: Send + Sync> FromRequestParts<S> for StreamPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let axum::extract::Path(params) =
-            axum::extract::Path::<Vec<(String, String)>>::from_request_parts(parts, state)
-                .await
-                .map_err(|r| ApiError::from_status(r.status(), r.body_text()))?;
+        let params = path_params(parts, state).await?;
         let source = source_name(&params)?;
         let stream = param(&params, "stream")
             .and_then(|s| StreamName::try_from(s.to_owned()).ok())
             .ok_or_else(|| ApiError::not_found(format!("source `{source}` has no such stream")))?;
         Ok(StreamPath(source, stream))
     }
+}
+
+async fn path_params<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let axum::extract::Path(params) =
+        axum::extract::Path::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map_err(|r| ApiError::from_status(r.status(), r.body_text()))?;
+    Ok(params)
 }
 
 fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {

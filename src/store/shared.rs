@@ -23,15 +23,18 @@ pub(super) fn now() -> DateTime<Utc> {
 }
 
 /// Parses a stored source spec.
+pub(super) fn parse_spec(spec: &str) -> StoreResult<SourceSpec> {
+    parse(spec.as_bytes()).map_err(|e| StoreError::Corrupt(format!("stored source spec: {e:?}")))
+}
+
+/// A stored source from its row.
 pub(super) fn source_from_parts(
     spec: &str,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 ) -> StoreResult<StoredSource> {
-    let spec: SourceSpec = parse(spec.as_bytes())
-        .map_err(|e| StoreError::Corrupt(format!("stored source spec: {e:?}")))?;
     Ok(StoredSource {
-        spec,
+        spec: parse_spec(spec)?,
         created_at,
         updated_at,
     })
@@ -323,12 +326,7 @@ macro_rules! impl_store {
                 let Some((stream_id, spec, cursor, cursor_updated_at, cursor_job)) = row else {
                     return Ok(None);
                 };
-                let source_spec = $crate::store::shared::source_from_parts(
-                    &spec,
-                    $crate::store::shared::now(),
-                    $crate::store::shared::now(),
-                )?
-                .spec;
+                let source_spec = $crate::store::shared::parse_spec(&spec)?;
                 let Some(stream_spec) = source_spec.streams.get(stream).cloned() else {
                     return Err($crate::store::StoreError::Corrupt(format!(
                         "stream `{stream}` has a row but is not in the spec of `{source}`"
