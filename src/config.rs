@@ -127,6 +127,17 @@ impl FromStr for ApiTokens {
 }
 
 impl Config {
+    /// Refuses to expose an open API: without tokens, only loopback addresses are served.
+    pub fn check_exposure(&self, addr: SocketAddr) -> anyhow::Result<()> {
+        if self.api_tokens.is_empty() && !addr.ip().is_loopback() {
+            anyhow::bail!(
+                "refusing to serve on {addr} without API tokens: set TIDEMARK_API_TOKENS \
+                 (e.g. admin:<token>) or bind to a loopback address"
+            );
+        }
+        Ok(())
+    }
+
     /// The defaults, as `tidemark serve` with no flags and no environment would use.
     pub fn new(database_url: impl Into<String>) -> Self {
         Config {

@@ -57,12 +57,7 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
-        if self.config.api_tokens.is_empty() && !addr.ip().is_loopback() {
-            anyhow::bail!(
-                "refusing to serve on {addr} without API tokens: set TIDEMARK_API_TOKENS \
-                 (e.g. admin:<token>) or bind to a loopback address"
-            );
-        }
+        self.config.check_exposure(addr)?;
         let app = api::app(self.state, self.config.max_body_bytes);
         tracing::info!(%addr, "serving");
         axum::serve(listener, app)

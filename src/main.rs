@@ -41,6 +41,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Serve => {
             init_logs(&config)?;
+            // Checked before binding (and before touching the database), not only after.
+            config.check_exposure(config.bind)?;
             let listener = tokio::net::TcpListener::bind(config.bind)
                 .await
                 .with_context(|| format!("binding {}", config.bind))?;

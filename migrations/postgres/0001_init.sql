@@ -2,7 +2,8 @@
 -- (TEXT, not JSONB: JSONB would reorder keys and renormalize numbers).
 CREATE TABLE sources (
     id         BIGSERIAL PRIMARY KEY,
-    name       TEXT NOT NULL UNIQUE,
+    -- "C" collation: names sort by bytes, as on SQLite, whatever the server's locale.
+    name       TEXT COLLATE "C" NOT NULL UNIQUE,
     spec       TEXT NOT NULL,
     created_at TIMESTAMPTZ NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL
@@ -12,7 +13,7 @@ CREATE TABLE sources (
 CREATE TABLE streams (
     id                BIGSERIAL PRIMARY KEY,
     source_id         BIGINT NOT NULL REFERENCES sources (id) ON DELETE CASCADE,
-    name              TEXT NOT NULL,
+    name              TEXT COLLATE "C" NOT NULL,
     strategy          TEXT NOT NULL,
     cursor            TEXT,
     cursor_updated_at TIMESTAMPTZ,

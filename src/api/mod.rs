@@ -71,22 +71,53 @@ impl Modify for BearerScheme {
     }
 }
 
-fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// Drops `additionalProperties: false` from component schemas (applied after the routes'
+/// schemas are collected, which happens after `#[openapi(modifiers)]` run). The server refuses
+/// unknown fields itself (with a 422 naming them), but in the document the flag breaks
+/// composition: `allOf` a struct schema plus a `type` tag (tagged enums) or plus
+/// timestamps (views) would then refuse every valid document.
+struct OpenObjects;
+
+impl Modify for OpenObjects {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::{AdditionalProperties, Schema};
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for schema in components.schemas.values_mut() {
+            if let RefOr::T(Schema::Object(object)) = schema
+                && matches!(
+                    object.additional_properties.as_deref(),
+                    Some(AdditionalProperties::FreeForm(false))
+                )
+            {
+                object.additional_properties = None;
+            }
+        }
+    }
+}
+
+/// The routes and the OpenAPI document describing them.
+fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(sources::router())
         .merge(ops::router())
+        .split_for_parts();
+    OpenObjects.modify(&mut api);
+    (router, api)
 }
 
 /// The OpenAPI document, as served at `/openapi.json` and committed in `openapi/`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().split_for_parts().1
+    routes().1
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole HTTP application.
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
-    let (router, api) = routes().split_for_parts();
+    let (router, api) = routes();
     let router = router
         .merge(
             SwaggerUi::new("/docs")

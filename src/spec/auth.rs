@@ -50,6 +50,12 @@ impl<'de> Deserialize<'de> for Auth {
                         "the refresh_token grant needs a `refresh_token`",
                     ));
                 }
+                if oauth.grant == Grant::ClientCredentials && oauth.client_secret.is_none() {
+                    return Err(error_at(
+                        "/client_secret",
+                        "the client_credentials grant needs a `client_secret`",
+                    ));
+                }
                 Auth::Oauth2(oauth)
             }
             other => {

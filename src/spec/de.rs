@@ -39,13 +39,11 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ParseError> {
     serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
         .map_err(|e| ParseError::Malformed(e.to_string()))?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
+    // The syntax is known good, so every error is about the document's content (serde_json
+    // files some of those, such as a number where an enum is expected, as "syntax").
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        if e.inner().is_syntax() || e.inner().is_eof() {
-            ParseError::Malformed(e.inner().to_string())
-        } else {
-            let (pointer, message) = locate(e.path(), &e.inner().to_string());
-            ParseError::Invalid { pointer, message }
-        }
+        let (pointer, message) = locate(e.path(), &e.inner().to_string());
+        ParseError::Invalid { pointer, message }
     })?;
     de.end().map_err(|e| ParseError::Malformed(e.to_string()))?;
     Ok(value)

@@ -72,6 +72,7 @@ impl<'de> Deserialize<'de> for Pagination {
             "token" => Pagination::Token(nested(rest)?),
             "position" => Pagination::Position(nested(rest)?),
             "offset" => {
+                let start_page_given = rest.get("start_page").is_some();
                 let offset: Offset = nested(rest)?;
                 if offset.offset_param.is_some() && offset.page_param.is_some() {
                     return Err(error_at(
@@ -79,9 +80,24 @@ impl<'de> Deserialize<'de> for Pagination {
                         "give `offset_param` or `page_param`, not both",
                     ));
                 }
+                if offset.page_param.is_none() && start_page_given {
+                    return Err(error_at(
+                        "/start_page",
+                        "`start_page` needs `page_param` (offset paging starts at 0)",
+                    ));
+                }
                 Pagination::Offset(offset)
             }
-            "link" => Pagination::Link(nested(rest)?),
+            "link" => {
+                let link: Link = nested(rest)?;
+                if link.limit.is_some() != link.limit_param.is_some() {
+                    return Err(error_at(
+                        "/limit_param",
+                        "give `limit` and `limit_param` together: one without the other is never sent",
+                    ));
+                }
+                Pagination::Link(link)
+            }
             "none" => {
                 nested::<NoFields, _>(rest)?;
                 Pagination::None
@@ -224,7 +240,7 @@ pub struct Position {
     pub limit: PageLimit,
     /// The position of the first request; without one, the first request sends none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object, example = json!([0, 0]))]
+    #[schema(example = json!([0, 0]))]
     pub initial_position: Option<Value>,
 }
 

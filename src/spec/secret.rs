@@ -20,8 +20,8 @@ pub enum Secret {
     Env(EnvName),
 }
 
-/// The shapes a secret takes on the wire. Only its schema is used: it documents the
-/// hand-written serde impls of [`Secret`].
+/// A credential: in requests `{"value": "..."}` (or a bare string) or `{"env": "NAME"}`;
+/// in responses an inline secret reads `{"redacted": true}`.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 #[allow(dead_code)]
@@ -33,10 +33,14 @@ enum SecretDoc {
     },
     /// An inline secret (input only).
     Value { value: String },
-    /// How an inline secret reads in every response.
+    /// An inline secret, short form (input only).
+    Bare(String),
+    /// How an inline secret reads in every response (refused as input).
     Redacted { redacted: bool },
 }
 
+// `SecretDoc` is never built: it exists for its schema, which documents the hand-written
+// serde impls of `Secret`.
 impl utoipa::PartialSchema for Secret {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         SecretDoc::schema()

@@ -9,7 +9,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::auth::Auth;
-use super::de::error_at;
+use super::de::{error_at, escape_token};
 use super::names::{
     CronExpr, HeaderName, HeaderValue, HttpUrl, JsonPointer, RequestPath, SourceName, StreamName,
     ranged,
@@ -31,7 +31,7 @@ pub struct SourceSpec {
     #[serde(default)]
     pub auth: Auth,
     /// Headers sent with every request to this source.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "source_headers")]
     #[schema(value_type = BTreeMap<String, String>)]
     pub headers: BTreeMap<HeaderName, HeaderValue>,
     #[serde(default)]
@@ -40,7 +40,7 @@ pub struct SourceSpec {
     #[serde(default = "SourceSpec::timeout_ms")]
     #[schema(default = 30000)]
     pub timeout_ms: TimeoutMs,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "retry")]
     pub retry: Retry,
     /// Authenticates `POST /v1/sources/{source}/webhook`; without it the webhook is off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -60,6 +60,26 @@ impl SourceSpec {
     fn timeout_ms() -> TimeoutMs {
         TimeoutMs(30_000)
     }
+}
+
+fn source_headers<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<HeaderName, HeaderValue>, D::Error> {
+    let headers = BTreeMap::deserialize(d)?;
+    check_headers(&headers)
+        .map_err(|(name, why)| error_at(&format!("/{}", escape_token(&name)), why))?;
+    Ok(headers)
+}
+
+fn retry<'de, D: Deserializer<'de>>(d: D) -> Result<Retry, D::Error> {
+    let retry = Retry::deserialize(d)?;
+    if retry.initial_backoff_ms > retry.max_backoff_ms {
+        return Err(error_at(
+            "/max_backoff_ms",
+            "`max_backoff_ms` must be at least `initial_backoff_ms`",
+        ));
+    }
+    Ok(retry)
 }
 
 /// Throttling of requests to one source.
@@ -238,6 +258,23 @@ impl<'de> Deserialize<'de> for StreamSpec {
                 "a body needs `\"method\": \"POST\"`",
             ));
         }
+        if s.records.key.as_str().is_empty() {
+            return Err(error_at(
+                "/records/key",
+                "the key must point inside the record, e.g. `/id`",
+            ));
+        }
+        if let (Pagination::Token(_), Some(body)) = (&s.pagination, &s.request.body)
+            && !mentions(body, "{{since}}")
+        {
+            return Err(error_at(
+                "/request/body",
+                "a token stream's body must contain \"{{since}}\" where the token goes",
+            ));
+        }
+        check_headers(&s.request.headers).map_err(|(name, why)| {
+            error_at(&format!("/request/headers/{}", escape_token(&name)), why)
+        })?;
         let has_updated_at = s.records.updated_at.is_some();
         let needs_updated_at = match &mut s.pagination {
             Pagination::Keyset(_) => Some("keyset pagination"),
@@ -273,6 +310,40 @@ impl<'de> Deserialize<'de> for StreamSpec {
             schedule: s.schedule,
         })
     }
+}
+
+/// Whether `value` holds the string `needle` anywhere.
+fn mentions(value: &Value, needle: &str) -> bool {
+    match value {
+        Value::String(s) => s == needle,
+        Value::Array(items) => items.iter().any(|v| mentions(v, needle)),
+        Value::Object(map) => map.values().any(|v| mentions(v, needle)),
+        _ => false,
+    }
+}
+
+/// Headers that carry credentials belong in `auth` (whose secrets are redacted), and a
+/// header given twice in different case would be sent twice.
+fn check_headers(headers: &BTreeMap<HeaderName, HeaderValue>) -> Result<(), (String, String)> {
+    let mut seen = HashSet::new();
+    for name in headers.keys() {
+        let lower = name.as_str().to_ascii_lowercase();
+        if matches!(
+            lower.as_str(),
+            "authorization" | "proxy-authorization" | "cookie"
+        ) {
+            return Err((
+                name.to_string(),
+                format!(
+                    "`{name}` carries credentials: configure them in `auth`, whose secrets are never returned"
+                ),
+            ));
+        }
+        if !seen.insert(lower) {
+            return Err((name.to_string(), format!("header `{name}` is given twice")));
+        }
+    }
+    Ok(())
 }
 
 /// The HTTP method of a stream's requests.
@@ -331,7 +402,7 @@ pub struct DeletedPredicate {
     #[schema(value_type = String, example = "/archived")]
     pub pointer: JsonPointer,
     #[serde(default = "DeletedPredicate::equals")]
-    #[schema(value_type = Object, default = true)]
+    #[schema(default = true)]
     pub equals: Value,
 }
 

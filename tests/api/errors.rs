@@ -164,6 +164,63 @@ async fn invalid_specs_are_refused_with_the_pointer_of_the_field_at_fault() {
             "/retry/max_attempts",
         ),
         (
+            "number for an enum",
+            edited(|s| s["streams"][0]["request"]["method"] = json!(5)),
+            "/streams/0/request/method",
+        ),
+        (
+            "number for a schedule",
+            edited(|s| s["streams"][0]["schedule"] = json!(900)),
+            "/streams/0/schedule",
+        ),
+        (
+            "client credentials without secret",
+            edited(
+                |s| s["auth"] = json!({"type": "oauth2", "token_url": "http://127.0.0.1:1/t", "grant": "client_credentials", "client_id": "c"}),
+            ),
+            "/auth/client_secret",
+        ),
+        (
+            "empty key pointer",
+            edited(|s| s["streams"][2]["records"]["key"] = json!("")),
+            "/streams/2/records/key",
+        ),
+        (
+            "token body without since",
+            edited(|s| s["streams"][1]["request"]["body"]["variables"]["since"] = json!("x")),
+            "/streams/1/request/body",
+        ),
+        (
+            "credentials in headers",
+            edited(|s| s["headers"]["Authorization"] = json!("Bearer x")),
+            "/headers/Authorization",
+        ),
+        (
+            "credentials in stream headers",
+            edited(|s| s["streams"][0]["request"]["headers"] = json!({"cookie": "a=b"})),
+            "/streams/0/request/headers/cookie",
+        ),
+        (
+            "backoff bounds reversed",
+            edited(|s| s["retry"]["initial_backoff_ms"] = json!(60000)),
+            "/retry/max_backoff_ms",
+        ),
+        (
+            "start_page without page_param",
+            edited(|s| s["streams"][3]["pagination"]["start_page"] = json!(1)),
+            "/streams/3/pagination/start_page",
+        ),
+        (
+            "link limit without its parameter",
+            edited(|s| {
+                s["streams"][5]["pagination"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("limit_param");
+            }),
+            "/streams/5/pagination/limit_param",
+        ),
+        (
             "negative rate",
             edited(|s| s["rate_limit"]["max_requests_per_second"] = json!(-1)),
             "/rate_limit/max_requests_per_second",

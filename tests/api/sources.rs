@@ -73,16 +73,27 @@ async fn the_design_source_is_accepted_read_replaced_and_deleted() {
     assert_eq!(deletions["deletes"], "items");
 
     // Replace: drop `orders`, change `sales` from token to none, add `customers`.
-    app.put(
-        "/v1/sources/shop/streams/products/cursor",
-        &json!({"cursor": {"updated_since": "2017-09-04 00:00:00 +03:00", "from_id": 123}}),
-    )
-    .await;
-    app.put(
-        "/v1/sources/shop/streams/sales/cursor",
-        &json!({"cursor": {"token": "abc"}}),
-    )
-    .await;
+    let products = app
+        .put(
+            "/v1/sources/shop/streams/products/cursor",
+            &json!({"cursor": {"updated_since": "2017-09-04 00:00:00 +03:00", "from_id": 123}}),
+        )
+        .await;
+    assert_eq!(products.status(), 200);
+    let sales = app
+        .put(
+            "/v1/sources/shop/streams/sales/cursor",
+            &json!({"cursor": {"token": "abc"}}),
+        )
+        .await;
+    assert_eq!(sales.status(), 200);
+    let sales: Value = app
+        .get("/v1/sources/shop/streams/sales/cursor")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sales["cursor"]["token"], "abc");
     let mut replaced = spec.clone();
     let streams = replaced["streams"].as_array_mut().unwrap();
     streams.retain(|s| s["name"] != "orders");
