@@ -324,7 +324,7 @@ async fn put_cursor(
         .ok_or_else(|| no_stream(&source, &stream))?;
     let cursor = Some(body.value.cursor).filter(|c| !c.is_null());
     if let Some(c) = &cursor {
-        cursor::check(&found.spec.pagination, c).map_err(|e| match e {
+        cursor::check(&found.spec.pagination, &found.base_url, c).map_err(|e| match e {
             ParseError::Invalid { pointer, message } => ApiError::invalid(pointer, message),
             ParseError::Malformed(m) => ApiError::malformed_json(m),
         })?;

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::de::{ParseError, escape_token};
+use super::names::HttpUrl;
 use super::pagination::Pagination;
 
 /// `GET .../cursor`: the checkpoint and who wrote it.
@@ -73,9 +74,13 @@ struct LinkCursor {
     next: url::Url,
 }
 
-/// Checks that `cursor` (not null) has the shape `pagination` keeps; errors point into
-/// the `PUT` body.
-pub fn check(pagination: &Pagination, cursor: &Value) -> Result<(), ParseError> {
+/// Checks that `cursor` (not null) has the shape `pagination` keeps (a link cursor must
+/// stay on the source's host); errors point into the `PUT` body.
+pub fn check(
+    pagination: &Pagination,
+    base_url: &HttpUrl,
+    cursor: &Value,
+) -> Result<(), ParseError> {
     fn shape<T: serde::de::DeserializeOwned>(cursor: &Value) -> Result<(), ParseError> {
         serde_path_to_error::deserialize::<_, T>(cursor)
             .map(|_| ())
@@ -110,17 +115,25 @@ pub fn check(pagination: &Pagination, cursor: &Value) -> Result<(), ParseError> 
         Pagination::Offset(_) => shape::<OffsetCursor>(cursor),
         Pagination::Link(_) => {
             shape::<LinkCursor>(cursor)?;
+            let origin = |url: &str| {
+                url::Url::parse(url)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https"))
+                    .map(|u| u.origin())
+            };
             let next = cursor
                 .get("next")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            if !(next.starts_with("http://") || next.starts_with("https://")) {
-                return Err(ParseError::Invalid {
+            match (origin(next), origin(base_url.as_str())) {
+                (Some(next), Some(base)) if next == base => Ok(()),
+                _ => Err(ParseError::Invalid {
                     pointer: "/cursor/next".into(),
-                    message: "the next URL must be an http or https URL".into(),
-                });
+                    message: format!(
+                        "the next URL must be an http(s) URL on the source's host, {base_url}"
+                    ),
+                }),
             }
-            Ok(())
         }
         Pagination::None => Err(ParseError::Invalid {
             pointer: "/cursor".into(),

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::spec::names::HttpUrl;
 use crate::spec::{Job, SourceName, SourceSpec, StreamName, StreamSpec};
 
 pub use postgres::PgStore;
@@ -42,6 +43,8 @@ pub struct StoredSource {
 #[derive(Debug, Clone)]
 pub struct StreamState {
     pub source: SourceName,
+    /// The source's base URL (link cursors must stay on its host).
+    pub base_url: HttpUrl,
     pub spec: StreamSpec,
     pub cursor: Option<Cursor>,
     pub last_job: Option<Job>,

@@ -359,6 +359,7 @@ macro_rules! impl_store {
                 .flatten();
                 Ok(Some($crate::store::StreamState {
                     source: source.clone(),
+                    base_url: source_spec.base_url.clone(),
                     spec: stream_spec,
                     cursor,
                     last_job: last_job

@@ -312,6 +312,12 @@ async fn a_cursor_of_the_wrong_shape_is_refused_with_its_pointer() {
             json!({"next": "not a url"}),
             "/cursor/next",
         ),
+        (
+            "shop",
+            "orders",
+            json!({"next": "http://169.254.169.254/latest"}),
+            "/cursor/next",
+        ),
         ("single", "once", json!({"anything": 1}), "/cursor"),
     ];
     for (source, stream, cursor, pointer) in cases {
