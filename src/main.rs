@@ -1,6 +1,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tidemark::config::{Config, LogFormat};
+use tidemark::sandbox::{self, Sandbox};
 use tidemark::{App, api, store};
 use tracing_subscriber::EnvFilter;
 
@@ -22,6 +23,11 @@ enum Command {
     Migrate,
     /// Print the OpenAPI document.
     Openapi,
+    /// Serve the simulated upstream on 127.0.0.1 (for the quickstart, tests and benchmarks).
+    Sandbox {
+        #[arg(long, default_value_t = 9000)]
+        port: u16,
+    },
 }
 
 #[tokio::main]
@@ -50,6 +56,17 @@ async fn main() -> anyhow::Result<()> {
                 .await?
                 .serve(listener, shutdown_signal())
                 .await
+        }
+        Command::Sandbox { port } => {
+            init_logs(&config)?;
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "sandbox serving");
+            let sandbox = Sandbox::new(sandbox::DEFAULT_SEED, sandbox::DEFAULT_RECORDS);
+            sandbox::serve(listener, sandbox, shutdown_signal()).await?;
+            Ok(())
         }
     }
 }

@@ -4,5 +4,6 @@
 mod auth;
 mod errors;
 mod openapi;
+mod sandbox;
 mod sources;
 mod support;

@@ -1,0 +1,190 @@
+//! The simulated upstream (`tidemark sandbox`): in-memory datasets that speak the seed
+//! APIs' pagination styles exactly, plus control endpoints that churn them and a truth
+//! endpoint, so sync tests can prove convergence against a known answer.
+//!
+//! Everything is deterministic: a seeded PRNG drives every random choice and a sandbox
+//! clock (not the wall clock) stamps every mutation and every `Date` header.
+
+mod keyset;
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::map_response_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio::net::TcpListener;
+
+/// Seed used by `tidemark sandbox` so its data is the same on every start.
+pub const DEFAULT_SEED: u64 = 42;
+/// Records per dataset used by `tidemark sandbox`.
+pub const DEFAULT_RECORDS: usize = 1000;
+
+/// A simulated upstream holding one dataset per API style.
+pub struct Sandbox {
+    world: Mutex<World>,
+}
+
+/// Everything mutable, behind one lock: mutations must see one consistent clock.
+struct World {
+    clock: Clock,
+    rng: SplitMix64,
+    products: keyset::Products,
+}
+
+impl Sandbox {
+    /// A sandbox whose datasets hold `records` records each, generated from `seed`.
+    pub fn new(seed: u64, records: usize) -> Arc<Self> {
+        let mut rng = SplitMix64(seed);
+        let clock = Clock::start();
+        let products = keyset::Products::generate(records, &clock, &mut rng);
+        Arc::new(Sandbox {
+            world: Mutex::new(World {
+                clock,
+                rng,
+                products,
+            }),
+        })
+    }
+
+    /// All sandbox routes: the upstream APIs and `/_control/...`.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/insales/products.json", get(keyset::list))
+            .route("/_control/keyset/update", post(keyset::update))
+            .route("/_control/keyset/create", post(keyset::create))
+            .route("/_control/keyset/archive", post(keyset::archive))
+            .route("/_control/keyset/mass_update", post(keyset::mass_update))
+            .route("/_control/keyset/truth", get(keyset::truth))
+            .route("/_control/keyset/tick", post(tick))
+            .layer(map_response_with_state(self.clone(), date_header))
+            .with_state(self.clone())
+    }
+
+    /// The lock is never held across an await, and a panicking handler leaves the data
+    /// consistent enough for a test double, so a poisoned lock is simply taken over.
+    fn world(&self) -> MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Serves `sandbox` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    sandbox: Arc<Sandbox>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, sandbox.router())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The sandbox's own clock. It moves only when told to (or by one second per ordinary
+/// mutation), so timestamps, and with them every test, are reproducible.
+struct Clock {
+    now: DateTime<Utc>,
+}
+
+impl Clock {
+    /// 2017-09-04 00:00:00 +03:00, the example date of the InSales documentation.
+    fn start() -> Self {
+        Clock {
+            now: DateTime::from_timestamp(1_504_472_400, 0).unwrap_or_default(),
+        }
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.now
+    }
+
+    /// Moves the clock forward; `None` (clock unchanged) past chrono's range.
+    fn advance(&mut self, seconds: u32) -> Option<DateTime<Utc>> {
+        self.now = self
+            .now
+            .checked_add_signed(TimeDelta::seconds(i64::from(seconds)))?;
+        Some(self.now)
+    }
+}
+
+/// SplitMix64: a tiny, well-mixed PRNG, enough to make churn deterministic per seed.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (0 when `n` is 0); the modulo bias is irrelevant here.
+    fn below(&mut self, n: u64) -> u64 {
+        self.next_u64().checked_rem(n).unwrap_or(0)
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TickBody {
+    seconds: u32,
+}
+
+/// `POST /_control/keyset/tick {"seconds": s}`: advances the sandbox clock.
+async fn tick(
+    State(sandbox): State<Arc<Sandbox>>,
+    axum::Json(body): axum::Json<TickBody>,
+) -> Response {
+    let now = sandbox.world().clock.advance(body.seconds);
+    match now {
+        Some(now) => json_reply(
+            StatusCode::OK,
+            serde_json::json!({ "now": keyset::format_time(now) }).to_string(),
+        ),
+        None => bad_request("the clock cannot move that far"),
+    }
+}
+
+/// Every reply carries the sandbox clock as its `Date`, as a real upstream carries its
+/// own: the gateway takes a run's start from it.
+async fn date_header(State(sandbox): State<Arc<Sandbox>>, mut response: Response) -> Response {
+    let now = sandbox.world().clock.now();
+    let text = now.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    if let Ok(value) = HeaderValue::from_str(&text) {
+        response.headers_mut().insert(header::DATE, value);
+    }
+    response
+}
+
+/// A reply whose JSON body is already text (records are served from their stored text).
+fn json_reply(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// A `400` with a JSON body, the way the imitated APIs reject bad parameters.
+fn bad_request(message: &str) -> Response {
+    json_reply(
+        StatusCode::BAD_REQUEST,
+        serde_json::json!({ "errors": [message] }).to_string(),
+    )
+}
+
+/// Writes stored JSON texts as one array, byte for byte.
+fn json_array<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    let mut out = String::from("[");
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(item);
+    }
+    out.push(']');
+    out
+}
