@@ -7,7 +7,7 @@ use crate::support::{ADMIN, READER, assert_problem, design_source, spawn_with_to
 
 /// Every `(method, path)` of the served OpenAPI document, with path parameters filled in.
 async fn routes(app: &crate::support::TestApp) -> Vec<(Method, String)> {
-    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let doc: Value = app.get_json("/openapi.json").await;
     let mut routes = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {

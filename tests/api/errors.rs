@@ -233,7 +233,7 @@ async fn invalid_specs_are_refused_with_the_pointer_of_the_field_at_fault() {
         assert_eq!(problem["pointer"], pointer, "{what}: {problem}");
     }
     // Nothing was stored by any of them.
-    let list: Value = app.get("/v1/sources").await.json().await.unwrap();
+    let list: Value = app.get_json("/v1/sources").await;
     assert_eq!(list["results"], json!([]));
 }
 
@@ -357,7 +357,7 @@ async fn operations_endpoints_answer() {
     let health = app.get("/healthz").await;
     assert_eq!(health.status(), 200);
     assert!(health.headers().contains_key("x-request-id"));
-    let ready: Value = app.get("/readyz").await.json().await.unwrap();
+    let ready: Value = app.get_json("/readyz").await;
     assert_eq!(ready["status"], "ready");
 
     // A request id sent in is echoed back.

@@ -7,7 +7,7 @@ use crate::support::spawn;
 #[tokio::test]
 async fn the_document_is_openapi_3_1_and_lists_every_route() {
     let app = spawn().await;
-    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let doc: Value = app.get_json("/openapi.json").await;
     assert_eq!(doc["openapi"], "3.1.0");
     let expected = [
         ("/v1/sources", vec!["get", "post"]),

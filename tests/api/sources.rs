@@ -40,11 +40,11 @@ async fn the_design_source_is_accepted_read_replaced_and_deleted() {
         json!({"type": "bearer", "token": {"env": "SHOP_TOKEN"}})
     );
 
-    let read: Value = app.get("/v1/sources/shop").await.json().await.unwrap();
+    let read: Value = app.get_json("/v1/sources/shop").await;
     assert_eq!(read["streams"], created["streams"]);
     assert_eq!(read["created_at"], created["created_at"]);
 
-    let list: Value = app.get("/v1/sources").await.json().await.unwrap();
+    let list: Value = app.get_json("/v1/sources").await;
     assert_eq!(list["results"].as_array().unwrap().len(), 1);
     assert_eq!(list["next"], Value::Null);
 
@@ -64,12 +64,7 @@ async fn the_design_source_is_accepted_read_replaced_and_deleted() {
         assert_eq!(s["cursor"], Value::Null);
         assert_eq!(s["last_job"], Value::Null);
     }
-    let deletions: Value = app
-        .get("/v1/sources/shop/streams/items_deleted")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let deletions: Value = app.get_json("/v1/sources/shop/streams/items_deleted").await;
     assert_eq!(deletions["deletes"], "items");
 
     // Replace: drop `orders`, change `sales` from token to none, add `customers`.
@@ -87,12 +82,7 @@ async fn the_design_source_is_accepted_read_replaced_and_deleted() {
         )
         .await;
     assert_eq!(sales.status(), 200);
-    let sales: Value = app
-        .get("/v1/sources/shop/streams/sales/cursor")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let sales: Value = app.get_json("/v1/sources/shop/streams/sales/cursor").await;
     assert_eq!(sales["cursor"]["token"], "abc");
     let mut replaced = spec.clone();
     let streams = replaced["streams"].as_array_mut().unwrap();
@@ -120,18 +110,10 @@ async fn the_design_source_is_accepted_read_replaced_and_deleted() {
     assert_eq!(customers.status(), 200);
     // The unchanged stream keeps its cursor; the one whose strategy changed loses it.
     let products: Value = app
-        .get("/v1/sources/shop/streams/products/cursor")
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json("/v1/sources/shop/streams/products/cursor")
+        .await;
     assert_eq!(products["cursor"]["from_id"], 123);
-    let sales: Value = app
-        .get("/v1/sources/shop/streams/sales/cursor")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let sales: Value = app.get_json("/v1/sources/shop/streams/sales/cursor").await;
     assert_eq!(sales["cursor"], Value::Null);
 
     let deleted = app.delete("/v1/sources/shop").await;
@@ -194,11 +176,8 @@ async fn sources_are_listed_in_pages_by_name() {
     let mut after = String::new();
     for _ in 0..5 {
         let page: Value = app
-            .get(&format!("/v1/sources?limit=2&after={after}"))
-            .await
-            .json()
-            .await
-            .unwrap();
+            .get_json(&format!("/v1/sources?limit=2&after={after}"))
+            .await;
         for s in page["results"].as_array().unwrap() {
             seen.push(s["name"].as_str().unwrap().to_owned());
         }
@@ -238,21 +217,18 @@ async fn cursors_are_set_read_and_reset_verbatim() {
         let path = format!("/v1/sources/shop/streams/{stream}/cursor");
         let put = app.put(&path, &json!({ "cursor": cursor })).await;
         assert_eq!(put.status(), 200, "{stream}");
-        let got: Value = app.get(&path).await.json().await.unwrap();
+        let got: Value = app.get_json(&path).await;
         assert_eq!(got["cursor"], cursor, "{stream}");
         assert_eq!(got["stream"], format!("shop/{stream}"));
         assert!(got["updated_at"].is_string());
         assert_eq!(got["job"], Value::Null);
         let view: Value = app
-            .get(&format!("/v1/sources/shop/streams/{stream}"))
-            .await
-            .json()
-            .await
-            .unwrap();
+            .get_json(&format!("/v1/sources/shop/streams/{stream}"))
+            .await;
         assert_eq!(view["cursor"], cursor);
 
         assert_eq!(app.delete(&path).await.status(), 204);
-        let reset: Value = app.get(&path).await.json().await.unwrap();
+        let reset: Value = app.get_json(&path).await;
         assert_eq!(reset["cursor"], Value::Null);
     }
 

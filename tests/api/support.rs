@@ -105,6 +105,11 @@ impl TestApp {
         self.request(Method::GET, path).send().await.unwrap()
     }
 
+    /// GETs `path` and parses its JSON body.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.get(path).await.json().await.unwrap()
+    }
+
     pub async fn delete(&self, path: &str) -> Response {
         self.request(Method::DELETE, path).send().await.unwrap()
     }
