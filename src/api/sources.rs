@@ -248,28 +248,6 @@ async fn get_stream(
     }))
 }
 
-async fn cursor_view(
-    state: &AppState,
-    source: &SourceName,
-    stream: &StreamName,
-) -> Result<CursorView, ApiError> {
-    let found = state
-        .store
-        .get_stream(source, stream)
-        .await?
-        .ok_or_else(|| no_stream(source, stream))?;
-    let (cursor, updated_at, job) = match found.cursor {
-        Some(c) => (Some(c.value), Some(c.updated_at), c.job),
-        None => (None, None, None),
-    };
-    Ok(CursorView {
-        stream: format!("{source}/{stream}"),
-        cursor,
-        updated_at,
-        job,
-    })
-}
-
 /// Read a stream's cursor (checkpoint).
 #[utoipa::path(
     get, path = "/v1/sources/{source}/streams/{stream}/cursor", tag = "streams",
@@ -288,7 +266,21 @@ async fn get_cursor(
     State(state): State<AppState>,
     StreamPath(source, stream): StreamPath,
 ) -> Result<Json<CursorView>, ApiError> {
-    Ok(Json(cursor_view(&state, &source, &stream).await?))
+    let found = state
+        .store
+        .get_stream(&source, &stream)
+        .await?
+        .ok_or_else(|| no_stream(&source, &stream))?;
+    let (cursor, updated_at, job) = match found.cursor {
+        Some(c) => (Some(c.value), Some(c.updated_at), c.job),
+        None => (None, None, None),
+    };
+    Ok(Json(CursorView {
+        stream: format!("{source}/{stream}"),
+        cursor,
+        updated_at,
+        job,
+    }))
 }
 
 /// Set a stream's cursor; the next incremental run starts there. The body's shape
@@ -329,14 +321,17 @@ async fn put_cursor(
             ParseError::Malformed(m) => ApiError::malformed_json(m),
         })?;
     }
-    if !state
+    let written = state
         .store
         .set_cursor(&source, &stream, cursor.as_ref())
         .await?
-    {
-        return Err(no_stream(&source, &stream));
-    }
-    Ok(Json(cursor_view(&state, &source, &stream).await?))
+        .ok_or_else(|| no_stream(&source, &stream))?;
+    Ok(Json(CursorView {
+        stream: format!("{source}/{stream}"),
+        updated_at: cursor.as_ref().map(|_| written),
+        cursor,
+        job: None,
+    }))
 }
 
 /// Reset a stream's cursor: the next incremental run starts from the beginning.
@@ -358,7 +353,12 @@ async fn delete_cursor(
     State(state): State<AppState>,
     StreamPath(source, stream): StreamPath,
 ) -> Result<StatusCode, ApiError> {
-    if state.store.set_cursor(&source, &stream, None).await? {
+    if state
+        .store
+        .set_cursor(&source, &stream, None)
+        .await?
+        .is_some()
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(no_stream(&source, &stream))

@@ -100,14 +100,14 @@ pub trait Store: Send + Sync + 'static {
         stream: &StreamName,
     ) -> StoreResult<Option<StreamState>>;
 
-    /// Sets (or with `None` resets) a stream's cursor through the API. `false` when the
-    /// stream does not exist.
+    /// Sets (or with `None` resets) a stream's cursor through the API. Returns when it was
+    /// written; `None` when the stream does not exist.
     async fn set_cursor(
         &self,
         source: &SourceName,
         stream: &StreamName,
         cursor: Option<&Value>,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<Option<DateTime<Utc>>>;
 }
 
 /// Opens the store `database_url` names (`sqlite:` or `postgres:`) and applies its

@@ -375,8 +375,9 @@ macro_rules! impl_store {
                 source: &$crate::spec::SourceName,
                 stream: &$crate::spec::StreamName,
                 cursor: Option<&serde_json::Value>,
-            ) -> $crate::store::StoreResult<bool> {
+            ) -> $crate::store::StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
                 let text = cursor.map(|c| c.to_string());
+                let now = $crate::store::shared::now();
                 let done = sqlx::query(
                     "UPDATE streams SET cursor = $3, cursor_updated_at = $4, cursor_job = NULL \
                      WHERE name = $2 AND source_id = (SELECT id FROM sources WHERE name = $1)",
@@ -384,10 +385,10 @@ macro_rules! impl_store {
                 .bind(source.as_str())
                 .bind(stream.as_str())
                 .bind(text)
-                .bind($crate::store::shared::now())
+                .bind(now)
                 .execute(&self.write)
                 .await?;
-                Ok(done.rows_affected() > 0)
+                Ok((done.rows_affected() > 0).then_some(now))
             }
         }
     };
