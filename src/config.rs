@@ -45,6 +45,15 @@ pub struct Config {
     #[arg(long, env = "TIDEMARK_MAX_BODY_BYTES", default_value_t = 1024 * 1024, global = true)]
     pub max_body_bytes: usize,
 
+    /// Concurrent sync workers of this instance (0: this instance only serves the API).
+    #[arg(long, env = "TIDEMARK_WORKERS", default_value_t = 4, global = true)]
+    pub workers: usize,
+
+    /// How long a worker's claim on a job lasts without a heartbeat; a job whose worker
+    /// died is taken over by another after this long.
+    #[arg(long, env = "TIDEMARK_JOB_LEASE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(3..=3600), global = true)]
+    pub job_lease_seconds: u32,
+
     /// Log filter, in `tracing` `EnvFilter` syntax (e.g. `info,tidemark=debug`).
     #[arg(long, env = "TIDEMARK_LOG", default_value = "info", global = true)]
     pub log: String,
@@ -145,6 +154,8 @@ impl Config {
             database_url: database_url.into(),
             api_tokens: ApiTokens::default(),
             max_body_bytes: 1024 * 1024,
+            workers: 4,
+            job_lease_seconds: 30,
             log: "info".into(),
             log_format: LogFormat::Pretty,
         }

@@ -7,8 +7,11 @@ pub mod error;
 pub mod sandbox;
 pub mod spec;
 pub mod store;
+pub mod sync;
+pub mod upstream;
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -20,6 +23,7 @@ pub use config::Config;
 pub struct App {
     config: Config,
     state: api::AppState,
+    workers: sync::Workers,
 }
 
 /// The process-wide metrics recorder (a recorder can be installed only once per process;
@@ -42,28 +46,45 @@ impl App {
         let store = store::connect(&config.database_url)
             .await
             .context("opening the database")?;
+        let workers = sync::Workers::start(
+            store.clone(),
+            upstream::client::Upstream::new(),
+            config.workers,
+            Duration::from_secs(u64::from(config.job_lease_seconds)),
+        );
         let state = api::AppState {
             store,
             tokens: Arc::new(config.api_tokens.clone()),
             metrics: metrics_handle()?,
+            waker: workers.waker(),
         };
-        Ok(App { config, state })
+        Ok(App {
+            config,
+            state,
+            workers,
+        })
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then drains in-flight requests.
-    /// Refuses a non-loopback listener when no API token is configured.
+    /// Serves on `listener` until `shutdown` resolves, then drains in-flight requests and
+    /// stops the workers (each commits the page in flight and hands its job back to the
+    /// queue). Refuses a non-loopback listener when no API token is configured.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
-        self.config.check_exposure(addr)?;
+        if let Err(e) = self.config.check_exposure(addr) {
+            self.workers.stop().await;
+            return Err(e);
+        }
         let app = api::app(self.state, self.config.max_body_bytes);
         tracing::info!(%addr, "serving");
-        axum::serve(listener, app)
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
-            .await?;
-        Ok(())
+            .await;
+        self.workers.stop().await;
+        tracing::info!("workers stopped");
+        Ok(served?)
     }
 }

@@ -12,7 +12,7 @@ use crate::config::Role;
 use crate::error::ApiError;
 
 pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if state.tokens.is_empty() || !req.uri().path().starts_with("/v1/") {
+    if state.tokens.is_empty() || !req.uri().path().starts_with("/v1/") || is_webhook(&req) {
         return next.run(req).await;
     }
     let needed = if matches!(*req.method(), Method::GET | Method::HEAD) {
@@ -38,4 +38,15 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         }
         Some(_) => next.run(req).await,
     }
+}
+
+/// Upstream webhooks carry their source's webhook secret instead of an API token (the
+/// handler checks it).
+fn is_webhook(req: &Request) -> bool {
+    let path = req.uri().path();
+    req.method() == Method::POST
+        && path.strip_prefix("/v1/sources/").is_some_and(|rest| {
+            rest.strip_suffix("/webhook")
+                .is_some_and(|source| !source.is_empty() && !source.contains('/'))
+        })
 }

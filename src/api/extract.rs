@@ -28,6 +28,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|r| ApiError::from_status(r.status(), r.body_text()))?;
+        Self::from_bytes(bytes)
+    }
+}
+
+impl<T: DeserializeOwned> ApiJson<T> {
+    fn from_bytes(bytes: Bytes) -> Result<Self, ApiError> {
         let value = parse::<T>(&bytes).map_err(|e| match e {
             ParseError::Malformed(detail) => ApiError::malformed_json(detail),
             ParseError::Invalid { pointer, message } => ApiError::invalid(pointer, message),
@@ -36,6 +42,28 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         let raw = String::from_utf8(bytes.to_vec())
             .map_err(|e| ApiError::malformed_json(e.to_string()))?;
         Ok(ApiJson { value, raw })
+    }
+}
+
+/// Like [`ApiJson`], but an empty body (with any content type) means `T::default()`, so
+/// `curl -X POST` works for requests whose fields all have defaults.
+pub struct JsonOrEmpty<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for JsonOrEmpty<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let json = is_json(req.headers().get(header::CONTENT_TYPE));
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|r| ApiError::from_status(r.status(), r.body_text()))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(JsonOrEmpty(T::default()));
+        }
+        if !json {
+            return Err(ApiError::unsupported_media_type());
+        }
+        Ok(JsonOrEmpty(ApiJson::from_bytes(bytes)?.value))
     }
 }
 
@@ -100,4 +128,41 @@ fn source_name(params: &[(String, String)]) -> Result<SourceName, ApiError> {
     param(params, "source")
         .and_then(|s| SourceName::try_from(s.to_owned()).ok())
         .ok_or_else(|| ApiError::not_found("no such source"))
+}
+
+/// The `{id}` path segment of a job. An id that is not a UUID cannot exist: 404.
+pub struct JobPath(pub uuid::Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for JobPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let params = path_params(parts, state).await?;
+        param(&params, "id")
+            .and_then(|id| id.parse().ok())
+            .map(JobPath)
+            .ok_or_else(|| ApiError::not_found("there is no job with this id"))
+    }
+}
+
+/// The `{source}`, `{stream}` and `{key}` path segments.
+pub struct RecordPath {
+    pub source: SourceName,
+    pub stream: StreamName,
+    pub key: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RecordPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let StreamPath(source, stream) = StreamPath::from_request_parts(parts, state).await?;
+        let params = path_params(parts, state).await?;
+        let key = param(&params, "key").unwrap_or_default().to_owned();
+        Ok(RecordPath {
+            source,
+            stream,
+            key,
+        })
+    }
 }

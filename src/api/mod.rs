@@ -2,8 +2,10 @@
 
 mod auth;
 mod extract;
+mod jobs;
 mod middleware;
 mod ops;
+mod records;
 mod sources;
 
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::ApiTokens;
 use crate::store::Store;
+use crate::sync::Waker;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -31,6 +34,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub tokens: Arc<ApiTokens>,
     pub metrics: PrometheusHandle,
+    /// Wakes idle workers when a job is queued.
+    pub waker: Waker,
 }
 
 #[derive(OpenApi)]
@@ -47,6 +52,8 @@ pub struct AppState {
     tags(
         (name = "sources", description = "Upstream APIs and their streams"),
         (name = "streams", description = "One endpoint of a source, and its checkpoint"),
+        (name = "jobs", description = "Sync runs: queue, follow, cancel"),
+        (name = "records", description = "The mirror of each stream"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]
@@ -102,6 +109,8 @@ impl Modify for OpenObjects {
 fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(sources::router())
+        .merge(jobs::router())
+        .merge(records::router())
         .merge(ops::router())
         .split_for_parts();
     OpenObjects.modify(&mut api);

@@ -34,12 +34,22 @@ fn view(source: StoredSource) -> SourceView {
     }
 }
 
-fn no_source(name: &SourceName) -> ApiError {
+pub(super) fn no_source(name: &SourceName) -> ApiError {
     ApiError::not_found(format!("there is no source named `{name}`"))
 }
 
-fn no_stream(source: &SourceName, stream: &StreamName) -> ApiError {
+pub(super) fn no_stream(source: &SourceName, stream: &StreamName) -> ApiError {
     ApiError::not_found(format!("there is no stream `{source}/{stream}`"))
+}
+
+/// A list's page size: 1 to 1000, 100 when not given.
+pub(super) fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if (1..=1000).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::invalid_param("limit", "limit must be 1 to 1000"))
+    }
 }
 
 /// Register a source with its streams.
@@ -87,6 +97,18 @@ pub struct ListParams {
     after: Option<String>,
 }
 
+impl ListParams {
+    /// The page size, checked.
+    pub(super) fn limit(&self) -> Result<u32, ApiError> {
+        page_limit(self.limit)
+    }
+
+    /// Where the page starts, if not at the beginning.
+    pub(super) fn after(&self) -> Option<&str> {
+        self.after.as_deref().filter(|a| !a.is_empty())
+    }
+}
+
 /// List sources, ordered by name.
 #[utoipa::path(
     get, path = "/v1/sources", tag = "sources",
@@ -102,13 +124,10 @@ async fn list_sources(
     State(state): State<AppState>,
     Query(params): Query<ListParams>,
 ) -> Result<Json<SourceList>, ApiError> {
-    let limit = params.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid_param("limit", "limit must be 1 to 1000"));
-    }
-    let after = match params.after.filter(|a| !a.is_empty()) {
+    let limit = params.limit()?;
+    let after = match params.after() {
         Some(a) => Some(
-            SourceName::try_from(a)
+            SourceName::try_from(a.to_owned())
                 .map_err(|_| ApiError::invalid_param("after", "not a `next` value of this list"))?,
         ),
         None => None,

@@ -10,10 +10,11 @@ use crate::error::Problem;
 use super::names::{SourceName, StreamName};
 
 /// What a job reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobMode {
     /// From the stream's cursor.
+    #[default]
     Incremental,
     /// From the beginning, keeping the mirror.
     Full,
@@ -73,4 +74,26 @@ pub struct Job {
     pub stats: JobStats,
     /// Why the job failed, when it did.
     pub error: Option<Problem>,
+}
+
+/// `POST .../sync`: which kind of job to queue (an empty body queues an incremental one).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    #[serde(default)]
+    pub mode: JobMode,
+}
+
+/// The jobs of a source-level request, one per stream.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SourceJobs {
+    pub jobs: Vec<Job>,
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct JobList {
+    pub results: Vec<Job>,
+    /// Pass as `after` to read the next page; `null` on the last page.
+    pub next: Option<String>,
 }

@@ -7,6 +7,7 @@ pub mod de;
 pub mod job;
 pub mod names;
 pub mod pagination;
+pub mod record;
 pub mod secret;
 pub mod source;
 

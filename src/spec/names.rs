@@ -188,6 +188,13 @@ checked_string!(
     }
 );
 
+impl CronExpr {
+    /// The parsed schedule (the text was checked when the value was made).
+    pub fn schedule(&self) -> Option<cron::Schedule> {
+        self.as_str().parse().ok()
+    }
+}
+
 impl Default for JsonPointer {
     /// The whole document.
     fn default() -> Self {

@@ -11,7 +11,10 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::error::Problem;
+use crate::spec::job::{JobMode, JobStats, JobStatus, Trigger};
 use crate::spec::names::HttpUrl;
+use crate::spec::source::Schedule;
 use crate::spec::{Job, SourceName, SourceSpec, StreamName, StreamSpec};
 
 pub use postgres::PgStore;
@@ -67,6 +70,136 @@ pub struct NewSource<'a> {
     pub raw: &'a str,
 }
 
+/// A job a worker has claimed, with everything needed to run it.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub job: Job,
+    pub stream_id: i64,
+    /// Where the stream's records go: the stream itself, or for a deletions stream the
+    /// stream whose records it deletes.
+    pub target_stream_id: i64,
+    pub source: SourceSpec,
+    pub stream: StreamSpec,
+    pub cursor: Option<Cursor>,
+}
+
+/// What a page does to the stream's cursor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CursorWrite {
+    Keep,
+    Set(Value),
+    Clear,
+}
+
+/// One record of a page: its key and verbatim JSON text, or `None` for a deletion.
+#[derive(Debug, Clone)]
+pub struct PageRecord {
+    pub key: String,
+    pub body: Option<String>,
+    /// SHA-256 of `body`, computed outside the page transaction.
+    hash: Option<[u8; 32]>,
+}
+
+impl PageRecord {
+    pub fn upsert(key: String, body: String) -> Self {
+        use sha2::{Digest, Sha256};
+        let hash = Sha256::digest(body.as_bytes()).into();
+        PageRecord {
+            key,
+            body: Some(body),
+            hash: Some(hash),
+        }
+    }
+
+    pub fn delete(key: String) -> Self {
+        PageRecord {
+            key,
+            body: None,
+            hash: None,
+        }
+    }
+}
+
+/// One page's worth of writes, committed in one transaction.
+pub struct PageCommit<'a> {
+    pub job: Uuid,
+    /// The worker that holds the job's lease; the commit fails if it no longer does.
+    pub owner: &'a str,
+    /// How far the commit extends the lease.
+    pub lease: chrono::TimeDelta,
+    pub target_stream_id: i64,
+    pub cursor_stream_id: i64,
+    pub records: &'a [PageRecord],
+    pub cursor: &'a CursorWrite,
+    /// The job's counters including this page's request and page counts; the page's
+    /// record outcomes are added to them before they are written.
+    pub stats: &'a JobStats,
+}
+
+/// What a page changed in the mirror.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageOutcome {
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub deleted: u64,
+}
+
+impl PageOutcome {
+    pub fn add_to(self, stats: &mut JobStats) {
+        stats.inserted += self.inserted;
+        stats.updated += self.updated;
+        stats.unchanged += self.unchanged;
+        stats.deleted += self.deleted;
+    }
+}
+
+/// How a job ended.
+#[derive(Debug, Clone)]
+pub enum JobEnd {
+    Succeeded,
+    Failed(Problem),
+    /// The upstream refused the stored token: the cursor is reset and a full job with
+    /// trigger `resync` is queued in the same transaction.
+    Resync(Problem),
+}
+
+/// Filters of `GET /v1/jobs`.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub source: Option<SourceName>,
+    pub stream: Option<StreamName>,
+    pub status: Option<JobStatus>,
+}
+
+/// A scheduled stream and its scheduling state.
+#[derive(Debug, Clone)]
+pub struct Scheduled {
+    pub stream_id: i64,
+    pub schedule: Schedule,
+    /// When the scheduler last queued a job for it.
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// Jobs failed in a row.
+    pub failures: u32,
+}
+
+/// One entry of the mirror.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    pub key: String,
+    pub rev: i64,
+    pub body: String,
+    pub synced_at: DateTime<Utc>,
+}
+
+/// What `enqueue_job` did.
+#[derive(Debug, Clone)]
+pub struct Enqueued {
+    pub job: Job,
+    /// `false` when the stream already had a queued or running job, which is returned.
+    pub created: bool,
+}
+
 /// Everything tidemark keeps. Implementations share their SQL where the two databases
 /// agree (`shared.rs`).
 #[async_trait::async_trait]
@@ -108,6 +241,108 @@ pub trait Store: Send + Sync + 'static {
         stream: &StreamName,
         cursor: Option<&Value>,
     ) -> StoreResult<Option<DateTime<Utc>>>;
+
+    /// Queues a job for a stream unless it has a queued or running one (then that one is
+    /// returned). `None` when the stream does not exist.
+    async fn enqueue_job(
+        &self,
+        source: &SourceName,
+        stream: &StreamName,
+        mode: JobMode,
+        trigger: Trigger,
+    ) -> StoreResult<Option<Enqueued>>;
+
+    /// Asks for another incremental run of a stream: queued at once, or, when a job is
+    /// running, queued as soon as it finishes (so many hints make one run). `None` when
+    /// the stream does not exist.
+    async fn request_run(
+        &self,
+        source: &SourceName,
+        stream: &StreamName,
+        trigger: Trigger,
+    ) -> StoreResult<Option<Job>>;
+
+    async fn get_job(&self, id: Uuid) -> StoreResult<Option<Job>>;
+
+    /// Jobs, newest first, after the job `after`.
+    async fn list_jobs(
+        &self,
+        filter: &JobFilter,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<Job>>;
+
+    /// Cancels a queued or running job (a running one stops at its next page boundary:
+    /// its commits are refused from now on). Returns the job as it is afterwards, and
+    /// whether this call cancelled it.
+    async fn cancel_job(&self, id: Uuid) -> StoreResult<Option<(Job, bool)>>;
+
+    /// Claims the oldest queued job, or a running one whose lease expired, for `owner`.
+    async fn claim_job(&self, owner: &str, lease: chrono::TimeDelta) -> StoreResult<Option<Claim>>;
+
+    /// Extends a lease; `false` when the job is no longer running under `owner`.
+    async fn heartbeat(
+        &self,
+        job: Uuid,
+        owner: &str,
+        lease: chrono::TimeDelta,
+    ) -> StoreResult<bool>;
+
+    /// Puts a running job back in the queue (on shutdown), keeping what it committed.
+    async fn release_job(&self, job: Uuid, owner: &str) -> StoreResult<()>;
+
+    /// Finishes a job; `false` when it was no longer running under `owner`.
+    async fn finish_job(
+        &self,
+        job: Uuid,
+        owner: &str,
+        stats: &JobStats,
+        end: JobEnd,
+    ) -> StoreResult<bool>;
+
+    /// Commits one page: records, the changes they cause (feed positions), the cursor and
+    /// the job's counters, in one transaction. `None` (nothing written) when the job is no
+    /// longer running under `page.owner` (cancelled, or its lease was taken over).
+    async fn commit_page(&self, page: PageCommit<'_>) -> StoreResult<Option<PageOutcome>>;
+
+    /// Keys of the live (not deleted) records of a stream, in key order, after `after`.
+    async fn live_keys(
+        &self,
+        stream_id: i64,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<String>>;
+
+    /// Live records of a stream in key order, after `after`. `None` when the stream does
+    /// not exist.
+    async fn list_records(
+        &self,
+        source: &SourceName,
+        stream: &StreamName,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Option<Vec<StoredRecord>>>;
+
+    /// One live record. `Ok(None)` when the stream does not exist, `Ok(Some(None))` when
+    /// the record does not (or was deleted).
+    async fn get_record(
+        &self,
+        source: &SourceName,
+        stream: &StreamName,
+        key: &str,
+    ) -> StoreResult<Option<Option<StoredRecord>>>;
+
+    /// Every stream that has a schedule.
+    async fn scheduled_streams(&self) -> StoreResult<Vec<Scheduled>>;
+
+    /// Queues a scheduled incremental job, unless another scheduler did since
+    /// `scheduled_at` was read (then `false`). Records the time either way it wins.
+    async fn enqueue_scheduled(
+        &self,
+        stream_id: i64,
+        previous: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
 }
 
 /// Opens the store `database_url` names (`sqlite:` or `postgres:`) and applies its

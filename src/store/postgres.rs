@@ -34,4 +34,21 @@ impl PgStore {
     }
 }
 
-impl_store!(PgStore, MIGRATOR);
+/// Claims the oldest claimable job; `SKIP LOCKED` lets the workers of every instance
+/// claim at once without waiting on each other or taking the same job.
+const CLAIM_SQL: &str = "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
+     started_at = COALESCE(started_at, $2), lease_owner = $1, lease_expires_at = $3 \
+     WHERE id = (SELECT id FROM jobs WHERE status = 'queued' \
+                 OR (status = 'running' AND lease_expires_at < $2) \
+                 ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+     RETURNING id";
+
+/// What the mirror holds for a page's keys (bound as one array).
+const EXISTING_SQL: &str =
+    "SELECT key, hash, rev FROM records WHERE stream_id = $1 AND key = ANY($2)";
+
+fn key_list(records: &[crate::store::PageRecord]) -> Vec<String> {
+    records.iter().map(|r| r.key.clone()).collect()
+}
+
+impl_store!(PgStore, MIGRATOR, sqlx::PgConnection);

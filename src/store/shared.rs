@@ -133,11 +133,113 @@ impl StreamPlan {
     }
 }
 
+/// The columns of a job with its source and stream names, as [`NamedJobTuple`] decodes
+/// them; followed by a `WHERE` clause.
+macro_rules! job_select {
+    () => {
+        "SELECT j.id, j.mode, j.status, j.trigger, j.attempts, j.created_at, j.started_at, \
+         j.finished_at, j.stats, j.error, so.name, st.name \
+         FROM jobs j JOIN streams st ON st.id = j.stream_id JOIN sources so ON so.id = st.source_id "
+    };
+}
+pub(super) use job_select;
+
+/// A job row with its source and stream names.
+pub(super) type NamedJobTuple = (
+    String,
+    String,
+    String,
+    String,
+    i32,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    String,
+    Option<String>,
+    String,
+    String,
+);
+
+pub(super) fn named_job(t: NamedJobTuple) -> StoreResult<Job> {
+    let (source, stream) = (t.10.clone(), t.11.clone());
+    JobRow::from((t.0, t.1, t.2, t.3, t.4, t.5, t.6, t.7, t.8, t.9)).into_job(&source, &stream)
+}
+
+/// A label as stored (`"queued"`, `"api"`, ...).
+pub(super) fn text_of<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+/// Job counters as stored.
+pub(super) fn stats_text(stats: &JobStats) -> String {
+    serde_json::to_string(stats).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// What a page does to each of its records, given what the mirror holds for their keys
+/// (`key → (hash, rev)`, hash `None` for a tombstone). A key given twice in one page keeps
+/// its last occurrence.
+pub(super) struct PagePlan<'a> {
+    /// Records that change: (record, new rev).
+    pub changes: Vec<(&'a super::PageRecord, i64)>,
+    pub outcome: super::PageOutcome,
+}
+
+impl<'a> PagePlan<'a> {
+    pub(super) fn new(
+        records: &'a [super::PageRecord],
+        existing: &HashMap<String, (Option<Vec<u8>>, i64)>,
+    ) -> Self {
+        let mut last: HashMap<&str, &super::PageRecord> = HashMap::with_capacity(records.len());
+        for record in records {
+            last.insert(&record.key, record);
+        }
+        let mut plan = PagePlan {
+            changes: Vec::new(),
+            outcome: super::PageOutcome::default(),
+        };
+        for record in records {
+            if !std::ptr::eq(last[record.key.as_str()], record) {
+                plan.outcome.unchanged += 1;
+                continue;
+            }
+            let old = existing.get(&record.key);
+            let old_hash = old.and_then(|(h, _)| h.as_deref());
+            let rev = old.map(|(_, rev)| *rev).unwrap_or(0) + 1;
+            match (&record.hash, old_hash) {
+                (Some(new), Some(old)) if new.as_slice() == old => plan.outcome.unchanged += 1,
+                (Some(_), Some(_)) => {
+                    plan.outcome.updated += 1;
+                    plan.changes.push((record, rev));
+                }
+                (Some(_), None) => {
+                    plan.outcome.inserted += 1;
+                    plan.changes.push((record, rev));
+                }
+                (None, Some(_)) => {
+                    plan.outcome.deleted += 1;
+                    plan.changes.push((record, rev));
+                }
+                (None, None) => plan.outcome.unchanged += 1,
+            }
+        }
+        plan
+    }
+}
+
+impl super::PageRecord {
+    pub(super) fn hash_bytes(&self) -> Option<&[u8]> {
+        self.hash.as_ref().map(|h| h.as_slice())
+    }
+}
+
 /// Writes the shared [`Store`](super::Store) implementation for one backend.
 /// `$store` has fields `read` and `write` (pools; the same pool on PostgreSQL) and
 /// `$migrator` is that backend's embedded migrator.
 macro_rules! impl_store {
-    ($store:ty, $migrator:expr) => {
+    ($store:ty, $migrator:expr, $conn:ty) => {
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
             #[tracing::instrument(skip_all)]
@@ -390,6 +492,600 @@ macro_rules! impl_store {
                 .await?;
                 Ok((done.rows_affected() > 0).then_some(now))
             }
+
+            #[tracing::instrument(skip_all, fields(source = %source, stream = %stream))]
+            async fn enqueue_job(
+                &self,
+                source: &$crate::spec::SourceName,
+                stream: &$crate::spec::StreamName,
+                mode: $crate::spec::job::JobMode,
+                trigger: $crate::spec::job::Trigger,
+            ) -> $crate::store::StoreResult<Option<$crate::store::Enqueued>> {
+                let mut tx = self.write.begin().await?;
+                let Some(stream_id) = stream_id(&mut *tx, source, stream).await? else {
+                    return Ok(None);
+                };
+                let created = insert_job(&mut *tx, stream_id, mode, trigger).await?;
+                let job = active_job(&mut *tx, stream_id).await?;
+                tx.commit().await?;
+                Ok(job.map(|job| $crate::store::Enqueued {
+                    job,
+                    created: created.is_some(),
+                }))
+            }
+
+            #[tracing::instrument(skip_all, fields(source = %source, stream = %stream))]
+            async fn request_run(
+                &self,
+                source: &$crate::spec::SourceName,
+                stream: &$crate::spec::StreamName,
+                trigger: $crate::spec::job::Trigger,
+            ) -> $crate::store::StoreResult<Option<$crate::spec::Job>> {
+                let mut tx = self.write.begin().await?;
+                let Some(stream_id) = stream_id(&mut *tx, source, stream).await? else {
+                    return Ok(None);
+                };
+                insert_job(&mut *tx, stream_id, $crate::spec::job::JobMode::Incremental, trigger)
+                    .await?;
+                let job = active_job(&mut *tx, stream_id).await?;
+                if job.as_ref().is_some_and(|j| j.status == $crate::spec::job::JobStatus::Running) {
+                    sqlx::query("UPDATE streams SET rerun = TRUE WHERE id = $1")
+                        .bind(stream_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(job)
+            }
+
+            #[tracing::instrument(skip_all, fields(job = %id))]
+            async fn get_job(
+                &self,
+                id: uuid::Uuid,
+            ) -> $crate::store::StoreResult<Option<$crate::spec::Job>> {
+                let row: Option<$crate::store::shared::NamedJobTuple> = sqlx::query_as(concat!(
+                    $crate::store::shared::job_select!(),
+                    "WHERE j.id = $1"
+                ))
+                .bind(id.hyphenated().to_string())
+                .fetch_optional(&self.read)
+                .await?;
+                row.map($crate::store::shared::named_job).transpose()
+            }
+
+            #[tracing::instrument(skip_all)]
+            async fn list_jobs(
+                &self,
+                filter: &$crate::store::JobFilter,
+                after: Option<uuid::Uuid>,
+                limit: u32,
+            ) -> $crate::store::StoreResult<Vec<$crate::spec::Job>> {
+                let rows: Vec<$crate::store::shared::NamedJobTuple> = sqlx::query_as(concat!(
+                    $crate::store::shared::job_select!(),
+                    "WHERE ($1 IS NULL OR so.name = $1) AND ($2 IS NULL OR st.name = $2) \
+                     AND ($3 IS NULL OR j.status = $3) \
+                     AND ($4 IS NULL OR (j.created_at, j.id) < \
+                          (SELECT created_at, id FROM jobs WHERE id = $4)) \
+                     ORDER BY j.created_at DESC, j.id DESC LIMIT $5"
+                ))
+                .bind(filter.source.as_ref().map(|s| s.as_str().to_owned()))
+                .bind(filter.stream.as_ref().map(|s| s.as_str().to_owned()))
+                .bind(filter.status.as_ref().map($crate::store::shared::text_of))
+                .bind(after.map(|a| a.hyphenated().to_string()))
+                .bind(i64::from(limit))
+                .fetch_all(&self.read)
+                .await?;
+                rows.into_iter().map($crate::store::shared::named_job).collect()
+            }
+
+            #[tracing::instrument(skip_all, fields(job = %id))]
+            async fn cancel_job(
+                &self,
+                id: uuid::Uuid,
+            ) -> $crate::store::StoreResult<Option<($crate::spec::Job, bool)>> {
+                let now = $crate::store::shared::now();
+                let done = sqlx::query(
+                    "UPDATE jobs SET status = 'cancelled', finished_at = $2, lease_owner = NULL, \
+                     lease_expires_at = NULL WHERE id = $1 AND status IN ('queued', 'running')",
+                )
+                .bind(id.hyphenated().to_string())
+                .bind(now)
+                .execute(&self.write)
+                .await?;
+                let row: Option<$crate::store::shared::NamedJobTuple> = sqlx::query_as(concat!(
+                    $crate::store::shared::job_select!(),
+                    "WHERE j.id = $1"
+                ))
+                .bind(id.hyphenated().to_string())
+                .fetch_optional(&self.write)
+                .await?;
+                row.map(|r| {
+                    $crate::store::shared::named_job(r).map(|j| (j, done.rows_affected() > 0))
+                })
+                .transpose()
+            }
+
+            #[tracing::instrument(skip_all)]
+            async fn claim_job(
+                &self,
+                owner: &str,
+                lease: chrono::TimeDelta,
+            ) -> $crate::store::StoreResult<Option<$crate::store::Claim>> {
+                let now = $crate::store::shared::now();
+                let mut tx = self.write.begin().await?;
+                let claimed: Option<String> = sqlx::query_scalar(CLAIM_SQL)
+                    .bind(owner)
+                    .bind(now)
+                    .bind(now + lease)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(id) = claimed else {
+                    return Ok(None);
+                };
+                let row: $crate::store::shared::NamedJobTuple = sqlx::query_as(concat!(
+                    $crate::store::shared::job_select!(),
+                    "WHERE j.id = $1"
+                ))
+                .bind(&id)
+                .fetch_one(&mut *tx)
+                .await?;
+                type Detail = (
+                    i64,
+                    String,
+                    i64,
+                    Option<String>,
+                    Option<chrono::DateTime<chrono::Utc>>,
+                    Option<String>,
+                );
+                let (stream_id, spec, source_id, cursor, cursor_updated_at, cursor_job): Detail =
+                    sqlx::query_as(
+                        "SELECT st.id, so.spec, so.id, st.cursor, st.cursor_updated_at, st.cursor_job \
+                         FROM jobs j JOIN streams st ON st.id = j.stream_id \
+                         JOIN sources so ON so.id = st.source_id WHERE j.id = $1",
+                    )
+                    .bind(&id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let job = $crate::store::shared::named_job(row)?;
+                let source = $crate::store::shared::parse_spec(&spec)?;
+                let Some(stream) = source.streams.get(&job.stream).cloned() else {
+                    return Err($crate::store::StoreError::Corrupt(format!(
+                        "job {id} names stream `{}`, which is not in its source's spec",
+                        job.stream
+                    )));
+                };
+                let target_stream_id = match &stream.deletes {
+                    Some(target) => sqlx::query_scalar(
+                        "SELECT id FROM streams WHERE source_id = $1 AND name = $2",
+                    )
+                    .bind(source_id)
+                    .bind(target.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?,
+                    None => stream_id,
+                };
+                tx.commit().await?;
+                let cursor = match (cursor, cursor_updated_at) {
+                    (Some(text), Some(updated_at)) => Some($crate::store::Cursor {
+                        value: $crate::store::shared::json("cursor", &text)?,
+                        updated_at,
+                        job: cursor_job.and_then(|j| j.parse().ok()),
+                    }),
+                    _ => None,
+                };
+                Ok(Some($crate::store::Claim {
+                    job,
+                    stream_id,
+                    target_stream_id,
+                    source,
+                    stream,
+                    cursor,
+                }))
+            }
+
+            #[tracing::instrument(skip_all, fields(job = %job))]
+            async fn heartbeat(
+                &self,
+                job: uuid::Uuid,
+                owner: &str,
+                lease: chrono::TimeDelta,
+            ) -> $crate::store::StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE jobs SET lease_expires_at = $3 \
+                     WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+                )
+                .bind(job.hyphenated().to_string())
+                .bind(owner)
+                .bind($crate::store::shared::now() + lease)
+                .execute(&self.write)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            #[tracing::instrument(skip_all, fields(job = %job))]
+            async fn release_job(
+                &self,
+                job: uuid::Uuid,
+                owner: &str,
+            ) -> $crate::store::StoreResult<()> {
+                sqlx::query(
+                    "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL \
+                     WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+                )
+                .bind(job.hyphenated().to_string())
+                .bind(owner)
+                .execute(&self.write)
+                .await?;
+                Ok(())
+            }
+
+            #[tracing::instrument(skip_all, fields(job = %job))]
+            async fn finish_job(
+                &self,
+                job: uuid::Uuid,
+                owner: &str,
+                stats: &$crate::spec::job::JobStats,
+                end: $crate::store::JobEnd,
+            ) -> $crate::store::StoreResult<bool> {
+                use $crate::spec::job::{JobMode, JobStatus, Trigger};
+                use $crate::store::JobEnd;
+                let now = $crate::store::shared::now();
+                let mut tx = self.write.begin().await?;
+                let running: Option<(i64, bool)> = sqlx::query_as(
+                    "SELECT st.id, st.rerun FROM jobs j JOIN streams st ON st.id = j.stream_id \
+                     WHERE j.id = $1 AND j.lease_owner = $2 AND j.status = 'running'",
+                )
+                .bind(job.hyphenated().to_string())
+                .bind(owner)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some((stream_id, rerun)) = running else {
+                    return Ok(false);
+                };
+                let (status, error) = match &end {
+                    JobEnd::Succeeded => (JobStatus::Succeeded, None),
+                    JobEnd::Failed(problem) => (JobStatus::Failed, Some(problem.clone())),
+                    JobEnd::Resync(problem) => (JobStatus::Failed, Some(problem.clone())),
+                };
+                sqlx::query(
+                    "UPDATE jobs SET status = $2, finished_at = $3, stats = $4, error = $5, \
+                     lease_owner = NULL, lease_expires_at = NULL WHERE id = $1",
+                )
+                .bind(job.hyphenated().to_string())
+                .bind($crate::store::shared::text_of(&status))
+                .bind(now)
+                .bind($crate::store::shared::stats_text(stats))
+                .bind(error.map(|e| serde_json::to_string(&e).unwrap_or_default()))
+                .execute(&mut *tx)
+                .await?;
+                match end {
+                    JobEnd::Succeeded => {
+                        sqlx::query("UPDATE streams SET failures = 0, rerun = FALSE WHERE id = $1")
+                            .bind(stream_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    JobEnd::Failed(_) => {
+                        sqlx::query(
+                            "UPDATE streams SET failures = failures + 1, rerun = FALSE WHERE id = $1",
+                        )
+                        .bind(stream_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    JobEnd::Resync(_) => {
+                        sqlx::query(
+                            "UPDATE streams SET cursor = NULL, cursor_updated_at = $2, \
+                             cursor_job = $3, rerun = FALSE WHERE id = $1",
+                        )
+                        .bind(stream_id)
+                        .bind(now)
+                        .bind(job.hyphenated().to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                        insert_job(&mut *tx, stream_id, JobMode::Full, Trigger::Resync).await?;
+                    }
+                }
+                if rerun && !matches!(end, JobEnd::Resync(_)) {
+                    insert_job(&mut *tx, stream_id, JobMode::Incremental, Trigger::Webhook).await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            #[tracing::instrument(skip_all, fields(job = %page.job, records = page.records.len()))]
+            async fn commit_page(
+                &self,
+                page: $crate::store::PageCommit<'_>,
+            ) -> $crate::store::StoreResult<Option<$crate::store::PageOutcome>> {
+                let now = $crate::store::shared::now();
+                let job_id = page.job.hyphenated().to_string();
+                let mut tx = self.write.begin().await?;
+                // Fencing first: a cancelled job, or one whose lease another worker took
+                // over, writes nothing.
+                let ours = sqlx::query(
+                    "UPDATE jobs SET lease_expires_at = $3 \
+                     WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+                )
+                .bind(&job_id)
+                .bind(page.owner)
+                .bind(now + page.lease)
+                .execute(&mut *tx)
+                .await?;
+                if ours.rows_affected() == 0 {
+                    return Ok(None);
+                }
+                let mut existing = std::collections::HashMap::with_capacity(page.records.len());
+                if !page.records.is_empty() {
+                    let rows: Vec<(String, Option<Vec<u8>>, i64)> = sqlx::query_as(EXISTING_SQL)
+                        .bind(page.target_stream_id)
+                        .bind(key_list(page.records))
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    existing.extend(rows.into_iter().map(|(k, h, r)| (k, (h, r))));
+                }
+                let plan = $crate::store::shared::PagePlan::new(page.records, &existing);
+                if !plan.changes.is_empty() {
+                    // Positions are taken as late as possible and the counter row stays
+                    // locked until commit, so readers only ever see a dense prefix.
+                    let n = i64::try_from(plan.changes.len()).unwrap_or(i64::MAX);
+                    let last: i64 = sqlx::query_scalar(
+                        "UPDATE feed_head SET last_seq = last_seq + $1 WHERE id = 1 RETURNING last_seq",
+                    )
+                    .bind(n)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let first = last - n + 1;
+                    for (chunk_no, chunk) in plan.changes.chunks(1000).enumerate() {
+                        let base = first + (chunk_no as i64) * 1000;
+                        let mut insert = sqlx::QueryBuilder::new(
+                            "INSERT INTO records (stream_id, key, rev, seq, hash, body, synced_at, changed_at) ",
+                        );
+                        insert.push_values(chunk.iter().enumerate(), |mut row, (i, (record, rev))| {
+                            row.push_bind(page.target_stream_id)
+                                .push_bind(record.key.as_str())
+                                .push_bind(*rev)
+                                .push_bind(base + i as i64)
+                                .push_bind(record.hash_bytes())
+                                .push_bind(record.body.as_deref())
+                                .push_bind(now)
+                                .push_bind(now);
+                        });
+                        insert.push(
+                            " ON CONFLICT (stream_id, key) DO UPDATE SET rev = excluded.rev, \
+                             seq = excluded.seq, hash = excluded.hash, body = excluded.body, \
+                             synced_at = excluded.synced_at, changed_at = excluded.changed_at",
+                        );
+                        insert.build().execute(&mut *tx).await?;
+                    }
+                }
+                let cursor = match page.cursor {
+                    $crate::store::CursorWrite::Keep => None,
+                    $crate::store::CursorWrite::Set(value) => Some(Some(value.to_string())),
+                    $crate::store::CursorWrite::Clear => Some(None),
+                };
+                if let Some(text) = cursor {
+                    sqlx::query(
+                        "UPDATE streams SET cursor = $2, cursor_updated_at = $3, cursor_job = $4 \
+                         WHERE id = $1",
+                    )
+                    .bind(page.cursor_stream_id)
+                    .bind(text)
+                    .bind(now)
+                    .bind(&job_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let mut stats = page.stats.clone();
+                plan.outcome.add_to(&mut stats);
+                sqlx::query("UPDATE jobs SET stats = $2 WHERE id = $1")
+                    .bind(&job_id)
+                    .bind($crate::store::shared::stats_text(&stats))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(Some(plan.outcome))
+            }
+
+            #[tracing::instrument(skip_all, fields(stream_id))]
+            async fn live_keys(
+                &self,
+                stream_id: i64,
+                after: Option<&str>,
+                limit: u32,
+            ) -> $crate::store::StoreResult<Vec<String>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT key FROM records WHERE stream_id = $1 AND body IS NOT NULL \
+                     AND key > $2 ORDER BY key LIMIT $3",
+                )
+                .bind(stream_id)
+                .bind(after.unwrap_or(""))
+                .bind(i64::from(limit))
+                .fetch_all(&self.read)
+                .await?)
+            }
+
+            #[tracing::instrument(skip_all, fields(source = %source, stream = %stream))]
+            async fn list_records(
+                &self,
+                source: &$crate::spec::SourceName,
+                stream: &$crate::spec::StreamName,
+                after: Option<&str>,
+                limit: u32,
+            ) -> $crate::store::StoreResult<Option<Vec<$crate::store::StoredRecord>>> {
+                let mut conn = self.read.acquire().await?;
+                let Some(stream_id) = stream_id(&mut *conn, source, stream).await? else {
+                    return Ok(None);
+                };
+                let rows: Vec<(String, i64, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+                    "SELECT key, rev, body, synced_at FROM records WHERE stream_id = $1 \
+                     AND body IS NOT NULL AND key > $2 ORDER BY key LIMIT $3",
+                )
+                .bind(stream_id)
+                .bind(after.unwrap_or(""))
+                .bind(i64::from(limit))
+                .fetch_all(&mut *conn)
+                .await?;
+                Ok(Some(
+                    rows.into_iter()
+                        .map(|(key, rev, body, synced_at)| $crate::store::StoredRecord {
+                            key,
+                            rev,
+                            body,
+                            synced_at,
+                        })
+                        .collect(),
+                ))
+            }
+
+            #[tracing::instrument(skip_all, fields(source = %source, stream = %stream))]
+            async fn get_record(
+                &self,
+                source: &$crate::spec::SourceName,
+                stream: &$crate::spec::StreamName,
+                key: &str,
+            ) -> $crate::store::StoreResult<Option<Option<$crate::store::StoredRecord>>> {
+                let mut conn = self.read.acquire().await?;
+                let Some(stream_id) = stream_id(&mut *conn, source, stream).await? else {
+                    return Ok(None);
+                };
+                let row: Option<(i64, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+                    "SELECT rev, body, synced_at FROM records WHERE stream_id = $1 AND key = $2 \
+                     AND body IS NOT NULL",
+                )
+                .bind(stream_id)
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await?;
+                Ok(Some(row.map(|(rev, body, synced_at)| $crate::store::StoredRecord {
+                    key: key.to_owned(),
+                    rev,
+                    body,
+                    synced_at,
+                })))
+            }
+
+            #[tracing::instrument(skip_all)]
+            async fn scheduled_streams(
+                &self,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::Scheduled>> {
+                type Row = (i64, String, String, Option<chrono::DateTime<chrono::Utc>>, i32);
+                let rows: Vec<Row> = sqlx::query_as(
+                    "SELECT st.id, st.name, so.spec, st.scheduled_at, st.failures \
+                     FROM streams st JOIN sources so ON so.id = st.source_id \
+                     WHERE so.spec LIKE '%\"schedule\"%'",
+                )
+                .fetch_all(&self.read)
+                .await?;
+                let mut specs = std::collections::HashMap::new();
+                let mut scheduled = Vec::new();
+                for (stream_id, name, spec, scheduled_at, failures) in rows {
+                    let source = match specs.get(&spec) {
+                        Some(source) => source,
+                        None => {
+                            let parsed = $crate::store::shared::parse_spec(&spec)?;
+                            specs.entry(spec.clone()).or_insert(parsed)
+                        }
+                    };
+                    let schedule = source
+                        .streams
+                        .iter()
+                        .find(|s| s.name.as_str() == name)
+                        .and_then(|s| s.schedule.clone());
+                    if let Some(schedule) = schedule {
+                        scheduled.push($crate::store::Scheduled {
+                            stream_id,
+                            schedule,
+                            scheduled_at,
+                            failures: u32::try_from(failures).unwrap_or_default(),
+                        });
+                    }
+                }
+                Ok(scheduled)
+            }
+
+            #[tracing::instrument(skip_all, fields(stream_id))]
+            async fn enqueue_scheduled(
+                &self,
+                stream_id: i64,
+                previous: Option<chrono::DateTime<chrono::Utc>>,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::store::StoreResult<bool> {
+                let mut tx = self.write.begin().await?;
+                let won = sqlx::query(
+                    "UPDATE streams SET scheduled_at = $3 \
+                     WHERE id = $1 AND scheduled_at IS NOT DISTINCT FROM $2",
+                )
+                .bind(stream_id)
+                .bind(previous)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if won.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                insert_job(
+                    &mut *tx,
+                    stream_id,
+                    $crate::spec::job::JobMode::Incremental,
+                    $crate::spec::job::Trigger::Schedule,
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+        }
+
+        /// The id of a stream, by names.
+        async fn stream_id(
+            conn: &mut $conn,
+            source: &$crate::spec::SourceName,
+            stream: &$crate::spec::StreamName,
+        ) -> $crate::store::StoreResult<Option<i64>> {
+            Ok(sqlx::query_scalar(
+                "SELECT st.id FROM streams st JOIN sources so ON so.id = st.source_id \
+                 WHERE so.name = $1 AND st.name = $2",
+            )
+            .bind(source.as_str())
+            .bind(stream.as_str())
+            .fetch_optional(conn)
+            .await?)
+        }
+
+        /// Queues a job unless the stream has an active one; the new job's id, if any.
+        async fn insert_job(
+            conn: &mut $conn,
+            stream_id: i64,
+            mode: $crate::spec::job::JobMode,
+            trigger: $crate::spec::job::Trigger,
+        ) -> $crate::store::StoreResult<Option<String>> {
+            Ok(sqlx::query_scalar(
+                "INSERT INTO jobs (id, stream_id, mode, status, trigger, attempts, created_at, stats) \
+                 VALUES ($1, $2, $3, 'queued', $4, 0, $5, $6) ON CONFLICT DO NOTHING RETURNING id",
+            )
+            .bind(uuid::Uuid::new_v4().hyphenated().to_string())
+            .bind(stream_id)
+            .bind($crate::store::shared::text_of(&mode))
+            .bind($crate::store::shared::text_of(&trigger))
+            .bind($crate::store::shared::now())
+            .bind($crate::store::shared::stats_text(&Default::default()))
+            .fetch_optional(conn)
+            .await?)
+        }
+
+        /// The queued or running job of a stream.
+        async fn active_job(
+            conn: &mut $conn,
+            stream_id: i64,
+        ) -> $crate::store::StoreResult<Option<$crate::spec::Job>> {
+            let row: Option<$crate::store::shared::NamedJobTuple> = sqlx::query_as(concat!(
+                $crate::store::shared::job_select!(),
+                "WHERE j.stream_id = $1 AND j.status IN ('queued', 'running')"
+            ))
+            .bind(stream_id)
+            .fetch_optional(conn)
+            .await?;
+            row.map($crate::store::shared::named_job).transpose()
         }
     };
 }

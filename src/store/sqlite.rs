@@ -43,4 +43,27 @@ impl SqliteStore {
     }
 }
 
-impl_store!(SqliteStore, MIGRATOR);
+/// Claims the oldest claimable job. SQLite has one writer, so no two workers can claim the
+/// same job.
+const CLAIM_SQL: &str = "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
+     started_at = COALESCE(started_at, $2), lease_owner = $1, lease_expires_at = $3 \
+     WHERE id = (SELECT id FROM jobs WHERE status = 'queued' \
+                 OR (status = 'running' AND lease_expires_at < $2) \
+                 ORDER BY created_at, id LIMIT 1) \
+     RETURNING id";
+
+/// What the mirror holds for a page's keys (bound as one JSON array).
+const EXISTING_SQL: &str = "SELECT key, hash, rev FROM records WHERE stream_id = $1 \
+     AND key IN (SELECT value FROM json_each($2))";
+
+fn key_list(records: &[crate::store::PageRecord]) -> String {
+    serde_json::Value::Array(
+        records
+            .iter()
+            .map(|r| serde_json::Value::String(r.key.clone()))
+            .collect(),
+    )
+    .to_string()
+}
+
+impl_store!(SqliteStore, MIGRATOR, sqlx::SqliteConnection);

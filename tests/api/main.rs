@@ -2,8 +2,10 @@
 //! with modules, so the whole suite links once.
 
 mod auth;
+mod crash;
 mod errors;
 mod openapi;
 mod sandbox;
 mod sources;
 mod support;
+mod sync;

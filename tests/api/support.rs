@@ -2,10 +2,12 @@
 //! PostgreSQL when `TIDEMARK_TEST_DATABASE_URL` names a server (each app gets a fresh
 //! database on it).
 
+use std::collections::BTreeMap;
 use std::sync::Once;
 
 use reqwest::{Client, Method, RequestBuilder, Response};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tidemark::{App, Config};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -22,7 +24,7 @@ pub struct TestApp {
 }
 
 /// A database for one app: a file in a temp dir, or a new PostgreSQL database.
-async fn database_url(dir: &tempfile::TempDir) -> String {
+pub async fn database_url(dir: &tempfile::TempDir) -> String {
     static NOTICE: Once = Once::new();
     match std::env::var("TIDEMARK_TEST_DATABASE_URL") {
         Ok(admin_url) if !admin_url.is_empty() => {
@@ -65,12 +67,20 @@ pub async fn spawn_with_tokens() -> TestApp {
     .await
 }
 
+/// An app with sync workers, for tests that run jobs.
+pub async fn spawn_syncing() -> TestApp {
+    spawn_with(|c| c.workers = 2, None).await
+}
+
 pub async fn spawn_with(
     configure: impl FnOnce(&mut Config),
     token: Option<&'static str>,
 ) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::new(database_url(&dir).await);
+    // No background syncs unless a test asks for them: the control-plane tests register
+    // sources with schedules whose upstreams do not exist.
+    config.workers = 0;
     configure(&mut config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -124,6 +134,137 @@ impl TestApp {
 
     pub async fn put(&self, path: &str, body: &Value) -> Response {
         self.send_json(Method::PUT, path, body).await
+    }
+}
+
+/// Far more polls than any job needs, so a stuck job fails the test instead of hanging it.
+const MAX_POLLS: usize = 3000;
+
+impl TestApp {
+    /// Polls a job until it has finished (10 ms apart, 30 s at most); returns it.
+    pub async fn wait_job(&self, id: &str) -> Value {
+        for _ in 0..MAX_POLLS {
+            let job = self.get_json(&format!("/v1/jobs/{id}")).await;
+            if !matches!(job["status"].as_str(), Some("queued" | "running")) {
+                return job;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("job {id} did not finish within 30 s");
+    }
+
+    /// Queues a job of `mode` for `source/stream`, waits for it and returns it.
+    pub async fn sync(&self, source: &str, stream: &str, mode: &str) -> Value {
+        let path = format!("/v1/sources/{source}/streams/{stream}/sync");
+        let response = self.post(&path, &serde_json::json!({ "mode": mode })).await;
+        assert_eq!(response.status(), 202);
+        let job: Value = response.json().await.unwrap();
+        self.wait_job(job["id"].as_str().unwrap()).await
+    }
+
+    /// Like [`TestApp::sync`], and asserts the job succeeded.
+    pub async fn sync_ok(&self, source: &str, stream: &str, mode: &str) -> Value {
+        let job = self.sync(source, stream, mode).await;
+        assert_eq!(job["status"], "succeeded", "{job:#}");
+        job
+    }
+
+    /// The whole mirror of a stream: key → the record's JSON text.
+    pub async fn mirror(&self, source: &str, stream: &str) -> BTreeMap<String, String> {
+        let mut mirror = BTreeMap::new();
+        let mut after = String::new();
+        for _ in 0..MAX_POLLS {
+            let page = self
+                .get(&format!(
+                    "/v1/sources/{source}/streams/{stream}/records?limit=1000&after={after}"
+                ))
+                .await;
+            assert_eq!(page.status(), 200);
+            let text = page.text().await.unwrap();
+            let page: RecordPage = serde_json::from_str(&text).unwrap();
+            for entry in page.results {
+                mirror.insert(entry.key, entry.record.get().to_owned());
+            }
+            match page.next {
+                Some(next) => after = next,
+                None => return mirror,
+            }
+        }
+        panic!("the mirror of {source}/{stream} did not end");
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct RecordPage {
+    results: Vec<RecordEntry>,
+    next: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct RecordEntry {
+    key: String,
+    record: Box<RawValue>,
+}
+
+/// A sandbox upstream on an ephemeral loopback port.
+pub struct Sandbox {
+    pub base: String,
+    client: Client,
+}
+
+/// Starts a sandbox whose datasets hold `records` records each.
+pub async fn sandbox(seed: u64, records: usize) -> Sandbox {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let sandbox = tidemark::sandbox::Sandbox::new(seed, records);
+    tokio::spawn(tidemark::sandbox::serve(
+        listener,
+        sandbox,
+        std::future::pending(),
+    ));
+    Sandbox {
+        base,
+        client: Client::new(),
+    }
+}
+
+impl Sandbox {
+    /// `POST /_control/{path}` with `body`; returns the reply.
+    pub async fn control(&self, path: &str, body: Value) -> Value {
+        let response = self
+            .client
+            .post(format!("{}/_control/{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        response.json().await.unwrap()
+    }
+
+    /// Every live record of a style, keyed by `/id` (as text): the texts the API serves.
+    pub async fn truth(&self, style: &str) -> BTreeMap<String, String> {
+        let text = self
+            .client
+            .get(format!("{}/_control/{style}/truth", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let records: Vec<Box<RawValue>> = serde_json::from_str(&text).unwrap();
+        records
+            .into_iter()
+            .map(|r| {
+                let value: Value = serde_json::from_str(r.get()).unwrap();
+                let key = match &value["id"] {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (key, r.get().to_owned())
+            })
+            .collect()
     }
 }
 

@@ -1,0 +1,316 @@
+//! Sync jobs: queue them, list and read them, cancel them; and the upstream webhook that
+//! queues one as a hint.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::extract::{JobPath, JsonOrEmpty, SourcePath, StreamPath};
+use super::sources::{no_source, no_stream, page_limit};
+use crate::error::{ApiError, Problem};
+use crate::spec::job::{JobList, JobStatus, SourceJobs, SyncRequest, Trigger};
+use crate::spec::secret::Secret;
+use crate::spec::{Job, SourceName, StreamName};
+use crate::store::JobFilter;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(sync_source))
+        .routes(routes!(sync_stream))
+        .routes(routes!(list_jobs))
+        .routes(routes!(get_job))
+        .routes(routes!(cancel_job))
+        .routes(routes!(webhook))
+}
+
+/// Queue a job for every stream of a source. A stream that already has a queued or
+/// running job gets no second one: that job is returned.
+#[utoipa::path(
+    post, path = "/v1/sources/{source}/sync", tag = "jobs",
+    params(("source" = String, Path, description = "Source name")),
+    request_body(content = Option<SyncRequest>, description = "Empty for an incremental sync"),
+    responses(
+        (status = 202, description = "Queued (or already queued or running)", body = SourceJobs),
+        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such source", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid request; `pointer` names the field", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(source = %source))]
+async fn sync_source(
+    State(state): State<AppState>,
+    SourcePath(source): SourcePath,
+    JsonOrEmpty(body): JsonOrEmpty<SyncRequest>,
+) -> Result<(StatusCode, Json<SourceJobs>), ApiError> {
+    let spec = state
+        .store
+        .get_source(&source)
+        .await?
+        .ok_or_else(|| no_source(&source))?
+        .spec;
+    let mut jobs = Vec::new();
+    for stream in spec.streams.iter() {
+        // A stream removed meanwhile by a concurrent replace is simply skipped.
+        if let Some(queued) = state
+            .store
+            .enqueue_job(&source, &stream.name, body.mode, Trigger::Api)
+            .await?
+        {
+            jobs.push(queued.job);
+        }
+    }
+    state.waker.wake();
+    Ok((StatusCode::ACCEPTED, Json(SourceJobs { jobs })))
+}
+
+/// Queue a job for one stream. A stream has at most one queued or running job: asking
+/// again returns that job.
+#[utoipa::path(
+    post, path = "/v1/sources/{source}/streams/{stream}/sync", tag = "jobs",
+    params(
+        ("source" = String, Path, description = "Source name"),
+        ("stream" = String, Path, description = "Stream name"),
+    ),
+    request_body(content = Option<SyncRequest>, description = "Empty for an incremental sync"),
+    responses(
+        (status = 202, description = "Queued (or already queued or running)", body = Job),
+        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such source or stream", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid request; `pointer` names the field", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(source = %source, stream = %stream))]
+async fn sync_stream(
+    State(state): State<AppState>,
+    StreamPath(source, stream): StreamPath,
+    JsonOrEmpty(body): JsonOrEmpty<SyncRequest>,
+) -> Result<(StatusCode, Json<Job>), ApiError> {
+    let queued = state
+        .store
+        .enqueue_job(&source, &stream, body.mode, Trigger::Api)
+        .await?
+        .ok_or_else(|| no_stream(&source, &stream))?;
+    state.waker.wake();
+    Ok((StatusCode::ACCEPTED, Json(queued.job)))
+}
+
+/// Filters and paging of the job list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobParams {
+    /// Only jobs of this source.
+    source: Option<String>,
+    /// Only jobs of streams with this name.
+    stream: Option<String>,
+    /// Only jobs in this status.
+    #[param(value_type = Option<JobStatus>)]
+    status: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<u32>,
+    /// The `next` value of the previous page.
+    after: Option<String>,
+}
+
+/// List jobs, newest first.
+#[utoipa::path(
+    get, path = "/v1/jobs", tag = "jobs",
+    params(JobParams),
+    responses(
+        (status = 200, description = "A page of jobs", body = JobList),
+        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all)]
+async fn list_jobs(
+    State(state): State<AppState>,
+    Query(params): Query<JobParams>,
+) -> Result<Json<JobList>, ApiError> {
+    let limit = page_limit(params.limit)?;
+    let filter = JobFilter {
+        source: params
+            .source
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                SourceName::try_from(s).map_err(|e| {
+                    ApiError::invalid_param("source", format!("not a source name: {e}"))
+                })
+            })
+            .transpose()?,
+        stream: params
+            .stream
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                StreamName::try_from(s).map_err(|e| {
+                    ApiError::invalid_param("stream", format!("not a stream name: {e}"))
+                })
+            })
+            .transpose()?,
+        status: params
+            .status
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                serde_json::from_value::<JobStatus>(serde_json::Value::String(s)).map_err(|_| {
+                    ApiError::invalid_param(
+                        "status",
+                        "status must be queued, running, succeeded, failed or cancelled",
+                    )
+                })
+            })
+            .transpose()?,
+    };
+    let after = params
+        .after
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            a.parse()
+                .map_err(|_| ApiError::invalid_param("after", "not a `next` value of this list"))
+        })
+        .transpose()?;
+    let jobs = state.store.list_jobs(&filter, after, limit).await?;
+    let next = (jobs.len() == limit as usize)
+        .then(|| jobs.last().map(|j| j.id.to_string()))
+        .flatten();
+    Ok(Json(JobList {
+        results: jobs,
+        next,
+    }))
+}
+
+/// Read a job.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job", body = Job),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(job = %id))]
+async fn get_job(
+    State(state): State<AppState>,
+    JobPath(id): JobPath,
+) -> Result<Json<Job>, ApiError> {
+    state
+        .store
+        .get_job(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("there is no job {id}")))
+}
+
+/// Cancel a queued or running job. A running job stops at its next page boundary: the
+/// page in flight is not committed, and the cursor stays at the last committed page.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "Cancelled", body = Job),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job has already finished", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(job = %id))]
+async fn cancel_job(
+    State(state): State<AppState>,
+    JobPath(id): JobPath,
+) -> Result<Json<Job>, ApiError> {
+    match state.store.cancel_job(id).await? {
+        None => Err(ApiError::not_found(format!("there is no job {id}"))),
+        Some((job, true)) => Ok(Json(job)),
+        Some((job, false)) => Err(ApiError::conflict(format!(
+            "job {id} has already finished ({})",
+            serde_json::to_value(job.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        ))),
+    }
+}
+
+/// The header that carries a source's webhook secret.
+const WEBHOOK_SECRET: &str = "x-webhook-secret";
+
+/// An upstream's webhook, taken as a hint that something changed: queues an incremental
+/// sync of every stream of the source at once (a stream already syncing gets one more run
+/// after it, however many hints arrive meanwhile). The body is ignored. Authenticated by
+/// the source's `webhook_secret`, sent as the `X-Webhook-Secret` header; API tokens are
+/// not needed. Polling on the schedule stays the guarantee: webhooks can be lost.
+#[utoipa::path(
+    post, path = "/v1/sources/{source}/webhook", tag = "jobs",
+    params(
+        ("source" = String, Path, description = "Source name"),
+        ("X-Webhook-Secret" = String, Header, description = "The source's webhook secret"),
+    ),
+    security(()),
+    responses(
+        (status = 202, description = "Syncs queued", body = SourceJobs),
+        (status = 401, description = "Missing or wrong webhook secret", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such source, or it has no webhook", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(source = %source))]
+async fn webhook(
+    State(state): State<AppState>,
+    SourcePath(source): SourcePath,
+    headers: HeaderMap,
+) -> Result<(StatusCode, Json<SourceJobs>), ApiError> {
+    let spec = state
+        .store
+        .get_source(&source)
+        .await?
+        .ok_or_else(|| no_source(&source))?
+        .spec;
+    let Some(secret) = &spec.webhook_secret else {
+        return Err(ApiError::not_found(format!(
+            "source `{source}` has no webhook (set its `webhook_secret`)"
+        )));
+    };
+    let expected = match secret {
+        Secret::Inline(value) => Some(value.clone()),
+        Secret::Env(name) => std::env::var(name.as_str()).ok(),
+    };
+    let given = headers
+        .get(WEBHOOK_SECRET)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    let Some(expected) = expected.filter(|e| !e.is_empty()) else {
+        tracing::warn!("the webhook secret's environment variable is not set");
+        return Err(ApiError::unauthorized(
+            "the webhook secret is not available",
+        ));
+    };
+    if !bool::from(expected.as_bytes().ct_eq(given)) {
+        return Err(ApiError::unauthorized(
+            "send the source's webhook secret in `X-Webhook-Secret`",
+        ));
+    }
+    let mut jobs = Vec::new();
+    for stream in spec.streams.iter() {
+        if let Some(job) = state
+            .store
+            .request_run(&source, &stream.name, Trigger::Webhook)
+            .await?
+        {
+            jobs.push(job);
+        }
+    }
+    state.waker.wake();
+    Ok((StatusCode::ACCEPTED, Json(SourceJobs { jobs })))
+}

@@ -1,0 +1,111 @@
+//! Background work: the scheduler queues jobs, workers claim them (with a lease they keep
+//! alive by heartbeats) and run the page loop. Data flows one way: job queue → worker →
+//! upstream client → strategy → store, one transaction per page.
+
+mod run;
+mod scheduler;
+mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+use crate::store::Store;
+use crate::upstream::client::Upstream;
+
+/// What the workers and the scheduler share.
+pub struct Engine {
+    store: Arc<dyn Store>,
+    upstream: Upstream,
+    /// Woken when a job is queued in this process, so an idle worker starts at once.
+    wake: Notify,
+    /// Identifies this process in job leases.
+    instance: String,
+    lease: chrono::TimeDelta,
+    stopping: watch::Receiver<bool>,
+}
+
+/// The running background tasks; [`Workers::stop`] ends them gracefully.
+pub struct Workers {
+    engine: Arc<Engine>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+/// How often idle workers look for jobs queued by another instance, and how often the
+/// scheduler looks for due streams.
+const POLL: Duration = Duration::from_secs(1);
+
+impl Workers {
+    /// Starts `workers` workers and the scheduler.
+    pub fn start(
+        store: Arc<dyn Store>,
+        upstream: Upstream,
+        workers: usize,
+        lease: Duration,
+    ) -> Self {
+        let (stop, stopping) = watch::channel(false);
+        let engine = Arc::new(Engine {
+            store,
+            upstream,
+            wake: Notify::new(),
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+            lease: chrono::TimeDelta::from_std(lease).unwrap_or(chrono::TimeDelta::seconds(30)),
+            stopping,
+        });
+        let mut tasks = JoinSet::new();
+        for index in 0..workers {
+            tasks.spawn(worker::work(engine.clone(), index));
+        }
+        if workers > 0 {
+            tasks.spawn(scheduler::schedule(engine.clone()));
+        }
+        Workers {
+            engine,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Tells idle workers that a job was queued.
+    pub fn waker(&self) -> Waker {
+        Waker(Some(self.engine.clone()))
+    }
+
+    /// Stops claiming, lets every worker commit the page in flight and hand its job back
+    /// to the queue, then returns.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        while let Some(done) = self.tasks.join_next().await {
+            if let Err(e) = done {
+                tracing::error!(error = %e, "a background task panicked");
+            }
+        }
+    }
+}
+
+/// Wakes idle workers of this process after a job is queued.
+#[derive(Clone, Default)]
+pub struct Waker(Option<Arc<Engine>>);
+
+impl Waker {
+    pub fn wake(&self) {
+        if let Some(engine) = &self.0 {
+            engine.wake.notify_waiters();
+        }
+    }
+}
+
+impl Engine {
+    fn stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    /// Resolves when shutdown begins.
+    async fn stopped(&self) {
+        let mut stopping = self.stopping.clone();
+        let _ = stopping.wait_for(|s| *s).await;
+    }
+}

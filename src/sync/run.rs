@@ -1,0 +1,429 @@
+//! The page loop (DESIGN.md §4): fetch a page, let the strategy read it, commit its
+//! records, their changes and the advanced cursor in one transaction, and fetch the next
+//! page while that commit runs.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde_json::Value;
+use tokio::sync::watch;
+use url::Url;
+
+use super::Engine;
+use crate::error::Problem;
+use crate::spec::job::{JobMode, JobStats};
+use crate::spec::names::JsonPointer;
+use crate::spec::pagination::Pagination;
+use crate::spec::source::RecordsSpec;
+use crate::store::{Claim, CursorWrite, JobEnd, PageCommit, PageRecord};
+use crate::upstream::client::{BodyError, Request, SourceClient, Target, UpstreamError};
+use crate::upstream::extract::{ExtractError, Page, extract};
+use crate::upstream::link::next_from_header;
+use crate::upstream::strategy::{Ask, ReplyMeta, Strategy, StrategyError};
+
+/// How a run ended.
+pub(super) enum Ending {
+    /// Record this end on the job.
+    End(JobEnd),
+    /// The job is no longer ours (cancelled, or the lease was taken over): write nothing.
+    Lost,
+    /// Shutdown: the page in flight was committed; the job goes back to the queue.
+    Released,
+}
+
+/// Keys per reconcile batch.
+const RECONCILE_BATCH: u32 = 1000;
+
+/// Runs one claimed job to its end. Returns the ending and the job's counters.
+pub(super) async fn run(
+    engine: &Arc<Engine>,
+    owner: &str,
+    claim: &Claim,
+    mut lost: watch::Receiver<bool>,
+) -> (Ending, JobStats) {
+    let mut stats = claim.job.stats.clone();
+    let ending = run_pages(engine, owner, claim, &mut lost, &mut stats).await;
+    (ending, stats)
+}
+
+async fn run_pages(
+    engine: &Arc<Engine>,
+    owner: &str,
+    claim: &Claim,
+    lost: &mut watch::Receiver<bool>,
+    stats: &mut JobStats,
+) -> Ending {
+    let stream = &claim.stream;
+    let start = start_cursor(claim);
+    let mut strategy = match Strategy::new(&stream.pagination, &stream.request, start) {
+        Ok(strategy) => strategy,
+        Err(e) => return fail(strategy_problem(e)),
+    };
+    let client = engine.upstream.source(&claim.source);
+    let template = match Template::new(claim) {
+        Ok(template) => template,
+        Err(problem) => return fail(problem),
+    };
+    // A deletions stream's records are tombstones; reconciling it means nothing more.
+    let mut seen = (claim.job.mode == JobMode::Reconcile && stream.deletes.is_none())
+        .then(HashSet::<String>::new);
+    let fetch_first = fetch(
+        &client,
+        &template,
+        strategy.ask(),
+        strategy.next_pointer().cloned(),
+        &stream.records,
+    );
+    let Some(mut next) = guarded(engine, lost, fetch_first).await else {
+        return interrupted(engine);
+    };
+    loop {
+        let fetched = match next {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                stats.requests += u64::from(e.attempts());
+                return upstream_failed(claim, start.is_some(), &e);
+            }
+        };
+        stats.requests += u64::from(fetched.attempts);
+        stats.pages += 1;
+        stats.records_seen += fetched.page.records.len() as u64;
+        let step = match strategy.advance(&fetched.page, &fetched.meta) {
+            Ok(step) => step,
+            Err(e) => return fail(strategy_problem(e)),
+        };
+        let done = step.done;
+        let cursor = match (done, strategy.finish()) {
+            (true, CursorWrite::Keep) | (false, _) => step.cursor,
+            (true, last) => last,
+        };
+        let records = page_records(&fetched.page, stream.deletes.is_some());
+        if let Some(seen) = &mut seen {
+            seen.extend(fetched.page.records.iter().map(|r| r.key.clone()));
+        }
+        let commit = engine.store.commit_page(PageCommit {
+            job: claim.job.id,
+            owner,
+            lease: engine.lease,
+            target_stream_id: claim.target_stream_id,
+            cursor_stream_id: claim.stream_id,
+            records: &records,
+            cursor: &cursor,
+            stats,
+        });
+        // The next request depends only on this reply: fetch it while the page commits.
+        let ask = (!done).then(|| strategy.ask());
+        let prefetch = async {
+            match ask {
+                Some(ask) if !engine.stopping() => {
+                    let pointer = strategy.next_pointer().cloned();
+                    let fetching = fetch(&client, &template, ask, pointer, &stream.records);
+                    guarded(engine, &mut lost.clone(), fetching).await
+                }
+                _ => None,
+            }
+        };
+        let (committed, prefetched) = tokio::join!(commit, prefetch);
+        match committed {
+            Ok(Some(outcome)) => {
+                outcome.add_to(stats);
+                record_metrics(claim, &outcome);
+            }
+            Ok(None) => return Ending::Lost,
+            Err(e) => return fail(database_problem(&e)),
+        }
+        if done {
+            break;
+        }
+        match prefetched {
+            Some(fetched) if !engine.stopping() => next = fetched,
+            _ => return interrupted(engine),
+        }
+    }
+    if let Some(seen) = seen {
+        match reconcile(engine, owner, claim, &seen, stats).await {
+            Ok(true) => {}
+            Ok(false) => return Ending::Lost,
+            Err(e) => return fail(database_problem(&e)),
+        }
+    }
+    Ending::End(JobEnd::Succeeded)
+}
+
+/// Where a run starts: an incremental run from the cursor; a full run from the beginning
+/// unless it is resuming itself (taken over after a crash); a reconcile always from the
+/// beginning, since the keys it saw before the crash are gone.
+fn start_cursor(claim: &Claim) -> Option<&Value> {
+    let cursor = claim.cursor.as_ref()?;
+    match claim.job.mode {
+        JobMode::Incremental => Some(&cursor.value),
+        JobMode::Full => (cursor.job == Some(claim.job.id)).then_some(&cursor.value),
+        JobMode::Reconcile => None,
+    }
+}
+
+/// Runs `work` unless the job is lost or shutdown begins first (then `None`).
+async fn guarded<T>(
+    engine: &Engine,
+    lost: &mut watch::Receiver<bool>,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        result = work => Some(result),
+        _ = lost.wait_for(|l| *l) => None,
+        _ = engine.stopped() => None,
+    }
+}
+
+fn interrupted(engine: &Engine) -> Ending {
+    if engine.stopping() {
+        Ending::Released
+    } else {
+        Ending::Lost
+    }
+}
+
+fn fail(problem: Problem) -> Ending {
+    Ending::End(JobEnd::Failed(problem))
+}
+
+/// The page's records as the mirror takes them: a deletions stream's records, and records
+/// matching the deleted predicate, are tombstones.
+fn page_records(page: &Page, deletions_stream: bool) -> Vec<PageRecord> {
+    page.records
+        .iter()
+        .map(|item| {
+            if deletions_stream || item.deleted {
+                PageRecord::delete(item.key.clone())
+            } else {
+                PageRecord::upsert(item.key.clone(), item.text.clone())
+            }
+        })
+        .collect()
+}
+
+/// Tombstones the live keys of the mirror a full listing did not see. `false` when the job
+/// was lost meanwhile.
+async fn reconcile(
+    engine: &Engine,
+    owner: &str,
+    claim: &Claim,
+    seen: &HashSet<String>,
+    stats: &mut JobStats,
+) -> Result<bool, crate::store::StoreError> {
+    let mut after: Option<String> = None;
+    loop {
+        let keys = engine
+            .store
+            .live_keys(claim.target_stream_id, after.as_deref(), RECONCILE_BATCH)
+            .await?;
+        let Some(last) = keys.last().cloned() else {
+            return Ok(true);
+        };
+        let missing: Vec<PageRecord> = keys
+            .into_iter()
+            .filter(|k| !seen.contains(k))
+            .map(PageRecord::delete)
+            .collect();
+        if !missing.is_empty() {
+            let committed = engine
+                .store
+                .commit_page(PageCommit {
+                    job: claim.job.id,
+                    owner,
+                    lease: engine.lease,
+                    target_stream_id: claim.target_stream_id,
+                    cursor_stream_id: claim.stream_id,
+                    records: &missing,
+                    cursor: &CursorWrite::Keep,
+                    stats,
+                })
+                .await?;
+            match committed {
+                Some(outcome) => {
+                    outcome.add_to(stats);
+                    record_metrics(claim, &outcome);
+                }
+                None => return Ok(false),
+            }
+        }
+        after = Some(last);
+    }
+}
+
+fn record_metrics(claim: &Claim, outcome: &crate::store::PageOutcome) {
+    let source = claim.job.source.to_string();
+    metrics::counter!("tidemark_pages_total", "source" => source).increment(1);
+    for (name, n) in [
+        ("inserted", outcome.inserted),
+        ("updated", outcome.updated),
+        ("unchanged", outcome.unchanged),
+        ("deleted", outcome.deleted),
+    ] {
+        metrics::counter!("tidemark_records_total", "outcome" => name).increment(n);
+    }
+}
+
+/// A failed request: a stale token restarts the stream as a full sync (only when this
+/// run started from a stored token: a blank one cannot be stale); anything else fails.
+fn upstream_failed(claim: &Claim, from_cursor: bool, error: &UpstreamError) -> Ending {
+    if let (Pagination::Token(token), UpstreamError::Status { status, body, .. }) =
+        (&claim.stream.pagination, error)
+        && let Some(rule) = &token.invalid_token
+        && from_cursor
+        && *status == rule.status.get()
+        && body.contains(&rule.body_contains)
+    {
+        return Ending::End(JobEnd::Resync(Problem {
+            kind: "upstream-token-stale".into(),
+            title: "The upstream refused the stored token".into(),
+            status: 502,
+            detail: format!(
+                "the upstream answered {status} with `{}`: the cursor was reset and a full resync queued",
+                rule.body_contains
+            ),
+            pointer: None,
+        }));
+    }
+    fail(error.problem())
+}
+
+fn strategy_problem(error: StrategyError) -> Problem {
+    match error {
+        StrategyError::Stuck(detail) => Problem {
+            kind: "upstream-cursor-stuck".into(),
+            title: "The upstream's paging does not advance".into(),
+            status: 502,
+            detail,
+            pointer: None,
+        },
+        StrategyError::Shape(detail) => Problem {
+            kind: "upstream-bad-body".into(),
+            title: "The upstream's reply is not what the stream describes".into(),
+            status: 502,
+            detail,
+            pointer: None,
+        },
+    }
+}
+
+fn database_problem(error: &crate::store::StoreError) -> Problem {
+    tracing::error!(error = %error, "committing a page failed");
+    Problem {
+        kind: "database-error".into(),
+        title: "The database failed".into(),
+        status: 503,
+        detail: "committing a page failed; nothing of that page was written".into(),
+        pointer: None,
+    }
+}
+
+/// The stream's request template: method, path, static query and headers.
+struct Template {
+    method: crate::spec::source::Method,
+    /// `base_url` + path, without a query.
+    url: Url,
+    path: String,
+    query: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+}
+
+impl Template {
+    fn new(claim: &Claim) -> Result<Self, Problem> {
+        let request = &claim.stream.request;
+        let base = claim.source.base_url.as_str().trim_end_matches('/');
+        let url = Url::parse(&format!("{base}{}", request.path)).map_err(|e| Problem {
+            kind: "invalid-request".into(),
+            title: "The stream's URL is not valid".into(),
+            status: 422,
+            detail: format!("`{base}{}`: {e}", request.path),
+            pointer: None,
+        })?;
+        Ok(Template {
+            method: request.method,
+            url,
+            path: request.path.as_str().to_owned(),
+            query: request
+                .query
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            headers: request
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        })
+    }
+
+    /// The request for `ask`, and the URL it reads (relative next links resolve against it).
+    fn request(&self, ask: Ask) -> (Request, Url) {
+        let (target, url) = match ask.url {
+            Some(url) => (Target::Url(url.clone()), url),
+            None => {
+                let mut query = self.query.clone();
+                query.extend(ask.query);
+                let mut url = self.url.clone();
+                if !query.is_empty() {
+                    url.query_pairs_mut().extend_pairs(&query);
+                }
+                (
+                    Target::Path {
+                        path: self.path.clone(),
+                        query,
+                    },
+                    url,
+                )
+            }
+        };
+        let request = Request {
+            method: self.method,
+            target,
+            headers: self.headers.clone(),
+            body: ask.body,
+        };
+        (request, url)
+    }
+}
+
+/// One page, read.
+struct Fetched {
+    page: Page,
+    meta: ReplyMeta,
+    attempts: u32,
+}
+
+async fn fetch(
+    client: &SourceClient,
+    template: &Template,
+    ask: Ask,
+    next: Option<JsonPointer>,
+    records: &RecordsSpec,
+) -> Result<Fetched, UpstreamError> {
+    let (request, url) = template.request(ask);
+    let fetched = client
+        .fetch(&request, |reply| {
+            extract(&reply.body, records, next.as_ref()).map_err(|e| match e {
+                ExtractError::NotJson(detail) => BodyError::Transient(detail),
+                ExtractError::Shape(detail) => BodyError::Fatal(detail),
+            })
+        })
+        .await?;
+    let values = fetched
+        .headers
+        .get_all(reqwest::header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let link_next = next_from_header(values, &url);
+    Ok(Fetched {
+        page: fetched.value,
+        meta: ReplyMeta {
+            upstream_now: fetched.reply_date.unwrap_or_else(Utc::now),
+            link_next,
+            request_url: url,
+        },
+        attempts: fetched.attempts,
+    })
+}

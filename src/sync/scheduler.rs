@@ -1,0 +1,101 @@
+//! Queues incremental jobs for streams with a schedule, backing off exponentially while a
+//! stream's jobs keep failing. Several instances may run it at once: queueing is a
+//! compare-and-set on the stream's `scheduled_at`, so each tick queues at most one job.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::{Engine, POLL};
+use crate::spec::source::Schedule;
+use crate::store::Scheduled;
+
+/// The longest a failing stream waits between attempts (unless its own interval is longer).
+const MAX_BACKOFF: TimeDelta = TimeDelta::hours(1);
+
+pub(super) async fn schedule(engine: Arc<Engine>) {
+    while !engine.stopping() {
+        match engine.store.scheduled_streams().await {
+            Ok(streams) => {
+                let now = Utc::now();
+                for stream in streams.iter().filter(|s| due(s) <= now) {
+                    match engine
+                        .store
+                        .enqueue_scheduled(stream.stream_id, stream.scheduled_at, now)
+                        .await
+                    {
+                        Ok(true) => engine.wake.notify_waiters(),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(error = %e, "scheduling a job failed"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading schedules failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = engine.stopped() => {}
+        }
+    }
+}
+
+/// When a stream is next due: at once if it was never scheduled; else its next slot,
+/// pushed back exponentially by consecutive failures.
+fn due(stream: &Scheduled) -> DateTime<Utc> {
+    let Some(last) = stream.scheduled_at else {
+        return DateTime::<Utc>::MIN_UTC;
+    };
+    let doubling = 2i32.saturating_pow(stream.failures.min(20));
+    match &stream.schedule {
+        Schedule::EverySeconds(every) => {
+            let every = TimeDelta::seconds(i64::from(every.get()));
+            let delay = (every * doubling).min(MAX_BACKOFF.max(every));
+            last + delay
+        }
+        Schedule::Cron(expr) => {
+            let backoff = if stream.failures == 0 {
+                TimeDelta::zero()
+            } else {
+                (TimeDelta::seconds(30) * doubling).min(MAX_BACKOFF)
+            };
+            expr.schedule()
+                .and_then(|s| s.after(&(last + backoff)).next())
+                .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(schedule: &str, at: Option<DateTime<Utc>>, failures: u32) -> Scheduled {
+        Scheduled {
+            stream_id: 1,
+            schedule: serde_json::from_str(schedule).unwrap(),
+            scheduled_at: at,
+            failures,
+        }
+    }
+
+    #[test]
+    fn intervals_back_off_while_failing() {
+        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let every = r#"{"every_seconds": 60}"#;
+        assert!(due(&stream(every, None, 0)) < t);
+        assert_eq!(due(&stream(every, Some(t), 0)), t + TimeDelta::seconds(60));
+        assert_eq!(due(&stream(every, Some(t), 3)), t + TimeDelta::seconds(480));
+        assert_eq!(due(&stream(every, Some(t), 30)), t + MAX_BACKOFF);
+        let daily = r#"{"every_seconds": 86400}"#;
+        assert_eq!(due(&stream(daily, Some(t), 5)), t + TimeDelta::days(1));
+    }
+
+    #[test]
+    fn cron_slots_follow_the_expression() {
+        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap(); // 08:00:00 UTC
+        let cron = r#"{"cron": "0 */15 * * * *"}"#;
+        assert_eq!(due(&stream(cron, Some(t), 0)), t + TimeDelta::minutes(15));
+        // Failing: at least 30 s · 2^f later, then the next slot.
+        assert_eq!(due(&stream(cron, Some(t), 6)), t + TimeDelta::minutes(45));
+    }
+}

@@ -1,0 +1,94 @@
+//! A worker: claims a job, keeps its lease alive, runs it, records how it ended.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::run::{self, Ending};
+use super::{Engine, POLL};
+use crate::store::{Claim, JobEnd};
+
+pub(super) async fn work(engine: Arc<Engine>, index: usize) {
+    let owner = format!("{}/{index}", engine.instance);
+    while !engine.stopping() {
+        // Registered before claiming, so a job queued meanwhile still wakes this worker.
+        let woken = engine.wake.notified();
+        match engine.store.claim_job(&owner, engine.lease).await {
+            Ok(Some(claim)) => run_claim(&engine, &owner, claim).await,
+            Ok(None) => {
+                tokio::select! {
+                    _ = woken => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = engine.stopped() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming a job failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = engine.stopped() => {}
+                }
+            }
+        }
+    }
+}
+
+#[tracing::instrument(skip_all, fields(job = %claim.job.id, source = %claim.job.source, stream = %claim.job.stream, mode = ?claim.job.mode))]
+async fn run_claim(engine: &Arc<Engine>, owner: &str, claim: Claim) {
+    let job = claim.job.id;
+    let (lost_tx, lost) = watch::channel(false);
+    let heartbeat = {
+        let engine = engine.clone();
+        let owner = owner.to_owned();
+        let every = (engine.lease / 3)
+            .to_std()
+            .unwrap_or(Duration::from_secs(10));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match engine.store.heartbeat(job, &owner, engine.lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let _ = lost_tx.send(true);
+                        return;
+                    }
+                    // A database hiccup: the lease may still hold; the next commit tells.
+                    Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                }
+            }
+        })
+    };
+    tracing::info!("job started");
+    let (ending, stats) = run::run(engine, owner, &claim, lost).await;
+    heartbeat.abort();
+    let outcome = match &ending {
+        Ending::End(JobEnd::Succeeded) => "succeeded",
+        Ending::End(JobEnd::Failed(_)) => "failed",
+        Ending::End(JobEnd::Resync(_)) => "resync",
+        Ending::Lost => "lost",
+        Ending::Released => "released",
+    };
+    metrics::counter!("tidemark_jobs_total", "outcome" => outcome).increment(1);
+    let result = match ending {
+        Ending::End(end) => {
+            if let JobEnd::Failed(problem) | JobEnd::Resync(problem) = &end {
+                tracing::warn!(kind = %problem.kind, detail = %problem.detail, "job failed");
+            }
+            engine
+                .store
+                .finish_job(job, owner, &stats, end)
+                .await
+                .map(|_| ())
+        }
+        Ending::Released => engine.store.release_job(job, owner).await,
+        Ending::Lost => Ok(()),
+    };
+    match result {
+        Ok(()) => tracing::info!(outcome, ?stats, "job ended"),
+        // The lease runs out and another worker takes the job over.
+        Err(e) => tracing::error!(error = %e, "recording the end of a job failed"),
+    }
+    // A resync or a rerun may have queued the next job.
+    engine.wake.notify_waiters();
+}

@@ -1,0 +1,221 @@
+//! Crash safety: the tidemark process is SIGKILLed in the middle of a sync and started
+//! again; the mirror must end exact and the cursor must never be ahead of what was stored.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{Sandbox, database_url, sandbox};
+
+/// A tidemark process (the real binary) on a free loopback port.
+struct Process {
+    child: Child,
+    base: String,
+    client: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Process {
+    async fn start(database_url: &str) -> Process {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .env("TIDEMARK_BIND", format!("127.0.0.1:{port}"))
+            .env("DATABASE_URL", database_url)
+            .env("TIDEMARK_WORKERS", "1")
+            .env("TIDEMARK_JOB_LEASE_SECONDS", "3")
+            .env("TIDEMARK_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let process = Process {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::new(),
+        };
+        for _ in 0..500 {
+            if let Ok(r) = process.client.get(process.url("/healthz")).send().await
+                && r.status() == 200
+            {
+                return process;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("tidemark did not start");
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        response.json().await.unwrap()
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let response = self
+            .client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{path}");
+        response.json().await.unwrap()
+    }
+
+    /// SIGKILL: no graceful shutdown, no last commit.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    async fn mirror(&self) -> BTreeMap<String, String> {
+        let mut mirror = BTreeMap::new();
+        let mut after = String::new();
+        for _ in 0..1000 {
+            let text = self
+                .client
+                .get(self.url(&format!(
+                    "/v1/sources/shop/streams/products/records?limit=1000&after={after}"
+                )))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let page: Value = serde_json::from_str(&text).unwrap();
+            let raw: RawPage = serde_json::from_str(&text).unwrap();
+            for entry in raw.results {
+                mirror.insert(entry.key, entry.record.get().to_owned());
+            }
+            match page["next"].as_str() {
+                Some(next) => after = next.to_owned(),
+                None => return mirror,
+            }
+        }
+        panic!("the mirror did not end");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct RawPage {
+    results: Vec<RawEntry>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawEntry {
+    key: String,
+    record: Box<serde_json::value::RawValue>,
+}
+
+/// A keyset source throttled to about 25 pages a second, so a kill lands mid-sync.
+fn slow_source(upstream: &Sandbox) -> Value {
+    json!({
+        "name": "shop",
+        "base_url": upstream.base,
+        "rate_limit": {"min_interval_ms": 40},
+        "streams": [{
+            "name": "products",
+            "request": {"path": "/insales/products.json", "query": {"with_deleted": "true"}},
+            "records": {"path": "", "key": "/id", "updated_at": "/updated_at",
+                        "deleted": {"pointer": "/archived", "equals": true}},
+            "pagination": {"type": "keyset", "limit": 20}
+        }]
+    })
+}
+
+/// Every truth record at or before the stored cursor is in the mirror: the cursor is never
+/// ahead of the data it claims was read.
+fn assert_cursor_covered(cursor: &Value, truth: &[Value], mirror: &BTreeMap<String, String>) {
+    let Some(since) = cursor["updated_since"].as_str() else {
+        return;
+    };
+    let since = chrono::DateTime::parse_from_str(since, "%Y-%m-%d %H:%M:%S %:z").unwrap();
+    let from_id = cursor["from_id"].as_u64();
+    for record in truth {
+        let updated = chrono::DateTime::parse_from_str(
+            record["updated_at"].as_str().unwrap(),
+            "%Y-%m-%d %H:%M:%S %:z",
+        )
+        .unwrap();
+        let id = record["id"].as_u64().unwrap();
+        let behind = match from_id {
+            Some(from) => (updated, id) <= (since, from),
+            None => updated < since,
+        };
+        if behind {
+            assert!(
+                mirror.contains_key(&id.to_string()),
+                "record {id} ({updated}) is behind the cursor {cursor} but not mirrored"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_sync_killed_mid_run_resumes_to_an_exact_mirror() {
+    let upstream = sandbox(11, 800).await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = database_url(&dir).await;
+    let truth_text = upstream.truth("keyset").await;
+    let truth: Vec<Value> = truth_text
+        .values()
+        .map(|t| serde_json::from_str(t).unwrap())
+        .collect();
+
+    let first = Process::start(&database).await;
+    first.post("/v1/sources", slow_source(&upstream)).await;
+    first
+        .post(
+            "/v1/sources/shop/streams/products/sync",
+            json!({"mode": "full"}),
+        )
+        .await;
+    let mut process = first;
+    // Kill it three times at different points of the run; each restart takes the job
+    // over once its lease (3 s) has expired and resumes from the committed cursor.
+    for wait_ms in [300u64, 700, 500] {
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        process.kill();
+        let restarted = Process::start(&database).await;
+        let cursor = restarted
+            .get("/v1/sources/shop/streams/products/cursor")
+            .await;
+        let mirror = restarted.mirror().await;
+        assert_cursor_covered(&cursor["cursor"], &truth, &mirror);
+        process = restarted;
+    }
+    let mut finished = None;
+    for _ in 0..600 {
+        let jobs = process.get("/v1/jobs?stream=products").await;
+        let job = jobs["results"][0].clone();
+        if job["status"] == "succeeded" {
+            finished = Some(job);
+            break;
+        }
+        assert_ne!(job["status"], "failed", "{job:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let job = finished.expect("the job finished within 30 s");
+    assert!(job["attempts"].as_u64().unwrap() >= 2, "{job:#}");
+    assert_eq!(process.mirror().await, truth_text);
+}
