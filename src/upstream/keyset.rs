@@ -71,8 +71,16 @@ impl Keyset {
             ))
         })?;
         if since == self.since && self.from_id.as_deref() == Some(last.key.as_str()) {
+            // No progress: the natural end of an upstream whose since is inclusive when
+            // the page is short, a loop when it is full.
+            if page.records.len() < self.cfg.limit.get() as usize {
+                return Ok(Step {
+                    cursor: CursorWrite::Keep,
+                    done: true,
+                });
+            }
             return Err(StrategyError::Stuck(format!(
-                "the page ended at ({since}, {}) again: the upstream ignores `{}`",
+                "a full page ended at ({since}, {}) again: more records share one time than a page holds and the upstream ignores `{}`",
                 last.key, self.cfg.id_param
             )));
         }

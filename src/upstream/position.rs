@@ -53,6 +53,12 @@ impl Position {
             });
         };
         if self.position.as_ref() == Some(next) {
+            if page.records.len() < self.cfg.limit.get() as usize {
+                return Ok(Step {
+                    cursor: CursorWrite::Keep,
+                    done: true,
+                });
+            }
             return Err(StrategyError::Stuck(format!(
                 "the upstream answered records with the same next position {next} it was given"
             )));

@@ -74,6 +74,9 @@ impl Token {
             StrategyError::Shape(format!("`{}` is not a token: {until}", self.cfg.until))
         })?;
         if until == self.token {
+            if page.records.len() < self.cfg.limit.get() as usize {
+                return Ok(done);
+            }
             return Err(StrategyError::Stuck(format!(
                 "the upstream answered records with the same token `{until}` it was given"
             )));

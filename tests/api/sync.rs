@@ -258,3 +258,53 @@ async fn a_scheduled_stream_syncs_by_itself() {
     assert!(runs.iter().all(|j| j["trigger"] == "schedule"));
     assert_eq!(app.mirror("shop", "products").await.len(), 25);
 }
+
+#[tokio::test]
+async fn more_records_on_one_timestamp_than_a_page_on_a_since_only_api_fail_as_stuck() {
+    let upstream = sandbox(8, 100).await;
+    let app = spawn_syncing().await;
+    let mut source = keyset_source(&upstream, 50);
+    // The upstream does not know this parameter: to it, the stream is since-only.
+    source["streams"][0]["pagination"]["id_param"] = json!("ignored_from_id");
+    register(&app, &source).await;
+    app.sync_ok("shop", "products", "incremental").await;
+    upstream
+        .control("keyset/mass_update", json!({ "count": 80 }))
+        .await;
+    let job = app.sync("shop", "products", "incremental").await;
+    assert_eq!(job["status"], "failed", "{job:#}");
+    assert_eq!(job["error"]["type"], "upstream-cursor-stuck", "{job:#}");
+    assert!(stat(&job, "requests") < 10, "{job:#}");
+}
+
+#[tokio::test]
+async fn a_reply_without_the_records_path_fails_and_keeps_the_cursor() {
+    let upstream = sandbox(9, 40).await;
+    let app = spawn_syncing().await;
+    register(&app, &keyset_source(&upstream, 10)).await;
+    app.sync_ok("shop", "products", "incremental").await;
+    let before = app
+        .get_json("/v1/sources/shop/streams/products/cursor")
+        .await;
+
+    let mut source = keyset_source(&upstream, 10);
+    source["streams"][0]["records"]["path"] = json!("/products");
+    assert_eq!(app.put("/v1/sources/shop", &source).await.status(), 200);
+    let job = app.sync("shop", "products", "incremental").await;
+    assert_eq!(job["status"], "failed", "{job:#}");
+    assert_eq!(job["error"]["type"], "upstream-bad-body", "{job:#}");
+    assert!(
+        job["error"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("/products"),
+        "{job:#}"
+    );
+    // Refused, not retried: the same reply would come back.
+    assert_eq!(stat(&job, "requests"), 1);
+    let after = app
+        .get_json("/v1/sources/shop/streams/products/cursor")
+        .await;
+    assert_eq!(after, before);
+    assert_eq!(app.mirror("shop", "products").await.len(), 40);
+}
