@@ -155,3 +155,188 @@ pub(super) fn field<'a>(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::extract::Item;
+
+    fn strategy(pagination: Value, request: Value, cursor: Option<Value>) -> Strategy {
+        let pagination: Pagination = serde_json::from_value(pagination).unwrap();
+        let request: RequestSpec = serde_json::from_value(request).unwrap();
+        Strategy::new(&pagination, &request, cursor.as_ref()).unwrap()
+    }
+
+    fn page(keys: &[&str], next: Option<Value>) -> Page {
+        Page {
+            records: keys
+                .iter()
+                .map(|k| Item {
+                    key: (*k).to_owned(),
+                    key_value: Value::String((*k).to_owned()),
+                    text: format!("{{\"id\":\"{k}\"}}"),
+                    updated: Some(Value::String("2024-01-20T10:30:00Z".into())),
+                    deleted: false,
+                })
+                .collect(),
+            next,
+        }
+    }
+
+    fn meta() -> ReplyMeta {
+        ReplyMeta {
+            upstream_now: DateTime::from_timestamp(1_705_746_700, 0).unwrap(),
+            link_next: None,
+            request_url: Url::parse("http://127.0.0.1:9/x").unwrap(),
+        }
+    }
+
+    fn query(ask: &Ask) -> Vec<(&str, &str)> {
+        ask.query
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn token_templates_get_typed_values_and_runs_end_on_null() {
+        let mut s = strategy(
+            serde_json::json!({"type": "token", "until": "/until", "limit": 2}),
+            serde_json::json!({"method": "POST", "path": "/g",
+                "body": {"variables": {"since": "{{since}}", "first": "{{limit}}"}}}),
+            None,
+        );
+        let body = s.ask().body.unwrap();
+        assert_eq!(body["variables"]["since"], "");
+        assert_eq!(body["variables"]["first"], 2);
+        let step = s
+            .advance(&page(&["a", "b"], Some("t1".into())), &meta())
+            .unwrap();
+        assert_eq!(
+            step.cursor,
+            CursorWrite::Set(serde_json::json!({"token": "t1"}))
+        );
+        assert_eq!(s.ask().body.unwrap()["variables"]["since"], "t1");
+        let last = s.advance(&page(&["c"], None), &meta()).unwrap();
+        assert!(last.done);
+        assert_eq!(last.cursor, CursorWrite::Keep);
+        // A full page that hands back the same token is a loop.
+        let mut again = strategy(
+            serde_json::json!({"type": "token", "until": "/until", "limit": 2}),
+            serde_json::json!({"path": "/g"}),
+            Some(serde_json::json!({"token": "t1"})),
+        );
+        assert_eq!(query(&again.ask()), [("since", "t1"), ("first", "2")]);
+        assert!(matches!(
+            again.advance(&page(&["a", "b"], Some("t1".into())), &meta()),
+            Err(StrategyError::Stuck(_))
+        ));
+    }
+
+    #[test]
+    fn positions_are_sent_as_exact_compact_json() {
+        let position: Value =
+            serde_json::from_str("[1684739969.358085, 1160406004324630614]").unwrap();
+        let mut s = strategy(
+            serde_json::json!({"type": "position", "limit": 2}),
+            serde_json::json!({"path": "/c"}),
+            Some(serde_json::json!({ "position": position })),
+        );
+        assert_eq!(
+            query(&s.ask()),
+            [
+                (
+                    "paginate_position",
+                    "[1684739969.358085,1160406004324630614]"
+                ),
+                ("paginate_count", "2")
+            ]
+        );
+        let next: Value = serde_json::from_str("[1684739970.000001, 1160406004324630999]").unwrap();
+        let step = s
+            .advance(&page(&["a", "b"], Some(next.clone())), &meta())
+            .unwrap();
+        assert_eq!(
+            step.cursor,
+            CursorWrite::Set(serde_json::json!({"position": next}))
+        );
+        assert!(s.advance(&page(&["c"], None), &meta()).unwrap().done);
+    }
+
+    #[test]
+    fn offset_runs_store_their_high_water_only_at_the_end() {
+        let mut s = strategy(
+            serde_json::json!({"type": "offset", "limit": 2,
+                "since": {"format": "unix", "lookback_seconds": 5}}),
+            serde_json::json!({"path": "/items"}),
+            Some(serde_json::json!({"high_water": "1700000000"})),
+        );
+        assert_eq!(
+            query(&s.ask()),
+            [
+                ("modified_since", "1700000000"),
+                ("offset", "0"),
+                ("limit", "2")
+            ]
+        );
+        let step = s.advance(&page(&["a", "b"], None), &meta()).unwrap();
+        assert_eq!(
+            step,
+            Step {
+                cursor: CursorWrite::Keep,
+                done: false
+            }
+        );
+        assert_eq!(query(&s.ask())[1], ("offset", "2"));
+        assert!(s.advance(&page(&["c"], None), &meta()).unwrap().done);
+        // from = sync_start (no updated_at pointer given to the spec): the run's start
+        // (the reply's Date) minus the lookback.
+        assert_eq!(
+            s.finish(),
+            CursorWrite::Set(serde_json::json!({"high_water": "1705746695"}))
+        );
+    }
+
+    #[test]
+    fn pages_of_the_same_records_are_a_loop() {
+        let mut s = strategy(
+            serde_json::json!({"type": "offset", "page_param": "page", "limit": 2}),
+            serde_json::json!({"path": "/items"}),
+            None,
+        );
+        assert_eq!(query(&s.ask()), [("page", "1"), ("limit", "2")]);
+        s.advance(&page(&["a", "b"], None), &meta()).unwrap();
+        assert_eq!(query(&s.ask()), [("page", "2"), ("limit", "2")]);
+        assert!(matches!(
+            s.advance(&page(&["a", "b"], None), &meta()),
+            Err(StrategyError::Stuck(_))
+        ));
+    }
+
+    #[test]
+    fn links_are_followed_until_there_is_none_then_the_cursor_clears() {
+        let mut s = strategy(
+            serde_json::json!({"type": "link", "limit_param": "per_page", "limit": 2}),
+            serde_json::json!({"path": "/orders"}),
+            None,
+        );
+        assert_eq!(query(&s.ask()), [("per_page", "2")]);
+        let mut with_next = meta();
+        with_next.link_next = Some(Url::parse("http://127.0.0.1:9/orders?after=2").unwrap());
+        let step = s.advance(&page(&["a", "b"], None), &with_next).unwrap();
+        assert_eq!(
+            step.cursor,
+            CursorWrite::Set(serde_json::json!({"next": "http://127.0.0.1:9/orders?after=2"}))
+        );
+        assert_eq!(
+            s.ask().url.unwrap().as_str(),
+            "http://127.0.0.1:9/orders?after=2"
+        );
+        assert!(matches!(
+            s.advance(&page(&["c", "d"], None), &with_next),
+            Err(StrategyError::Stuck(_))
+        ));
+        assert!(s.advance(&page(&["c"], None), &meta()).unwrap().done);
+        assert_eq!(s.finish(), CursorWrite::Clear);
+    }
+}
