@@ -2,20 +2,32 @@
 //! APIs' pagination styles exactly, plus control endpoints that churn them and a truth
 //! endpoint, so sync tests can prove convergence against a known answer.
 //!
-//! Everything is deterministic: a seeded PRNG drives every random choice and a sandbox
+//! Everything is deterministic: seeded PRNGs drive every random choice and a sandbox
 //! clock (not the wall clock) stamps every mutation and every `Date` header.
+//!
+//! Upstream API: `GET /insales/products.json?updated_since=&from_id=&per_page=&with_deleted=&deleted=`
+//! (keyset), a bare array of products.
+//!
+//! Control endpoints:
+//! - `POST /_control/keyset/create`, `/update`, `/delete` (soft; also at `/archive`),
+//!   `/mass_update` with `{"count": n}`, answering `{"ids": [...], "at": "...", "now": "..."}`;
+//! - `GET /_control/keyset/truth`: every live record, byte for byte as served, by id;
+//! - `POST /_control/tick {"seconds": s}` (also at `/_control/keyset/tick`).
 
+mod churn;
 mod keyset;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::Router;
-use axum::extract::State;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::map_response_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, TimeDelta, Utc};
+use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 
 /// Seed used by `tidemark sandbox` so its data is the same on every start.
@@ -31,22 +43,17 @@ pub struct Sandbox {
 /// Everything mutable, behind one lock: mutations must see one consistent clock.
 struct World {
     clock: Clock,
-    rng: SplitMix64,
     products: keyset::Products,
 }
 
 impl Sandbox {
     /// A sandbox whose datasets hold `records` records each, generated from `seed`.
     pub fn new(seed: u64, records: usize) -> Arc<Self> {
-        let mut rng = SplitMix64(seed);
         let clock = Clock::start();
-        let products = keyset::Products::generate(records, &clock, &mut rng);
+        // Each dataset draws from its own stream, so churning one never changes another.
+        let products = churn::generate(SplitMix64::stream(seed, 0), records, &clock);
         Arc::new(Sandbox {
-            world: Mutex::new(World {
-                clock,
-                rng,
-                products,
-            }),
+            world: Mutex::new(World { clock, products }),
         })
     }
 
@@ -54,12 +61,13 @@ impl Sandbox {
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
             .route("/insales/products.json", get(keyset::list))
-            .route("/_control/keyset/update", post(keyset::update))
-            .route("/_control/keyset/create", post(keyset::create))
-            .route("/_control/keyset/archive", post(keyset::archive))
-            .route("/_control/keyset/mass_update", post(keyset::mass_update))
-            .route("/_control/keyset/truth", get(keyset::truth))
+            .merge(churn::routes::<keyset::Products>("keyset"))
+            .route(
+                "/_control/keyset/archive",
+                post(churn::delete::<keyset::Products>),
+            )
             .route("/_control/keyset/tick", post(tick))
+            .route("/_control/tick", post(tick))
             .layer(map_response_with_state(self.clone(), date_header))
             .with_state(self.clone())
     }
@@ -113,6 +121,16 @@ impl Clock {
 struct SplitMix64(u64);
 
 impl SplitMix64 {
+    /// Generator number `stream` of `seed`. Stream 0 is the seed itself (the keyset
+    /// dataset's, as before there were other streams); the others start from a mixed
+    /// value so that they do not overlap it.
+    fn stream(seed: u64, stream: u64) -> Self {
+        match stream {
+            0 => SplitMix64(seed),
+            _ => SplitMix64(SplitMix64(seed ^ stream).next_u64()),
+        }
+    }
+
     fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -127,16 +145,31 @@ impl SplitMix64 {
     }
 }
 
+/// A control body parsed as JSON whatever its `Content-Type` (so a bare `curl -d` works),
+/// every failure a JSON `400` instead of axum's plain-text rejection.
+struct JsonBody<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|e| bad_request(&e.body_text()))?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| bad_request(&format!("invalid JSON body: {e}")))
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct TickBody {
     seconds: u32,
 }
 
-/// `POST /_control/keyset/tick {"seconds": s}`: advances the sandbox clock.
-async fn tick(
-    State(sandbox): State<Arc<Sandbox>>,
-    axum::Json(body): axum::Json<TickBody>,
-) -> Response {
+/// `POST /_control/tick {"seconds": s}`: advances the sandbox clock. Answers
+/// `{"now": ...}` in the keyset format, for which it was first written.
+async fn tick(State(sandbox): State<Arc<Sandbox>>, JsonBody(body): JsonBody<TickBody>) -> Response {
     let now = sandbox.world().clock.advance(body.seconds);
     match now {
         Some(now) => json_reply(
@@ -187,4 +220,30 @@ fn json_array<'a>(items: impl Iterator<Item = &'a str>) -> String {
     }
     out.push(']');
     out
+}
+
+/// Parses a page-size style parameter: an integer in `1..=max`.
+fn parse_limit(name: &str, value: &str, max: usize) -> Result<usize, String> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| format!("{name} must be between 1 and {max}, not {value}"))
+}
+
+/// Parses a boolean query parameter.
+fn parse_flag(name: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(format!("{name} must be true or false, not {value}")),
+    }
+}
+
+/// The decoded `(name, value)` pairs of a raw query string, blank values left out:
+/// clients often send `from_id=` meaning "none".
+fn query_pairs(raw: Option<&str>) -> impl Iterator<Item = (String, String)> + '_ {
+    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
 }

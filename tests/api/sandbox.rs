@@ -1,11 +1,11 @@
-//! The sandbox's keyset (InSales-style) API over real HTTP: the paging semantics the
-//! sync engine relies on, and the truth endpoint the convergence tests compare against.
+//! The sandbox upstream over real HTTP: each style's paging semantics (also under churn)
+//! and the truth endpoints the convergence tests compare against.
 
 use std::collections::BTreeSet;
 
 use reqwest::{Client, StatusCode};
-use serde_json::Value;
 use serde_json::value::RawValue;
+use serde_json::{Value, json};
 use tidemark::sandbox::{self, Sandbox};
 use tokio::net::TcpListener;
 
@@ -32,12 +32,28 @@ async fn start(seed: u64, records: usize) -> Upstream {
 }
 
 impl Upstream {
+    fn url(&self, path: &str, params: &[(&str, &str)]) -> url::Url {
+        let mut url = url::Url::parse(&format!("{}{path}", self.base)).unwrap();
+        if !params.is_empty() {
+            url.query_pairs_mut().extend_pairs(params);
+        }
+        url
+    }
+
+    async fn get(&self, path: &str, params: &[(&str, &str)]) -> reqwest::Response {
+        let url = self.url(path, params);
+        self.client.get(url).send().await.unwrap()
+    }
+
+    /// `GET path?params`, returning the status and raw body.
+    async fn get_text(&self, path: &str, params: &[(&str, &str)]) -> (StatusCode, String) {
+        let response = self.get(path, params).await;
+        (response.status(), response.text().await.unwrap())
+    }
+
     /// `GET /insales/products.json` with `params`, returning the status and raw body.
     async fn list_raw(&self, params: &[(&str, &str)]) -> (StatusCode, String) {
-        let mut url = url::Url::parse(&format!("{}/insales/products.json", self.base)).unwrap();
-        url.query_pairs_mut().extend_pairs(params);
-        let response = self.client.get(url).send().await.unwrap();
-        (response.status(), response.text().await.unwrap())
+        self.get_text("/insales/products.json", params).await
     }
 
     /// A successful listing as records (numbers kept exact by `arbitrary_precision`).
@@ -47,18 +63,18 @@ impl Upstream {
         serde_json::from_str(&body).unwrap()
     }
 
-    async fn control(&self, operation: &str, body: Value) -> Value {
-        let url = format!("{}/_control/keyset/{operation}", self.base);
+    /// `POST /_control/{path}` with `body`, which must succeed.
+    async fn control(&self, path: &str, body: Value) -> Value {
+        let url = format!("{}/_control/{path}", self.base);
         let response = self.client.post(url).json(&body).send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.status(), StatusCode::OK, "POST /_control/{path}");
         response.json().await.unwrap()
     }
 
-    /// Churns `count` records with `operation`, returning the touched ids and their time.
+    /// Churns `count` records with `operation` (e.g. `keyset/archive`), returning the
+    /// touched ids and their time.
     async fn churn(&self, operation: &str, count: usize) -> (Vec<String>, String) {
-        let reply = self
-            .control(operation, serde_json::json!({ "count": count }))
-            .await;
+        let reply = self.control(operation, json!({ "count": count })).await;
         let ids = reply["ids"]
             .as_array()
             .unwrap()
@@ -68,16 +84,11 @@ impl Upstream {
         (ids, reply["at"].as_str().unwrap().to_owned())
     }
 
-    async fn truth(&self) -> String {
-        let url = format!("{}/_control/keyset/truth", self.base);
-        self.client
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+    async fn truth(&self, style: &str) -> String {
+        let url = format!("{}/_control/{style}/truth", self.base);
+        let response = self.client.get(url).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.unwrap()
     }
 
     /// Pages from `cursor` (or from the epoch) until an empty page, each next request
@@ -100,39 +111,43 @@ impl Upstream {
             }
             let (status, body) = self.list_raw(&params).await;
             assert_eq!(status, StatusCode::OK, "{body}");
-            let page: Vec<Box<RawValue>> = serde_json::from_str(&body).unwrap();
+            let page = raw_array(&body);
             let Some(last) = page.last() else {
                 return (records, cursor, request);
             };
-            let last: Value = serde_json::from_str(last.get()).unwrap();
+            let last: Value = serde_json::from_str(last).unwrap();
             cursor = Some((
                 last["updated_at"].as_str().unwrap().to_owned(),
                 id_text(&last["id"]),
             ));
-            records.extend(page.iter().map(|r| r.get().to_owned()));
+            records.extend(page);
         }
         panic!("paging did not end within {MAX_PAGES} pages");
     }
 }
 
-/// An id exactly as the upstream wrote it.
+/// An id exactly as the upstream wrote it: a number's text, or a string id.
 fn id_text(id: &Value) -> String {
-    assert!(id.is_number(), "{id}");
-    id.to_string()
+    match id {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        other => panic!("not an id: {other}"),
+    }
 }
 
 fn ids(records: &[Value]) -> Vec<String> {
     records.iter().map(|r| id_text(&r["id"])).collect()
 }
 
-fn raw_ids(records: &[String]) -> Vec<String> {
-    records
-        .iter()
-        .map(|r| id_text(&serde_json::from_str::<Value>(r).unwrap()["id"]))
-        .collect()
+fn record_id(record: &str) -> String {
+    id_text(&serde_json::from_str::<Value>(record).unwrap()["id"])
 }
 
-/// Records texts of the truth endpoint, in its order (by id).
+fn raw_ids(records: &[String]) -> Vec<String> {
+    records.iter().map(|r| record_id(r)).collect()
+}
+
+/// The record texts of a JSON array, byte for byte.
 fn raw_array(body: &str) -> Vec<String> {
     let records: Vec<Box<RawValue>> = serde_json::from_str(body).unwrap();
     records.iter().map(|r| r.get().to_owned()).collect()
@@ -141,7 +156,7 @@ fn raw_array(body: &str) -> Vec<String> {
 #[tokio::test]
 async fn keyset_paging_visits_every_live_record_exactly_once() {
     let upstream = start(7, 1000).await;
-    upstream.churn("archive", 25).await;
+    upstream.churn("keyset/archive", 25).await;
     let (records, _, requests) = upstream.page_all(37, None).await;
     let order: Vec<(String, u64)> = records
         .iter()
@@ -163,7 +178,7 @@ async fn keyset_paging_visits_every_live_record_exactly_once() {
     let unique: BTreeSet<&String> = seen.iter().collect();
     assert_eq!(unique.len(), seen.len(), "a record was read twice");
     assert_eq!(seen.len(), 975);
-    let mut truth = raw_ids(&raw_array(&upstream.truth().await));
+    let mut truth = raw_ids(&raw_array(&upstream.truth("keyset").await));
     truth.sort();
     let mut seen = seen;
     seen.sort();
@@ -174,8 +189,8 @@ async fn keyset_paging_visits_every_live_record_exactly_once() {
 #[tokio::test]
 async fn from_id_excludes_only_records_at_exactly_updated_since() {
     let upstream = start(11, 100).await;
-    let (earlier, earlier_at) = upstream.churn("create", 1).await;
-    let (mass, mass_at) = upstream.churn("mass_update", 5).await;
+    let (earlier, earlier_at) = upstream.churn("keyset/create", 1).await;
+    let (mass, mass_at) = upstream.churn("keyset/mass_update", 5).await;
     assert!(!mass.contains(&earlier[0]));
 
     // At the shared second, ids up to from_id are left out; later ones stay, in id order.
@@ -202,9 +217,9 @@ async fn from_id_excludes_only_records_at_exactly_updated_since() {
 #[tokio::test]
 async fn from_id_is_ignored_without_updated_since_and_order_is_by_id() {
     let upstream = start(3, 200).await;
-    upstream.churn("update", 30).await;
+    upstream.churn("keyset/update", 30).await;
     let first = upstream.list(&[("per_page", "10")]).await;
-    let mut truth = raw_ids(&raw_array(&upstream.truth().await));
+    let mut truth = raw_ids(&raw_array(&upstream.truth("keyset").await));
     truth.truncate(10);
     assert_eq!(ids(&first), truth);
     let with_from_id = upstream
@@ -216,7 +231,7 @@ async fn from_id_is_ignored_without_updated_since_and_order_is_by_id() {
 #[tokio::test]
 async fn with_deleted_adds_archived_records_and_deleted_returns_only_them() {
     let upstream = start(5, 50).await;
-    let (archived, _) = upstream.churn("archive", 3).await;
+    let (archived, _) = upstream.churn("keyset/archive", 3).await;
     let all = [("updated_since", EPOCH), ("per_page", "250")];
 
     let live = upstream.list(&all).await;
@@ -243,7 +258,7 @@ async fn mass_update_of_three_pages_is_fully_visible_through_keyset_paging() {
     let upstream = start(13, 300).await;
     let (_, cursor, _) = upstream.page_all(20, None).await;
     assert!(cursor.is_some());
-    let (mass, at) = upstream.churn("mass_update", 60).await;
+    let (mass, at) = upstream.churn("keyset/mass_update", 60).await;
 
     let (records, _, requests) = upstream.page_all(20, cursor).await;
     let mut seen = raw_ids(&records);
@@ -260,13 +275,11 @@ async fn mass_update_of_three_pages_is_fully_visible_through_keyset_paging() {
 #[tokio::test]
 async fn truth_is_byte_identical_to_a_full_paging_pass_after_churn() {
     let upstream = start(17, 400).await;
-    upstream.churn("update", 20).await;
-    upstream.churn("create", 10).await;
-    upstream.churn("archive", 5).await;
-    upstream.churn("mass_update", 30).await;
-    upstream
-        .control("tick", serde_json::json!({ "seconds": 60 }))
-        .await;
+    upstream.churn("keyset/update", 20).await;
+    upstream.churn("keyset/create", 10).await;
+    upstream.churn("keyset/archive", 5).await;
+    upstream.churn("keyset/mass_update", 30).await;
+    upstream.control("tick", json!({ "seconds": 60 })).await;
 
     let (mut records, _, _) = upstream.page_all(50, None).await;
     let id_of = |r: &String| {
@@ -275,7 +288,7 @@ async fn truth_is_byte_identical_to_a_full_paging_pass_after_churn() {
             .unwrap()
     };
     records.sort_by_key(id_of);
-    let truth = raw_array(&upstream.truth().await);
+    let truth = raw_array(&upstream.truth("keyset").await);
     assert_eq!(truth.len(), 405);
     assert_eq!(records, truth);
 }
@@ -283,7 +296,7 @@ async fn truth_is_byte_identical_to_a_full_paging_pass_after_churn() {
 #[tokio::test]
 async fn updated_since_is_accepted_in_the_upstream_format_and_rfc_3339() {
     let upstream = start(19, 100).await;
-    let (_, at) = upstream.churn("mass_update", 4).await;
+    let (_, at) = upstream.churn("keyset/mass_update", 4).await;
     let native = upstream.list(&[("updated_since", &at)]).await;
     assert_eq!(native.len(), 4);
     let rfc3339 = upstream
@@ -319,9 +332,21 @@ async fn date_header_follows_the_sandbox_clock() {
     let before = upstream.client.get(&url).send().await.unwrap();
     assert_eq!(date(&before), "Sun, 03 Sep 2017 21:00:00 GMT");
     let tick = upstream
-        .control("tick", serde_json::json!({ "seconds": 90 }))
+        .control("keyset/tick", json!({ "seconds": 90 }))
         .await;
     assert_eq!(tick["now"], "2017-09-04 00:01:30 +03:00");
     let after = upstream.client.get(&url).send().await.unwrap();
     assert_eq!(date(&after), "Sun, 03 Sep 2017 21:01:30 GMT");
+}
+
+#[tokio::test]
+async fn keyset_delete_is_the_same_as_archive() {
+    let upstream = start(31, 20).await;
+    let (deleted, _) = upstream.churn("keyset/delete", 2).await;
+    let archived = upstream
+        .list(&[("updated_since", EPOCH), ("deleted", "true")])
+        .await;
+    let mut archived = ids(&archived);
+    archived.sort();
+    assert_eq!(archived, deleted);
 }
