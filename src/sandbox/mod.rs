@@ -5,17 +5,36 @@
 //! Everything is deterministic: seeded PRNGs drive every random choice and a sandbox
 //! clock (not the wall clock) stamps every mutation and every `Date` header.
 //!
-//! Upstream API: `GET /insales/products.json?updated_since=&from_id=&per_page=&with_deleted=&deleted=`
-//! (keyset), a bare array of products.
+//! Upstream APIs:
+//! - `GET /insales/products.json?updated_since=&from_id=&per_page=&with_deleted=&deleted=`
+//!   (keyset): a bare array of products.
+//! - `POST /pos/graphql` `{"query": "...", "variables": {"since": "<token>", "first": n}}`
+//!   (token): `{"data": {"sale": {"until": "<token>" | null, "results": [...]}}}`.
+//! - `GET /carrot/conversations?paginate_position=[ts,id]&paginate_count=&paginate_direction=&paginate_including=&paginate_page_order=`
+//!   (position): `{"data": [...], "meta": {"next_after_position": [ts, id] | null,
+//!   "next_before_position": [ts, id] | null}}`.
+//! - `GET /reqon/items?modified_since=&offset=&limit=&includeDeleted=` (offset):
+//!   `{"items": [...], "total": n}`; `GET /reqon/items/deleted?modified_since=&page=&per_page=`:
+//!   `{"deletions": [{"id": n, "deletedAt": "..."}]}`.
+//! - `GET /link/orders?per_page=&after=` (link): a bare array, with
+//!   `Link: <http://HOST/link/orders?per_page=N&after=ID>; rel="next"` on a full page.
 //!
-//! Control endpoints:
-//! - `POST /_control/keyset/create`, `/update`, `/delete` (soft; also at `/archive`),
-//!   `/mass_update` with `{"count": n}`, answering `{"ids": [...], "at": "...", "now": "..."}`;
-//! - `GET /_control/keyset/truth`: every live record, byte for byte as served, by id;
-//! - `POST /_control/tick {"seconds": s}` (also at `/_control/keyset/tick`).
+//! Control endpoints, for each style `S` of `keyset`, `token`, `position`, `offset` and
+//! `link`:
+//! - `POST /_control/S/create`, `/update`, `/delete` (soft), `/mass_update` with
+//!   `{"count": n}`, answering `{"ids": [...], "at": "...", "now": "..."}`;
+//! - `GET /_control/S/truth`: every live record, byte for byte as served, by id.
+//!
+//! and also `POST /_control/keyset/archive` (the same as `keyset/delete`),
+//! `POST /_control/offset/hard_delete {"count": n}`, `POST /_control/token/rotate_format`,
+//! and `POST /_control/tick {"seconds": s}` (also at `/_control/keyset/tick`).
 
 mod churn;
 mod keyset;
+mod link;
+mod offset;
+mod position;
+mod token;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -44,6 +63,10 @@ pub struct Sandbox {
 struct World {
     clock: Clock,
     products: keyset::Products,
+    sales: token::Sales,
+    conversations: position::Conversations,
+    items: offset::Items,
+    orders: link::Orders,
 }
 
 impl Sandbox {
@@ -52,8 +75,19 @@ impl Sandbox {
         let clock = Clock::start();
         // Each dataset draws from its own stream, so churning one never changes another.
         let products = churn::generate(SplitMix64::stream(seed, 0), records, &clock);
+        let sales = churn::generate(SplitMix64::stream(seed, 1), records, &clock);
+        let conversations = churn::generate(SplitMix64::stream(seed, 2), records, &clock);
+        let items = churn::generate(SplitMix64::stream(seed, 3), records, &clock);
+        let orders = churn::generate(SplitMix64::stream(seed, 4), records, &clock);
         Arc::new(Sandbox {
-            world: Mutex::new(World { clock, products }),
+            world: Mutex::new(World {
+                clock,
+                products,
+                sales,
+                conversations,
+                items,
+                orders,
+            }),
         })
     }
 
@@ -61,12 +95,23 @@ impl Sandbox {
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
             .route("/insales/products.json", get(keyset::list))
+            .route("/pos/graphql", post(token::list))
+            .route("/carrot/conversations", get(position::list))
+            .route("/reqon/items", get(offset::list))
+            .route("/reqon/items/deleted", get(offset::deletions))
+            .route("/link/orders", get(link::list))
             .merge(churn::routes::<keyset::Products>("keyset"))
             .route(
                 "/_control/keyset/archive",
                 post(churn::delete::<keyset::Products>),
             )
             .route("/_control/keyset/tick", post(tick))
+            .merge(churn::routes::<token::Sales>("token"))
+            .route("/_control/token/rotate_format", post(token::rotate_format))
+            .merge(churn::routes::<position::Conversations>("position"))
+            .merge(churn::routes::<offset::Items>("offset"))
+            .route("/_control/offset/hard_delete", post(offset::hard_delete))
+            .merge(churn::routes::<link::Orders>("link"))
             .route("/_control/tick", post(tick))
             .layer(map_response_with_state(self.clone(), date_header))
             .with_state(self.clone())

@@ -1,9 +1,11 @@
 //! The sandbox upstream over real HTTP: each style's paging semantics (also under churn)
 //! and the truth endpoints the convergence tests compare against.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+use reqwest::header::HeaderMap;
 use reqwest::{Client, StatusCode};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tidemark::sandbox::{self, Sandbox};
@@ -13,6 +15,8 @@ use tokio::net::TcpListener;
 const EPOCH: &str = "1970-01-01T00:00:00Z";
 /// Far more pages than any test needs, so a paging bug fails instead of looping.
 const MAX_PAGES: usize = 500;
+/// A GraphQL query as a client would send it; the sandbox does not parse it.
+const SALES_QUERY: &str = "query($since: String, $first: Int) { sale(since: $since, first: $first) { until results { id updatedAt total deleted } } }";
 
 struct Upstream {
     base: String,
@@ -153,6 +157,40 @@ fn raw_array(body: &str) -> Vec<String> {
     records.iter().map(|r| r.get().to_owned()).collect()
 }
 
+/// The records of a successful response, which must be a JSON array.
+async fn json_records(response: reqwest::Response) -> Vec<Value> {
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+/// Record texts keyed by id, as a mirror holds them: a later text of an id replaces an
+/// earlier one.
+fn mirror(records: impl IntoIterator<Item = String>) -> BTreeMap<String, String> {
+    records.into_iter().map(|r| (record_id(&r), r)).collect()
+}
+
+/// The mirror without the records marked `"deleted": true`.
+fn live(mirror: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    mirror
+        .into_iter()
+        .filter(|(_, r)| serde_json::from_str::<Value>(r).unwrap()["deleted"] != Value::Bool(true))
+        .collect()
+}
+
+/// The truth endpoint of `style`, keyed by id.
+async fn truth_by_id(upstream: &Upstream, style: &str) -> BTreeMap<String, String> {
+    mirror(raw_array(&upstream.truth(style).await))
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .map(|value| value.to_str().unwrap().to_owned())
+}
+
+fn set(items: &[String]) -> BTreeSet<String> {
+    items.iter().cloned().collect()
+}
 #[tokio::test]
 async fn keyset_paging_visits_every_live_record_exactly_once() {
     let upstream = start(7, 1000).await;
@@ -349,4 +387,848 @@ async fn keyset_delete_is_the_same_as_archive() {
     let mut archived = ids(&archived);
     archived.sort();
     assert_eq!(archived, deleted);
+}
+
+// ---------------------------------------------------------------------------------------
+// token (POS style): POST /pos/graphql, `since` → `until`
+// ---------------------------------------------------------------------------------------
+
+/// One `sale` reply.
+#[derive(Deserialize)]
+struct SaleReply {
+    data: SaleData,
+}
+
+#[derive(Deserialize)]
+struct SaleData {
+    sale: SalePage,
+}
+
+#[derive(Deserialize)]
+struct SalePage {
+    until: Option<String>,
+    results: Vec<Box<RawValue>>,
+}
+
+impl Upstream {
+    /// `POST /pos/graphql` with `variables`, returning the status and raw body.
+    async fn graphql(&self, variables: Value) -> (StatusCode, String) {
+        let body = json!({ "query": SALES_QUERY, "variables": variables });
+        let url = format!("{}/pos/graphql", self.base);
+        let response = self.client.post(url).json(&body).send().await.unwrap();
+        (response.status(), response.text().await.unwrap())
+    }
+
+    /// One successful page: the raw results and `until`.
+    async fn sales(&self, since: &str, first: usize) -> (Vec<String>, Option<String>) {
+        self.sales_with(json!({ "since": since, "first": first }))
+            .await
+    }
+
+    async fn sales_with(&self, variables: Value) -> (Vec<String>, Option<String>) {
+        let (status, body) = self.graphql(variables).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let reply: SaleReply = serde_json::from_str(&body).unwrap();
+        let page = reply.data.sale;
+        let results = page.results.iter().map(|r| r.get().to_owned()).collect();
+        (results, page.until)
+    }
+
+    /// Follows `until` from `since` until it is null, as the token strategy does,
+    /// calling `between` after each page. Returns the records, the last non-null token
+    /// and the number of requests.
+    async fn sales_feed(
+        &self,
+        first: usize,
+        since: &str,
+        mut between: impl AsyncFnMut(usize),
+    ) -> (Vec<String>, String, usize) {
+        let mut token = since.to_owned();
+        let mut records = Vec::new();
+        for request in 1..=MAX_PAGES {
+            let (page, until) = self.sales(&token, first).await;
+            let Some(until) = until else {
+                assert!(page.is_empty(), "a null until comes with an empty page");
+                return (records, token, request);
+            };
+            records.extend(page);
+            token = until;
+            between(request).await;
+        }
+        panic!("the feed did not end within {MAX_PAGES} pages");
+    }
+}
+
+/// A GraphQL error's code.
+fn graphql_code(body: &str) -> String {
+    let body: Value = serde_json::from_str(body).unwrap();
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn token_feed_from_a_blank_since_lists_every_sale_once() {
+    let upstream = start(37, 300).await;
+    let (deleted, _) = upstream.churn("token/delete", 10).await;
+    let (records, _, requests) = upstream.sales_feed(37, "", async |_| {}).await;
+
+    assert_eq!(
+        requests,
+        300usize.div_ceil(37) + 1,
+        "pages, then a null until"
+    );
+    let seen = raw_ids(&records);
+    assert_eq!(set(&seen).len(), 300, "each sale once");
+    assert!(seen[0].starts_with("sale_"), "{}", seen[0]);
+    let mirror = mirror(records);
+    let tombstones: Vec<String> = mirror
+        .iter()
+        .filter(|(_, r)| r.contains(r#""deleted":true"#))
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(tombstones, deleted, "soft deletes are in the feed");
+    assert_eq!(live(mirror), truth_by_id(&upstream, "token").await);
+
+    // A null or missing since also starts from the beginning.
+    let (blank, _) = upstream.sales("", 5).await;
+    for variables in [json!({ "since": null, "first": 5 }), json!({ "first": 5 })] {
+        assert_eq!(upstream.sales_with(variables).await.0, blank);
+    }
+}
+
+#[tokio::test]
+async fn token_feed_after_a_stored_token_lists_each_change_once_at_its_latest_state() {
+    let upstream = start(41, 200).await;
+    let (initial, token, _) = upstream.sales_feed(100, "", async |_| {}).await;
+
+    let (updated, _) = upstream.churn("token/update", 5).await;
+    let (created, _) = upstream.churn("token/create", 3).await;
+    let (deleted, _) = upstream.churn("token/delete", 2).await;
+    let (mass, _) = upstream.churn("token/mass_update", 4).await;
+    let (changes, _, _) = upstream.sales_feed(4, &token, async |_| {}).await;
+
+    let changed = raw_ids(&changes);
+    assert_eq!(set(&changed).len(), changed.len(), "each sale once");
+    let expected: BTreeSet<String> = [updated, created, deleted.clone(), mass.clone()]
+        .concat()
+        .into_iter()
+        .collect();
+    assert_eq!(set(&changed), expected);
+    let changes = mirror(changes);
+    for id in &deleted {
+        assert!(changes[id].contains(r#""deleted":true"#), "{}", changes[id]);
+    }
+    let updated_at = |id: &String| {
+        let sale: Value = serde_json::from_str(&changes[id]).unwrap();
+        sale["updatedAt"].as_str().unwrap().to_owned()
+    };
+    let shared: BTreeSet<String> = mass.iter().map(updated_at).collect();
+    assert_eq!(shared.len(), 1, "a mass update shares one updatedAt");
+
+    let mut mirror = mirror(initial);
+    mirror.extend(changes);
+    assert_eq!(live(mirror), truth_by_id(&upstream, "token").await);
+}
+
+#[tokio::test]
+async fn token_feed_read_under_churn_converges_on_the_truth() {
+    let upstream = start(43, 250).await;
+    // Sales change while the feed is read: each change gives the sale a new place at
+    // the end of the feed, so nothing is lost and the latest state is read last.
+    let churn = async |page: usize| {
+        if page <= 3 {
+            upstream.churn("token/update", 15).await;
+            upstream.churn("token/delete", 3).await;
+            upstream.churn("token/create", 2).await;
+        }
+    };
+    let (records, token, _) = upstream.sales_feed(40, "", churn).await;
+    assert!(records.len() > 250, "changed sales were read again");
+    assert_eq!(live(mirror(records)), truth_by_id(&upstream, "token").await);
+    let (nothing, until) = upstream.sales(&token, 10).await;
+    assert!(nothing.is_empty());
+    assert_eq!(until, None, "an empty page has a null until");
+}
+
+#[tokio::test]
+async fn token_format_rotation_refuses_older_tokens_with_invalid_since_format() {
+    let upstream = start(47, 50).await;
+    let (_, Some(old)) = upstream.sales("", 10).await else {
+        panic!("a page of 10 has an until");
+    };
+    let rotated = upstream.control("token/rotate_format", json!({})).await;
+    assert_eq!(rotated["version"], 2);
+
+    let (status, body) = upstream.graphql(json!({ "since": old, "first": 10 })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("INVALID_SINCE_FORMAT"), "{body}");
+    assert_eq!(graphql_code(&body), "INVALID_SINCE_FORMAT");
+
+    // A blank since starts again and hands out tokens of the new format.
+    let (_, Some(new)) = upstream.sales("", 10).await else {
+        panic!("a page of 10 has an until");
+    };
+    assert_ne!(new, old);
+    let (page, _) = upstream.sales(&new, 10).await;
+    assert_eq!(page.len(), 10);
+
+    for garbage in [
+        json!("garbage"),
+        json!("v2."),
+        json!("v2.zzzzzzzzzzzzzzzz"),
+        json!(42),
+    ] {
+        let (status, body) = upstream
+            .graphql(json!({ "since": garbage, "first": 10 }))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{garbage}");
+        assert_eq!(graphql_code(&body), "INVALID_SINCE_FORMAT", "{garbage}");
+    }
+}
+
+#[tokio::test]
+async fn token_first_is_checked() {
+    let upstream = start(53, 10).await;
+    for first in [json!(0), json!(251), json!("10"), json!(1.5)] {
+        let (status, body) = upstream
+            .graphql(json!({ "since": "", "first": first }))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{first}");
+        assert_eq!(graphql_code(&body), "BAD_USER_INPUT", "{first}");
+    }
+    let (page, _) = upstream.sales("", 250).await;
+    assert_eq!(page.len(), 10);
+
+    let url = format!("{}/pos/graphql", upstream.base);
+    let response = upstream.client.post(url).body("{").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["errors"][0]["message"].is_string(), "{body}");
+}
+
+// ---------------------------------------------------------------------------------------
+// position (Carrot quest style): paginate_position=[updated, id], meta.next_after_position
+// ---------------------------------------------------------------------------------------
+
+/// One conversations reply, with the positions kept as raw JSON text.
+#[derive(Deserialize)]
+struct ConversationPage {
+    data: Vec<Box<RawValue>>,
+    meta: PositionMeta,
+}
+
+#[derive(Deserialize)]
+struct PositionMeta {
+    next_after_position: Option<Box<RawValue>>,
+    next_before_position: Option<Box<RawValue>>,
+}
+
+/// A page: its record texts and the exact texts of the next positions.
+struct Conversations {
+    records: Vec<String>,
+    next: Option<String>,
+    before: Option<String>,
+}
+
+impl Upstream {
+    async fn conversations(&self, params: &[(&str, &str)]) -> Conversations {
+        let (status, body) = self.get_text("/carrot/conversations", params).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let page: ConversationPage = serde_json::from_str(&body).unwrap();
+        let text = |p: Option<Box<RawValue>>| p.map(|p| p.get().to_owned());
+        Conversations {
+            records: page.data.iter().map(|r| r.get().to_owned()).collect(),
+            next: text(page.meta.next_after_position),
+            before: text(page.meta.next_before_position),
+        }
+    }
+
+    /// Pages after `position` (or from the start) until `next_after_position` is null,
+    /// passing each position back verbatim and calling `between` after each page.
+    /// Returns the records, the last position and the number of requests.
+    async fn position_feed(
+        &self,
+        count: usize,
+        mut position: Option<String>,
+        mut between: impl AsyncFnMut(usize),
+    ) -> (Vec<String>, Option<String>, usize) {
+        let count = count.to_string();
+        let mut records = Vec::new();
+        for request in 1..=MAX_PAGES {
+            let mut params = vec![
+                ("paginate_count", count.as_str()),
+                ("paginate_direction", "after"),
+                ("paginate_page_order", "asc"),
+            ];
+            if let Some(position) = &position {
+                params.push(("paginate_position", position.as_str()));
+            }
+            let page = self.conversations(&params).await;
+            let last = page.records.last().map(|r| position_of(r));
+            records.extend(page.records);
+            let Some(next) = page.next else {
+                return (records, last.or(position), request);
+            };
+            assert_eq!(
+                Some(&next),
+                last.as_ref(),
+                "the last record's exact position"
+            );
+            position = Some(next);
+            between(request).await;
+        }
+        panic!("paging did not end within {MAX_PAGES} pages");
+    }
+}
+
+/// `[updated, id]` from a record's exact number texts.
+fn position_of(record: &str) -> String {
+    let record: Value = serde_json::from_str(record).unwrap();
+    format!("[{},{}]", record["updated"], record["id"])
+}
+
+#[tokio::test]
+async fn position_paging_returns_every_conversation_with_exact_ids_and_timestamps() {
+    let upstream = start(59, 300).await;
+    upstream.churn("position/delete", 7).await;
+    let (records, _, requests) = upstream.position_feed(50, None, async |_| {}).await;
+    assert_eq!(records.len(), 300, "soft-deleted conversations stay listed");
+    assert_eq!(
+        requests, 7,
+        "six full pages, then an empty one without a next position"
+    );
+
+    let truth = upstream.truth("position").await;
+    assert!(
+        truth.starts_with(r#"[{"id":1160406004324630614,"#),
+        "{truth}"
+    );
+    let first = records
+        .iter()
+        .find(|r| r.starts_with(r#"{"id":1160406004324630614,"#))
+        .expect("the first id is served as exact text");
+    assert!(truth.contains(first.as_str()));
+
+    let mut order = Vec::new();
+    for record in &records {
+        let value: Value = serde_json::from_str(record).unwrap();
+        let updated = value["updated"].to_string();
+        let (seconds, micros) = updated.split_once('.').unwrap();
+        assert_eq!(micros.len(), 6, "six decimals, kept: {updated}");
+        assert!(record.contains(&format!(r#""updated":{updated}"#)));
+        let id: u64 = value["id"].to_string().parse().unwrap();
+        assert!(id > 1 << 53, "{id} is beyond an f64's integers");
+        order.push((seconds.parse::<i64>().unwrap(), micros.to_owned(), id));
+    }
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "in (updated, id) order"
+    );
+    assert_eq!(live(mirror(records)), mirror(raw_array(&truth)));
+}
+
+#[tokio::test]
+async fn position_mass_update_shares_one_updated_text_and_pages_through_it_by_id() {
+    let upstream = start(61, 200).await;
+    let (_, position, _) = upstream.position_feed(50, None, async |_| {}).await;
+    let (mass, _) = upstream.churn("position/mass_update", 30).await;
+
+    let (records, _, requests) = upstream.position_feed(7, position, async |_| {}).await;
+    assert_eq!(raw_ids(&records), mass, "each once, in id order");
+    assert_eq!(requests, 5, "four full pages of 7 and a short one of 2");
+    let updated: BTreeSet<String> = records
+        .iter()
+        .map(|r| serde_json::from_str::<Value>(r).unwrap()["updated"].to_string())
+        .collect();
+    assert_eq!(updated.len(), 1, "{updated:?}");
+}
+
+#[tokio::test]
+async fn position_paging_under_churn_converges_on_the_truth() {
+    let upstream = start(67, 300).await;
+    // A changed conversation moves to the end of (updated, id) order, ahead of the
+    // reader, so one pass reads its latest state.
+    let churn = async |page: usize| {
+        if page <= 2 {
+            upstream.churn("position/update", 20).await;
+            upstream.churn("position/delete", 5).await;
+            upstream.churn("position/create", 3).await;
+        }
+    };
+    let (records, _, _) = upstream.position_feed(50, None, churn).await;
+    assert!(records.len() > 306, "changed conversations were read again");
+    assert_eq!(
+        live(mirror(records)),
+        truth_by_id(&upstream, "position").await
+    );
+}
+
+#[tokio::test]
+async fn position_direction_including_and_page_order_follow_the_position() {
+    let upstream = start(71, 40).await;
+    let all = upstream.conversations(&[("paginate_count", "50")]).await;
+    let r = &all.records;
+    let at = |i: usize| position_of(&r[i]);
+    assert_eq!(r.len(), 40);
+    assert_eq!((&all.next, &all.before), (&None, &None), "a short page");
+    let ten = upstream.conversations(&[("paginate_count", "10")]).await;
+    assert_eq!(ten.records, r[..10]);
+    assert_eq!(ten.next, Some(at(9)));
+    assert_eq!(ten.before, Some(at(0)));
+
+    let from = async |position: &str, params: &[(&str, &str)]| {
+        let mut all = vec![("paginate_position", position)];
+        all.extend_from_slice(params);
+        upstream.conversations(&all).await
+    };
+    let after = from(&at(2), &[("paginate_count", "3")]).await;
+    assert_eq!(after.records, r[3..6]);
+    let including = from(
+        &at(2),
+        &[("paginate_count", "3"), ("paginate_including", "true")],
+    )
+    .await;
+    assert_eq!(including.records, r[2..5]);
+    let before = from(
+        &at(3),
+        &[("paginate_count", "2"), ("paginate_direction", "before")],
+    )
+    .await;
+    assert_eq!(before.records, r[1..3]);
+    assert_eq!(before.before, Some(at(1)));
+    let before_desc = from(
+        &at(3),
+        &[
+            ("paginate_count", "2"),
+            ("paginate_direction", "before"),
+            ("paginate_page_order", "desc"),
+        ],
+    )
+    .await;
+    assert_eq!(before_desc.records, [&*r[2], &*r[1]]);
+    let after_desc = from(
+        &at(0),
+        &[("paginate_count", "3"), ("paginate_page_order", "desc")],
+    )
+    .await;
+    assert_eq!(after_desc.records, [&*r[3], &*r[2], &*r[1]]);
+    assert_eq!(
+        after_desc.next,
+        Some(at(3)),
+        "the greatest position of the page"
+    );
+
+    // A short page has no next position.
+    let short = from(&at(35), &[("paginate_count", "50")]).await;
+    assert_eq!(short.records, r[36..]);
+    assert_eq!(short.next, None);
+    // [0, 0] is before everything; 20 is the default count.
+    let from_zero = from("[0, 0]", &[]).await;
+    assert_eq!(from_zero.records, r[..20]);
+    // A position may carry up to nine decimals, compared exactly.
+    let value: Value = serde_json::from_str(&r[4]).unwrap();
+    let nine = format!("[{}000,{}]", value["updated"], value["id"]);
+    let exact = from(&nine, &[("paginate_count", "1")]).await;
+    assert_eq!(exact.records, r[5..6]);
+}
+
+#[tokio::test]
+async fn position_bad_parameters_are_a_json_400() {
+    let upstream = start(73, 10).await;
+    for (name, value) in [
+        ("paginate_position", "yesterday"),
+        ("paginate_position", "[1]"),
+        ("paginate_position", "[1,2,3]"),
+        ("paginate_position", "{}"),
+        ("paginate_position", "[1.5e9,1]"),
+        ("paginate_position", "[-1,0]"),
+        ("paginate_position", "[1,1.5]"),
+        ("paginate_position", r#"[1,"1"]"#),
+        ("paginate_position", "[1.1234567890,1]"),
+        ("paginate_count", "0"),
+        ("paginate_count", "51"),
+        ("paginate_direction", "sideways"),
+        ("paginate_including", "maybe"),
+        ("paginate_page_order", "up"),
+    ] {
+        let (status, body) = upstream
+            .get_text("/carrot/conversations", &[(name, value)])
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name}={value}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert!(body["errors"][0].is_string(), "{body}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// offset (Reqon style): offset/limit pages, modified_since, tombstones of hard deletes
+// ---------------------------------------------------------------------------------------
+
+/// One items reply.
+#[derive(Deserialize)]
+struct ItemPage {
+    items: Vec<Box<RawValue>>,
+    total: u64,
+}
+
+impl Upstream {
+    async fn items(&self, params: &[(&str, &str)]) -> (Vec<String>, u64) {
+        let (status, body) = self.get_text("/reqon/items", params).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let page: ItemPage = serde_json::from_str(&body).unwrap();
+        let items = page.items.iter().map(|r| r.get().to_owned()).collect();
+        (items, page.total)
+    }
+
+    /// Pages by offset from 0 until a short page, with fixed `params`, calling
+    /// `between` after each page. Returns the items and the number of requests.
+    async fn items_feed(
+        &self,
+        limit: usize,
+        params: &[(&str, &str)],
+        mut between: impl AsyncFnMut(usize),
+    ) -> (Vec<String>, usize) {
+        let mut items = Vec::new();
+        for request in 1..=MAX_PAGES {
+            let (offset, limit_text) = (items.len().to_string(), limit.to_string());
+            let mut all = vec![("offset", offset.as_str()), ("limit", limit_text.as_str())];
+            all.extend_from_slice(params);
+            let (page, _) = self.items(&all).await;
+            let short = page.len() < limit;
+            items.extend(page);
+            if short {
+                return (items, request);
+            }
+            between(request).await;
+        }
+        panic!("paging did not end within {MAX_PAGES} pages");
+    }
+
+    async fn deletions(&self, params: &[(&str, &str)]) -> Vec<Value> {
+        let (status, body) = self.get_text("/reqon/items/deleted", params).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        body["deletions"].as_array().unwrap().clone()
+    }
+}
+
+#[tokio::test]
+async fn offset_paging_visits_every_live_item_and_total_counts_the_matches() {
+    let upstream = start(79, 250).await;
+    upstream.churn("offset/delete", 6).await;
+    let (items, requests) = upstream.items_feed(100, &[], async |_| {}).await;
+    assert_eq!(requests, 3);
+    // In id order, byte for byte the truth.
+    assert_eq!(items, raw_array(&upstream.truth("offset").await));
+
+    let (_, total) = upstream.items(&[("offset", "200"), ("limit", "1")]).await;
+    assert_eq!(total, 244, "total counts every match, not the page");
+    let (with_deleted, total) = upstream
+        .items(&[("includeDeleted", "true"), ("limit", "500")])
+        .await;
+    assert_eq!((with_deleted.len(), total), (250, 250));
+}
+
+#[tokio::test]
+async fn offset_modified_since_is_inclusive_in_all_four_formats() {
+    let upstream = start(83, 100).await;
+    // The clock starts at 2017-09-03T21:00:00Z: move it to midnight, then change three
+    // items at 00:00:00, 00:00:01 and 00:00:02.
+    upstream
+        .control("tick", json!({ "seconds": 3 * 3600 }))
+        .await;
+    let (changed, at) = upstream.churn("offset/update", 3).await;
+    assert_eq!(at, "2017-09-04T00:00:00.000Z");
+    let by_time = |items: &[String]| {
+        let mut items: Vec<(String, String)> = items
+            .iter()
+            .map(|r| {
+                let v: Value = serde_json::from_str(r).unwrap();
+                (
+                    v["updatedAt"].as_str().unwrap().to_owned(),
+                    id_text(&v["id"]),
+                )
+            })
+            .collect();
+        items.sort();
+        items.into_iter().map(|(_, id)| id).collect::<Vec<_>>()
+    };
+    let (all_three, _) = upstream.items(&[("modified_since", &at)]).await;
+    assert_eq!(set(&by_time(&all_three)), set(&changed));
+    let order = by_time(&all_three);
+
+    for (since, expected) in [
+        ("2017-09-04", &order[..]),
+        ("1504483200", &order[..]),
+        ("1504483200000", &order[..]),
+        ("2017-09-04T00:00:00Z", &order[..]),
+        ("2017-09-04T03:00:01+03:00", &order[1..]),
+        ("1504483201", &order[1..]),
+        ("1504483201001", &order[2..]),
+        ("2017-09-04T00:00:02.000Z", &order[2..]),
+        ("2017-09-05", &[]),
+    ] {
+        let (items, total) = upstream.items(&[("modified_since", since)]).await;
+        assert_eq!(by_time(&items), expected, "modified_since={since}");
+        assert_eq!(total, expected.len() as u64);
+    }
+    for bad in [
+        "yesterday",
+        "2017-13-01",
+        "-5",
+        "1.5",
+        "2017-09-04 00:00:00",
+    ] {
+        for path in ["/reqon/items", "/reqon/items/deleted"] {
+            let (status, _) = upstream.get_text(path, &[("modified_since", bad)]).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {bad}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn offset_bad_parameters_are_a_json_400() {
+    let upstream = start(87, 10).await;
+    for (path, name, value) in [
+        ("/reqon/items", "limit", "0"),
+        ("/reqon/items", "limit", "501"),
+        ("/reqon/items", "offset", "-1"),
+        ("/reqon/items", "includeDeleted", "yes"),
+        ("/reqon/items/deleted", "page", "0"),
+        ("/reqon/items/deleted", "per_page", "501"),
+    ] {
+        let (status, body) = upstream.get_text(path, &[(name, value)]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {name}={value}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert!(body["errors"][0].is_string(), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn offset_paging_misses_items_when_earlier_ones_are_hard_deleted() {
+    let upstream = start(89, 200).await;
+    let before = raw_ids(&raw_array(&upstream.truth("offset").await));
+    let mut deleted = Vec::new();
+    let churn = async |page: usize| {
+        if page == 1 {
+            let (ids, _) = upstream.churn("offset/hard_delete", 20).await;
+            deleted.extend(ids);
+        }
+    };
+    let (items, _) = upstream.items_feed(50, &[], churn).await;
+
+    // Every hard delete among the 50 items already read shifted one unread item back
+    // into the first page's rows: plain offset paging never sees it, although it was
+    // never deleted.
+    let seen = set(&raw_ids(&items));
+    let missed: Vec<&String> = before
+        .iter()
+        .filter(|id| !seen.contains(*id) && !deleted.contains(id))
+        .collect();
+    let deleted_behind = before[..50]
+        .iter()
+        .filter(|id| deleted.contains(id))
+        .count();
+    assert!(
+        deleted_behind > 0,
+        "the seed deletes some already-read items"
+    );
+    assert_eq!(missed.len(), deleted_behind, "{missed:?}");
+    let truth = set(&raw_ids(&raw_array(&upstream.truth("offset").await)));
+    assert!(
+        missed.iter().all(|id| truth.contains(*id)),
+        "missed live items"
+    );
+}
+
+#[tokio::test]
+async fn offset_soft_deletes_need_include_deleted_and_hard_deletes_leave_tombstones() {
+    let upstream = start(97, 60).await;
+    let (soft, _) = upstream.churn("offset/delete", 5).await;
+    let (live_items, _) = upstream.items(&[("limit", "500")]).await;
+    assert_eq!(live_items.len(), 55);
+    assert!(raw_ids(&live_items).iter().all(|id| !soft.contains(id)));
+    let (all, _) = upstream
+        .items(&[("limit", "500"), ("includeDeleted", "true")])
+        .await;
+    let all = mirror(all);
+    for id in &soft {
+        assert!(all[id].contains(r#""deleted":true"#), "{}", all[id]);
+    }
+
+    let (hard, at) = upstream.churn("offset/hard_delete", 12).await;
+    let (all, total) = upstream
+        .items(&[("limit", "500"), ("includeDeleted", "true")])
+        .await;
+    assert_eq!(total, 48);
+    assert!(raw_ids(&all).iter().all(|id| !hard.contains(id)));
+
+    let tombstones = upstream.deletions(&[]).await;
+    let ids: Vec<String> = tombstones.iter().map(|t| id_text(&t["id"])).collect();
+    let times: Vec<&str> = tombstones
+        .iter()
+        .map(|t| t["deletedAt"].as_str().unwrap())
+        .collect();
+    assert_eq!(times[0], at);
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "by deletion time");
+    assert_eq!(set(&ids), set(&hard));
+
+    let mut paged = Vec::new();
+    for page in ["1", "2", "3", "4"] {
+        let tombstones = upstream
+            .deletions(&[("page", page), ("per_page", "5")])
+            .await;
+        paged.push(tombstones.len());
+    }
+    assert_eq!(paged, [5, 5, 2, 0]);
+    let since_second = upstream.deletions(&[("modified_since", times[1])]).await;
+    assert_eq!(since_second.len(), 11, "modified_since is inclusive");
+    let second = chrono::DateTime::parse_from_rfc3339(times[1]).unwrap();
+    let unix = second.timestamp().to_string();
+    assert_eq!(
+        upstream.deletions(&[("modified_since", &unix)]).await,
+        since_second
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// link: a bare array, Link: <...>; rel="next" on full pages
+// ---------------------------------------------------------------------------------------
+
+/// The target of a `Link` header's `rel="next"`.
+fn next_link(headers: &HeaderMap) -> Option<String> {
+    let link = header(headers, "link")?;
+    let (target, params) = link.split_once(';')?;
+    assert_eq!(params.trim(), r#"rel="next""#, "{link}");
+    Some(
+        target
+            .trim()
+            .strip_prefix('<')?
+            .strip_suffix('>')?
+            .to_owned(),
+    )
+}
+
+impl Upstream {
+    /// Follows `Link: rel="next"` from `first` until a page has none, calling `between`
+    /// after each page. Returns the records, the URLs followed and the number of requests.
+    async fn orders_feed(
+        &self,
+        first: &str,
+        mut between: impl AsyncFnMut(usize),
+    ) -> (Vec<String>, Vec<String>, usize) {
+        let mut url = format!("{}{first}", self.base);
+        let (mut records, mut followed) = (Vec::new(), Vec::new());
+        for request in 1..=MAX_PAGES {
+            let response = self.client.get(&url).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let next = next_link(response.headers());
+            records.extend(raw_array(&response.text().await.unwrap()));
+            let Some(next) = next else {
+                return (records, followed, request);
+            };
+            followed.push(next.clone());
+            url = next;
+            between(request).await;
+        }
+        panic!("paging did not end within {MAX_PAGES} pages");
+    }
+}
+
+#[tokio::test]
+async fn link_paging_follows_the_next_link_to_every_order() {
+    let upstream = start(101, 230).await;
+    let (deleted, _) = upstream.churn("link/delete", 4).await;
+    let (records, followed, requests) = upstream
+        .orders_feed("/link/orders?per_page=50", async |_| {})
+        .await;
+    assert_eq!(requests, 5, "four full pages and a short one");
+    assert_eq!(records.len(), 230, "soft-deleted orders stay listed");
+    let seen = raw_ids(&records);
+    assert_eq!(seen.len(), set(&seen).len());
+    assert!(
+        followed[0].starts_with(&format!("{}/link/orders?per_page=50&after=", upstream.base)),
+        "{}",
+        followed[0]
+    );
+    assert!(
+        followed[0].ends_with(&seen[49]),
+        "after the last id of the page"
+    );
+    let mirror = mirror(records);
+    for id in &deleted {
+        assert!(mirror[id].contains(r#""deleted":true"#), "{}", mirror[id]);
+    }
+    assert_eq!(live(mirror), truth_by_id(&upstream, "link").await);
+
+    // A full last page still links on; the next page is empty and has no link.
+    let (_, _, requests) = upstream
+        .orders_feed("/link/orders?per_page=23", async |_| {})
+        .await;
+    assert_eq!(requests, 11);
+}
+
+#[tokio::test]
+async fn link_next_url_is_built_on_the_requests_host() {
+    let upstream = start(103, 10).await;
+    let response = upstream
+        .client
+        .get(format!("{}/link/orders?per_page=5", upstream.base))
+        .header("host", "upstream.example:8443")
+        .send()
+        .await
+        .unwrap();
+    let next = next_link(response.headers()).unwrap();
+    let ids = ids(&json_records(response).await);
+    assert_eq!(
+        next,
+        format!(
+            "http://upstream.example:8443/link/orders?per_page=5&after={}",
+            ids[4]
+        )
+    );
+    for (name, value) in [("per_page", "0"), ("per_page", "251"), ("after", "x")] {
+        let (status, body) = upstream.get_text("/link/orders", &[(name, value)]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name}={value}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert!(body["errors"][0].is_string(), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn link_paging_under_churn_sees_new_orders_but_not_edits_behind_it() {
+    let upstream = start(107, 200).await;
+    let mut edited = Vec::new();
+    let mut created = Vec::new();
+    let churn = async |page: usize| {
+        if page == 2 {
+            edited = upstream.churn("link/update", 30).await.0;
+            created = upstream.churn("link/create", 5).await.0;
+        }
+    };
+    let (records, _, _) = upstream
+        .orders_feed("/link/orders?per_page=50", churn)
+        .await;
+    let mirror = mirror(records);
+    assert!(
+        created.iter().all(|id| mirror.contains_key(id)),
+        "new ids come last"
+    );
+    let truth = truth_by_id(&upstream, "link").await;
+    let stale: Vec<&String> = edited
+        .iter()
+        .filter(|id| mirror[*id] != truth[*id])
+        .collect();
+    assert!(
+        !stale.is_empty(),
+        "edits behind the reader are missed in this pass"
+    );
+
+    // Link paging has no resume point: a pass from the beginning converges.
+    let (again, _, _) = upstream
+        .orders_feed("/link/orders?per_page=50", async |_| {})
+        .await;
+    assert_eq!(live(self::mirror(again)), truth);
 }
