@@ -1,11 +1,12 @@
 //! The simulated upstream (`tidemark sandbox`): in-memory datasets that speak the seed
-//! APIs' pagination styles exactly, plus control endpoints that churn them and a truth
-//! endpoint, so sync tests can prove convergence against a known answer.
+//! APIs' pagination styles exactly, plus control endpoints that churn them, inject
+//! faults and log requests, so sync tests can prove convergence against a known answer.
 //!
 //! Everything is deterministic: seeded PRNGs drive every random choice and a sandbox
-//! clock (not the wall clock) stamps every mutation and every `Date` header.
+//! clock (not the wall clock) stamps every mutation and every `Date` header. Only the
+//! request log's `at_ms` and the `slow` fault use real time.
 //!
-//! Upstream APIs:
+//! Upstream APIs (logged, subject to faults):
 //! - `GET /insales/products.json?updated_since=&from_id=&per_page=&with_deleted=&deleted=`
 //!   (keyset): a bare array of products.
 //! - `POST /pos/graphql` `{"query": "...", "variables": {"since": "<token>", "first": n}}`
@@ -19,22 +20,27 @@
 //! - `GET /link/orders?per_page=&after=` (link): a bare array, with
 //!   `Link: <http://HOST/link/orders?per_page=N&after=ID>; rel="next"` on a full page.
 //!
-//! Control endpoints, for each style `S` of `keyset`, `token`, `position`, `offset` and
-//! `link`:
+//! Control endpoints (never logged, never faulted), for each style `S` of `keyset`,
+//! `token`, `position`, `offset` and `link`:
 //! - `POST /_control/S/create`, `/update`, `/delete` (soft), `/mass_update` with
 //!   `{"count": n}`, answering `{"ids": [...], "at": "...", "now": "..."}`;
 //! - `GET /_control/S/truth`: every live record, byte for byte as served, by id.
 //!
 //! and also `POST /_control/keyset/archive` (the same as `keyset/delete`),
 //! `POST /_control/offset/hard_delete {"count": n}`, `POST /_control/token/rotate_format`,
-//! and `POST /_control/tick {"seconds": s}` (also at `/_control/keyset/tick`).
+//! `POST /_control/tick {"seconds": s}` (also at `/_control/keyset/tick`),
+//! `POST`/`GET`/`DELETE /_control/faults` and `GET`/`DELETE /_control/requests`.
 
 mod churn;
+mod faults;
+mod gate;
 mod keyset;
 mod link;
 mod offset;
 mod position;
+mod requests;
 mod token;
+mod wire;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -42,12 +48,13 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::map_response_with_state;
+use axum::middleware::{from_fn_with_state, map_response_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 /// Seed used by `tidemark sandbox` so its data is the same on every start.
 pub const DEFAULT_SEED: u64 = 42;
@@ -56,6 +63,8 @@ pub const DEFAULT_RECORDS: usize = 1000;
 
 /// A simulated upstream holding one dataset per API style.
 pub struct Sandbox {
+    /// Real time at construction, the zero of the request log's `at_ms`.
+    started: Instant,
     world: Mutex<World>,
 }
 
@@ -67,6 +76,11 @@ struct World {
     conversations: position::Conversations,
     items: offset::Items,
     orders: link::Orders,
+    /// Draws faults, apart from the datasets' generators so that faults never change
+    /// the data a seed produces.
+    noise: SplitMix64,
+    faults: faults::Faults,
+    requests: requests::Requests,
 }
 
 impl Sandbox {
@@ -80,6 +94,7 @@ impl Sandbox {
         let items = churn::generate(SplitMix64::stream(seed, 3), records, &clock);
         let orders = churn::generate(SplitMix64::stream(seed, 4), records, &clock);
         Arc::new(Sandbox {
+            started: Instant::now(),
             world: Mutex::new(World {
                 clock,
                 products,
@@ -87,19 +102,26 @@ impl Sandbox {
                 conversations,
                 items,
                 orders,
+                noise: SplitMix64::stream(seed, 5),
+                faults: faults::Faults::default(),
+                requests: requests::Requests::default(),
             }),
         })
     }
 
-    /// All sandbox routes: the upstream APIs and `/_control/...`.
+    /// All sandbox routes: the upstream APIs and `/_control/...`. The
+    /// `reset` fault needs the connection layer of [`serve`]; without it, it answers 502.
     pub fn router(self: &Arc<Self>) -> Router {
-        Router::new()
+        let upstream = Router::new()
             .route("/insales/products.json", get(keyset::list))
             .route("/pos/graphql", post(token::list))
             .route("/carrot/conversations", get(position::list))
             .route("/reqon/items", get(offset::list))
             .route("/reqon/items/deleted", get(offset::deletions))
             .route("/link/orders", get(link::list))
+            .route_layer(from_fn_with_state(self.clone(), gate::gate));
+        Router::new()
+            .merge(upstream)
             .merge(churn::routes::<keyset::Products>("keyset"))
             .route(
                 "/_control/keyset/archive",
@@ -113,6 +135,14 @@ impl Sandbox {
             .route("/_control/offset/hard_delete", post(offset::hard_delete))
             .merge(churn::routes::<link::Orders>("link"))
             .route("/_control/tick", post(tick))
+            .route(
+                "/_control/faults",
+                get(faults::status).post(faults::add).delete(faults::clear),
+            )
+            .route(
+                "/_control/requests",
+                get(requests::list).delete(requests::clear),
+            )
             .layer(map_response_with_state(self.clone(), date_header))
             .with_state(self.clone())
     }
@@ -130,7 +160,10 @@ pub async fn serve(
     sandbox: Arc<Sandbox>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, sandbox.router())
+    let app = sandbox
+        .router()
+        .into_make_service_with_connect_info::<wire::Sever>();
+    axum::serve(wire::Listener(listener), app)
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -187,6 +220,11 @@ impl SplitMix64 {
     /// A number in `0..n` (0 when `n` is 0); the modulo bias is irrelevant here.
     fn below(&mut self, n: u64) -> u64 {
         self.next_u64().checked_rem(n).unwrap_or(0)
+    }
+
+    /// A number in `[0, 1)`, from the top 53 bits (all an `f64` mantissa holds).
+    fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

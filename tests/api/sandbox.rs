@@ -1,7 +1,9 @@
-//! The sandbox upstream over real HTTP: each style's paging semantics (also under churn)
-//! and the truth endpoints the convergence tests compare against.
+//! The sandbox upstream over real HTTP: each style's paging semantics (also under churn),
+//! the truth endpoints the convergence tests compare against, and the injected faults
+//! and request log the sync engine's tests rely on.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderMap;
 use reqwest::{Client, StatusCode};
@@ -75,6 +77,20 @@ impl Upstream {
         response.json().await.unwrap()
     }
 
+    /// `GET /_control/{path}`, which must succeed.
+    async fn control_get(&self, path: &str) -> Value {
+        let url = format!("{}/_control/{path}", self.base);
+        let response = self.client.get(url).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "GET /_control/{path}");
+        response.json().await.unwrap()
+    }
+
+    async fn control_delete(&self, path: &str) {
+        let url = format!("{}/_control/{path}", self.base);
+        let response = self.client.delete(url).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "DELETE /_control/{path}");
+    }
+
     /// Churns `count` records with `operation` (e.g. `keyset/archive`), returning the
     /// touched ids and their time.
     async fn churn(&self, operation: &str, count: usize) -> (Vec<String>, String) {
@@ -93,6 +109,16 @@ impl Upstream {
         let response = self.client.get(url).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         response.text().await.unwrap()
+    }
+
+    /// Queues faults or sets random ones; answers `{"pending", "injected"}`.
+    async fn faults(&self, settings: Value) -> Value {
+        self.control("faults", settings).await
+    }
+
+    async fn requests(&self) -> Vec<Value> {
+        let log = self.control_get("requests").await;
+        log["requests"].as_array().unwrap().clone()
     }
 
     /// Pages from `cursor` (or from the epoch) until an empty page, each next request
@@ -1231,4 +1257,328 @@ async fn link_paging_under_churn_sees_new_orders_but_not_edits_behind_it() {
         .orders_feed("/link/orders?per_page=50", async |_| {})
         .await;
     assert_eq!(live(self::mirror(again)), truth);
+}
+
+// ---------------------------------------------------------------------------------------
+// faults
+// ---------------------------------------------------------------------------------------
+
+const PRODUCTS: &str = "/insales/products.json";
+
+#[tokio::test]
+async fn queued_faults_apply_in_order_one_per_api_request() {
+    let upstream = start(109, 20).await;
+    let queued = upstream
+        .faults(json!({ "faults": [
+            { "kind": "status", "status": 500 },
+            { "kind": "retry_after", "status": 429, "seconds": 2 },
+            { "kind": "retry_after", "status": 503, "seconds": 1 },
+        ] }))
+        .await;
+    assert_eq!(queued, json!({ "pending": 3, "injected": 0 }));
+    // Control requests never take a fault.
+    upstream.truth("keyset").await;
+
+    let first = upstream.get(PRODUCTS, &[]).await;
+    assert_eq!(first.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        header(first.headers(), "content-type")
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let body: Value = first.json().await.unwrap();
+    assert!(body["errors"][0].is_string(), "{body}");
+
+    let second = upstream.get(PRODUCTS, &[]).await;
+    assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        header(second.headers(), "retry-after").as_deref(),
+        Some("2")
+    );
+    let third = upstream.get("/link/orders", &[]).await;
+    assert_eq!(third.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(third.headers(), "retry-after").as_deref(), Some("1"));
+    assert_eq!(upstream.get(PRODUCTS, &[]).await.status(), StatusCode::OK);
+
+    assert_eq!(
+        upstream.control_get("faults").await,
+        json!({ "pending": 0, "injected": 3 })
+    );
+    upstream
+        .faults(json!({ "faults": [{ "kind": "status", "status": 502 }] }))
+        .await;
+    upstream.control_delete("faults").await;
+    assert_eq!(
+        upstream.control_get("faults").await,
+        json!({ "pending": 0, "injected": 0 })
+    );
+    assert_eq!(upstream.get(PRODUCTS, &[]).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn truncated_fault_is_a_complete_200_whose_json_is_cut_in_half() {
+    let upstream = start(113, 20).await;
+    let (_, whole) = upstream.list_raw(&[]).await;
+    upstream
+        .faults(json!({ "faults": [{ "kind": "truncated" }] }))
+        .await;
+    let response = upstream.get(PRODUCTS, &[]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        header(response.headers(), "content-type")
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let body = response.text().await.expect("the body is complete");
+    assert_eq!(body, whole[..whole.len() / 2]);
+    assert!(serde_json::from_str::<Value>(&body).is_err());
+}
+
+#[tokio::test]
+async fn html_fault_is_an_html_page_instead_of_json() {
+    let upstream = start(127, 5).await;
+    upstream
+        .faults(json!({ "faults": [{ "kind": "html" }, { "kind": "html", "status": 502 }] }))
+        .await;
+    for status in [StatusCode::OK, StatusCode::BAD_GATEWAY] {
+        let response = upstream.get(PRODUCTS, &[]).await;
+        assert_eq!(response.status(), status);
+        assert!(
+            header(response.headers(), "content-type")
+                .unwrap()
+                .starts_with("text/html")
+        );
+        let page = response.text().await.unwrap();
+        assert!(page.starts_with("<!DOCTYPE html>"), "{page}");
+    }
+}
+
+#[tokio::test]
+async fn reset_fault_is_a_connection_error_without_a_response() {
+    let upstream = start(131, 5).await;
+    upstream
+        .faults(json!({ "faults": [{ "kind": "reset" }] }))
+        .await;
+    let error = upstream
+        .client
+        .get(upstream.url(PRODUCTS, &[]))
+        .send()
+        .await
+        .expect_err("no response at all");
+    // A TCP reset under the request, not an HTTP answer of any kind.
+    let reset = std::iter::successors(Some(&error as &dyn std::error::Error), |e| e.source())
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .any(|e| e.kind() == std::io::ErrorKind::ConnectionReset);
+    assert!(error.is_request() && reset, "{error:?}");
+    // The client opens a new connection for the next request.
+    assert_eq!(upstream.get(PRODUCTS, &[]).await.status(), StatusCode::OK);
+    let log = upstream.requests().await;
+    assert_eq!(log[0]["fault"], "reset");
+    assert_eq!(log[0]["status"], Value::Null);
+    assert_eq!(log[1]["status"], 200);
+}
+
+#[tokio::test]
+async fn slow_fault_answers_normally_after_the_delay() {
+    let upstream = start(137, 5).await;
+    upstream
+        .faults(json!({ "faults": [{ "kind": "slow", "ms": 300 }] }))
+        .await;
+    let started = Instant::now();
+    let (status, body) = upstream.list_raw(&[]).await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(raw_array(&body).len(), 5);
+}
+
+#[tokio::test]
+async fn rate_limit_fault_adds_both_spellings_of_the_headers() {
+    let upstream = start(139, 5).await;
+    upstream
+        .faults(json!({ "faults": [{ "kind": "rate_limit", "remaining": 0, "reset": 1 }] }))
+        .await;
+    let response = upstream.get(PRODUCTS, &[]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    for (name, value) in [
+        ("ratelimit-remaining", "0"),
+        ("ratelimit-reset", "1"),
+        ("x-ratelimit-remaining", "0"),
+        ("x-ratelimit-reset", "1"),
+    ] {
+        assert_eq!(
+            header(response.headers(), name).as_deref(),
+            Some(value),
+            "{name}"
+        );
+    }
+    assert_eq!(json_records(response).await.len(), 5);
+    let next = upstream.get(PRODUCTS, &[]).await;
+    assert_eq!(header(next.headers(), "ratelimit-remaining"), None);
+}
+
+#[tokio::test]
+async fn path_prefix_limits_which_requests_take_a_fault() {
+    let upstream = start(149, 5).await;
+    upstream
+        .faults(json!({ "faults": [{ "kind": "status", "status": 500 }], "path_prefix": "/reqon" }))
+        .await;
+    assert_eq!(upstream.get(PRODUCTS, &[]).await.status(), StatusCode::OK);
+    assert_eq!(
+        upstream.get("/link/orders", &[]).await.status(),
+        StatusCode::OK
+    );
+    let (status, _) = upstream.get_text("/reqon/items/deleted", &[]).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        upstream.get("/reqon/items", &[]).await.status(),
+        StatusCode::OK
+    );
+}
+
+/// The statuses of `n` requests under a random fault rate, and the faults injected.
+async fn random_faults(seed: u64, n: usize) -> (Vec<u16>, Value) {
+    let upstream = start(seed, 5).await;
+    upstream
+        .faults(json!({ "rate": 0.5, "kinds": ["status", "html"] }))
+        .await;
+    let mut statuses = Vec::new();
+    for _ in 0..n {
+        let response = upstream.get(PRODUCTS, &[]).await;
+        let html = header(response.headers(), "content-type")
+            .unwrap()
+            .starts_with("text/html");
+        statuses.push(if html { 1 } else { response.status().as_u16() });
+    }
+    let counts = upstream.control_get("faults").await;
+    upstream.faults(json!({ "rate": 0 })).await;
+    for _ in 0..10 {
+        assert_eq!(upstream.get(PRODUCTS, &[]).await.status(), StatusCode::OK);
+    }
+    (statuses, counts)
+}
+
+#[tokio::test]
+async fn random_faults_follow_the_seeded_rate_and_can_be_turned_off() {
+    let (statuses, counts) = random_faults(151, 40).await;
+    let faulted = statuses.iter().filter(|&&s| s != 200).count();
+    assert!((8..=32).contains(&faulted), "about half: {statuses:?}");
+    assert!(statuses.contains(&1), "html pages");
+    assert!(statuses.iter().any(|&s| s >= 500), "error statuses");
+    assert_eq!(counts, json!({ "pending": 0, "injected": faulted }));
+    // The same seed and requests give the same faults.
+    assert_eq!(random_faults(151, 40).await.0, statuses);
+}
+
+#[tokio::test]
+async fn fault_settings_and_control_bodies_are_checked_with_a_json_400() {
+    let upstream = start(157, 5).await;
+    let post = async |path: &str, body: &str| {
+        let response = upstream
+            .client
+            .post(format!("{}/_control/{path}", upstream.base))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.expect("a JSON error body");
+        assert!(body["errors"][0].is_string(), "{body}");
+        status
+    };
+    for body in [
+        "{",
+        r#"{"faults": [{"kind": "teapot"}]}"#,
+        r#"{"faults": [{"kind": "status", "status": 200}]}"#,
+        r#"{"faults": [{"kind": "status"}]}"#,
+        r#"{"faults": [{"kind": "retry_after", "status": 500, "seconds": 1}]}"#,
+        r#"{"faults": [{"kind": "slow", "ms": 3000, "extra": 1}]}"#,
+        r#"{"rate": 2}"#,
+        r#"{"rate": 0.5, "kinds": []}"#,
+        r#"{"kinds": ["reset"]}"#,
+    ] {
+        assert_eq!(
+            post("faults", body).await,
+            StatusCode::BAD_REQUEST,
+            "{body}"
+        );
+    }
+    assert_eq!(upstream.control_get("faults").await["pending"], 0);
+    for (path, body) in [
+        ("keyset/update", "not json"),
+        ("token/create", r#"{"count": -1}"#),
+        ("position/delete", r#"{"cnt": 1}"#),
+        ("offset/hard_delete", ""),
+        ("link/create", r#"{"count": 100001}"#),
+        ("tick", "{}"),
+    ] {
+        assert_eq!(
+            post(path, body).await,
+            StatusCode::BAD_REQUEST,
+            "{path} {body}"
+        );
+    }
+    // Without a Content-Type (a bare `curl -d`), a good body is still taken.
+    let response = upstream
+        .client
+        .post(format!("{}/_control/link/create", upstream.base))
+        .body(r#"{"count": 1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+// ---------------------------------------------------------------------------------------
+// request log
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn request_log_lists_api_requests_in_arrival_order() {
+    let upstream = start(173, 5).await;
+    upstream
+        .list_raw(&[("updated_since", EPOCH), ("per_page", "2")])
+        .await;
+    upstream.sales("", 3).await;
+    upstream.truth("token").await;
+    upstream.churn("token/update", 1).await;
+    upstream
+        .faults(json!({ "faults": [{ "kind": "retry_after", "status": 429, "seconds": 1 }] }))
+        .await;
+    let throttled = upstream.get("/link/orders", &[]).await;
+    let wait: u64 = header(throttled.headers(), "retry-after")
+        .unwrap()
+        .parse()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    upstream.get("/link/orders", &[]).await;
+    upstream.get("/no/such/route", &[]).await;
+
+    let log = upstream.requests().await;
+    assert_eq!(log.len(), 4, "API requests only: {log:?}");
+    assert_eq!(log[0]["method"], "GET");
+    assert_eq!(log[0]["path"], PRODUCTS);
+    assert_eq!(
+        log[0]["query"],
+        "updated_since=1970-01-01T00%3A00%3A00Z&per_page=2"
+    );
+    assert_eq!(log[0]["status"], 200);
+    assert_eq!(log[0]["fault"], Value::Null);
+    assert_eq!(log[1]["method"], "POST");
+    assert_eq!(log[1]["path"], "/pos/graphql");
+    assert_eq!(log[1]["query"], Value::Null);
+    assert_eq!(log[1]["variables"], json!({ "since": "", "first": 3 }));
+    assert_eq!(
+        (&log[2]["status"], &log[2]["fault"]),
+        (&json!(429), &json!("retry_after"))
+    );
+    assert_eq!(log[3]["status"], 200);
+    let at = |i: usize| log[i]["at_ms"].as_u64().unwrap();
+    assert!(at(0) <= at(1) && at(1) <= at(2));
+    assert!(at(3) - at(2) >= 1000, "the client waited out Retry-After");
+
+    upstream.control_delete("requests").await;
+    assert!(upstream.requests().await.is_empty());
+    upstream.get(PRODUCTS, &[]).await;
+    assert_eq!(upstream.requests().await.len(), 1);
 }
