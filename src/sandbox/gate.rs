@@ -1,5 +1,6 @@
-//! The gate every upstream API request passes (control requests do not): it is logged
-//! and may be given the next fault.
+//! The gate every upstream API request passes (control requests do not): it is logged,
+//! may be given the next fault, and must carry the configured credential. A fault comes
+//! first, as it would from the network or a proxy in front of the real API.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,15 +39,24 @@ pub(super) async fn gate(
         _ => (body, None),
     };
     let at_ms = u64::try_from((arrived - sandbox.started).as_millis()).unwrap_or(u64::MAX);
-    let (seq, fault) = {
+    let (seq, fault, denial) = {
         let mut world = sandbox.world();
         let world = &mut *world;
         let fault = world.faults.next(parts.uri.path(), &mut world.noise);
+        let denial = world
+            .credentials
+            .check(&parts.headers, parts.uri.query(), arrived)
+            .err();
         let entry = Entry::new(&parts, at_ms, fault.map(Fault::kind), variables);
-        (world.requests.push(entry), fault)
+        (world.requests.push(entry), fault, denial)
     };
     let request = Request::from_parts(parts, body);
-    let answer = next.run(request);
+    let answer = async move {
+        match denial {
+            Some(denial) => denial.into_response(),
+            None => next.run(request).await,
+        }
+    };
     let response = match fault {
         None => answer.await,
         Some(Fault::Slow { ms }) => {

@@ -1,12 +1,13 @@
 //! The simulated upstream (`tidemark sandbox`): in-memory datasets that speak the seed
 //! APIs' pagination styles exactly, plus control endpoints that churn them, inject
-//! faults and log requests, so sync tests can prove convergence against a known answer.
+//! faults, demand credentials and log requests, so sync tests can prove convergence
+//! against a known answer.
 //!
 //! Everything is deterministic: seeded PRNGs drive every random choice and a sandbox
 //! clock (not the wall clock) stamps every mutation and every `Date` header. Only the
-//! request log's `at_ms` and the `slow` fault use real time.
+//! request log's `at_ms`, the `slow` fault and access-token expiry use real time.
 //!
-//! Upstream APIs (logged, subject to faults):
+//! Upstream APIs (logged, subject to faults and to the configured credential):
 //! - `GET /insales/products.json?updated_since=&from_id=&per_page=&with_deleted=&deleted=`
 //!   (keyset): a bare array of products.
 //! - `POST /pos/graphql` `{"query": "...", "variables": {"since": "<token>", "first": n}}`
@@ -20,8 +21,11 @@
 //! - `GET /link/orders?per_page=&after=` (link): a bare array, with
 //!   `Link: <http://HOST/link/orders?per_page=N&after=ID>; rel="next"` on a full page.
 //!
-//! Control endpoints (never logged, never faulted), for each style `S` of `keyset`,
-//! `token`, `position`, `offset` and `link`:
+//! `POST /oauth/token` (form-encoded) issues access tokens when the credential is
+//! `oauth2`; it is neither logged nor faulted, and counted in `GET /_control/auth`.
+//!
+//! Control endpoints (never logged, never faulted, no credential), for each style `S`
+//! of `keyset`, `token`, `position`, `offset` and `link`:
 //! - `POST /_control/S/create`, `/update`, `/delete` (soft), `/mass_update` with
 //!   `{"count": n}`, answering `{"ids": [...], "at": "...", "now": "..."}`;
 //! - `GET /_control/S/truth`: every live record, byte for byte as served, by id.
@@ -29,9 +33,11 @@
 //! and also `POST /_control/keyset/archive` (the same as `keyset/delete`),
 //! `POST /_control/offset/hard_delete {"count": n}`, `POST /_control/token/rotate_format`,
 //! `POST /_control/tick {"seconds": s}` (also at `/_control/keyset/tick`),
-//! `POST`/`GET`/`DELETE /_control/faults` and `GET`/`DELETE /_control/requests`.
+//! `POST`/`GET`/`DELETE /_control/faults`, `POST`/`GET /_control/auth`,
+//! `POST /_control/auth/revoke` and `GET`/`DELETE /_control/requests`.
 
 mod churn;
+mod credentials;
 mod faults;
 mod gate;
 mod keyset;
@@ -76,10 +82,11 @@ struct World {
     conversations: position::Conversations,
     items: offset::Items,
     orders: link::Orders,
-    /// Draws faults, apart from the datasets' generators so that faults never change
-    /// the data a seed produces.
+    /// Draws faults and access tokens, apart from the datasets' generators so that
+    /// neither ever changes the data a seed produces.
     noise: SplitMix64,
     faults: faults::Faults,
+    credentials: credentials::Credentials,
     requests: requests::Requests,
 }
 
@@ -104,12 +111,13 @@ impl Sandbox {
                 orders,
                 noise: SplitMix64::stream(seed, 5),
                 faults: faults::Faults::default(),
+                credentials: credentials::Credentials::default(),
                 requests: requests::Requests::default(),
             }),
         })
     }
 
-    /// All sandbox routes: the upstream APIs and `/_control/...`. The
+    /// All sandbox routes: the upstream APIs, `/oauth/token` and `/_control/...`. The
     /// `reset` fault needs the connection layer of [`serve`]; without it, it answers 502.
     pub fn router(self: &Arc<Self>) -> Router {
         let upstream = Router::new()
@@ -122,6 +130,7 @@ impl Sandbox {
             .route_layer(from_fn_with_state(self.clone(), gate::gate));
         Router::new()
             .merge(upstream)
+            .route("/oauth/token", post(credentials::token))
             .merge(churn::routes::<keyset::Products>("keyset"))
             .route(
                 "/_control/keyset/archive",
@@ -139,6 +148,11 @@ impl Sandbox {
                 "/_control/faults",
                 get(faults::status).post(faults::add).delete(faults::clear),
             )
+            .route(
+                "/_control/auth",
+                get(credentials::status).post(credentials::set),
+            )
+            .route("/_control/auth/revoke", post(credentials::revoke))
             .route(
                 "/_control/requests",
                 get(requests::list).delete(requests::clear),

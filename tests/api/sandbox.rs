@@ -1,6 +1,6 @@
 //! The sandbox upstream over real HTTP: each style's paging semantics (also under churn),
-//! the truth endpoints the convergence tests compare against, and the injected faults
-//! and request log the sync engine's tests rely on.
+//! the truth endpoints the convergence tests compare against, and the injected faults,
+//! credentials and request log the sync engine's tests rely on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -1511,6 +1511,11 @@ async fn fault_settings_and_control_bodies_are_checked_with_a_json_400() {
         ("offset/hard_delete", ""),
         ("link/create", r#"{"count": 100001}"#),
         ("tick", "{}"),
+        ("auth", r#"{"type": "kerberos"}"#),
+        (
+            "auth",
+            r#"{"type": "header", "name": "bad header", "value": "k"}"#,
+        ),
     ] {
         assert_eq!(
             post(path, body).await,
@@ -1527,6 +1532,245 @@ async fn fault_settings_and_control_bodies_are_checked_with_a_json_400() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+// ---------------------------------------------------------------------------------------
+// credentials
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn each_credential_type_is_required_once_set() {
+    let upstream = start(163, 5).await;
+    let url = || upstream.url(PRODUCTS, &[]);
+    type Sign = fn(&Client, url::Url) -> reqwest::RequestBuilder;
+    fn with_key(client: &Client, mut url: url::Url, key: &str) -> reqwest::RequestBuilder {
+        url.query_pairs_mut().append_pair("api_key", key);
+        client.get(url)
+    }
+    let cases: [(Value, Sign, Sign, &str); 4] = [
+        (
+            json!({ "type": "bearer", "token": "t0k3n" }),
+            |c, u| c.get(u).bearer_auth("t0k3n"),
+            |c, u| c.get(u).bearer_auth("wrong"),
+            "Bearer",
+        ),
+        (
+            json!({ "type": "basic", "username": "u", "password": "p ä" }),
+            |c, u| c.get(u).basic_auth("u", Some("p ä")),
+            |c, u| c.get(u).basic_auth("u", Some("p")),
+            "Basic",
+        ),
+        (
+            json!({ "type": "header", "name": "X-Api-Key", "value": "k" }),
+            |c, u| c.get(u).header("x-api-key", "k"),
+            |c, u| c.get(u).header("x-api-key", "K"),
+            "ApiKey",
+        ),
+        (
+            json!({ "type": "query", "name": "api_key", "value": "k&k" }),
+            |c, u| with_key(c, u, "k&k"),
+            |c, u| with_key(c, u, "k"),
+            "ApiKey",
+        ),
+    ];
+    for (credential, sign, wrong, scheme) in cases {
+        upstream.control("auth", credential.clone()).await;
+        for request in [upstream.client.get(url()), wrong(&upstream.client, url())] {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{credential}");
+            let challenge = header(response.headers(), "www-authenticate").unwrap();
+            assert!(challenge.starts_with(scheme), "{challenge}");
+            let body: Value = response.json().await.unwrap();
+            assert!(body["errors"][0].is_string(), "{body}");
+        }
+        let response = sign(&upstream.client, url()).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{credential}");
+        // Control endpoints never need it.
+        upstream.truth("keyset").await;
+    }
+    upstream.control("auth", json!({ "type": "none" })).await;
+    assert_eq!(upstream.get(PRODUCTS, &[]).await.status(), StatusCode::OK);
+}
+
+impl Upstream {
+    /// `POST /oauth/token` with a form body (and optionally HTTP Basic client auth).
+    async fn oauth_token(
+        &self,
+        form: &[(&str, &str)],
+        basic: Option<(&str, &str)>,
+    ) -> (StatusCode, Value) {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let mut request = self
+            .client
+            .post(format!("{}/oauth/token", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some((id, secret)) = basic {
+            request = request.basic_auth(id, Some(secret));
+        }
+        let response = request.send().await.unwrap();
+        (response.status(), response.json().await.unwrap())
+    }
+
+    async fn get_with_bearer(&self, token: &str) -> StatusCode {
+        let request = self.client.get(self.url(PRODUCTS, &[])).bearer_auth(token);
+        request.send().await.unwrap().status()
+    }
+}
+
+#[tokio::test]
+async fn oauth2_access_tokens_are_issued_checked_expired_and_revoked() {
+    let upstream = start(167, 5).await;
+    upstream
+        .control(
+            "auth",
+            json!({
+                "type": "oauth2", "client_id": "c", "client_secret": "s",
+                "refresh_token": "r", "expires_in": 60,
+            }),
+        )
+        .await;
+    assert_eq!(
+        upstream.get(PRODUCTS, &[]).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    let grant = [
+        ("grant_type", "client_credentials"),
+        ("client_id", "c"),
+        ("client_secret", "s"),
+    ];
+    let (status, issued) = upstream.oauth_token(&grant, None).await;
+    assert_eq!(status, StatusCode::OK, "{issued}");
+    assert_eq!(issued["token_type"], "Bearer");
+    assert_eq!(issued["expires_in"], 60);
+    let token = issued["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(upstream.get_with_bearer(&token).await, StatusCode::OK);
+    assert_eq!(
+        upstream.get_with_bearer("made-up").await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let (status, in_header) = upstream
+        .oauth_token(&[("grant_type", "client_credentials")], Some(("c", "s")))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, refreshed) = upstream
+        .oauth_token(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", "r"),
+                ("client_id", "c"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for issued in [&in_header, &refreshed] {
+        let token = issued["access_token"].as_str().unwrap();
+        assert_eq!(upstream.get_with_bearer(token).await, StatusCode::OK);
+    }
+
+    for (form, basic, status, error) in [
+        (
+            vec![
+                ("grant_type", "client_credentials"),
+                ("client_id", "c"),
+                ("client_secret", "x"),
+            ],
+            None,
+            401,
+            "invalid_client",
+        ),
+        (
+            vec![("grant_type", "client_credentials")],
+            Some(("c", "x")),
+            401,
+            "invalid_client",
+        ),
+        (
+            vec![("grant_type", "refresh_token"), ("refresh_token", "x")],
+            None,
+            400,
+            "invalid_grant",
+        ),
+        (
+            vec![
+                ("grant_type", "refresh_token"),
+                ("refresh_token", "r"),
+                ("client_id", "x"),
+            ],
+            None,
+            401,
+            "invalid_client",
+        ),
+        (
+            vec![("grant_type", "password")],
+            None,
+            400,
+            "unsupported_grant_type",
+        ),
+        (vec![], None, 400, "invalid_request"),
+    ] {
+        let (got, body) = upstream.oauth_token(&form, basic).await;
+        assert_eq!(
+            (got.as_u16(), body["error"].as_str()),
+            (status, Some(error)),
+            "{form:?}"
+        );
+    }
+    assert_eq!(
+        upstream.control_get("auth").await,
+        json!({ "token_requests": 9 })
+    );
+
+    // Revoked tokens get a 401; a new one works.
+    upstream.control("auth/revoke", json!({})).await;
+    let response = upstream
+        .client
+        .get(upstream.url(PRODUCTS, &[]))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let challenge = header(response.headers(), "www-authenticate").unwrap();
+    assert!(challenge.contains("invalid_token"), "{challenge}");
+    let (_, fresh) = upstream.oauth_token(&grant, None).await;
+    let fresh = fresh["access_token"].as_str().unwrap();
+    assert_ne!(fresh, token);
+    assert_eq!(upstream.get_with_bearer(fresh).await, StatusCode::OK);
+
+    // Tokens expire (`expires_in` 0: at once).
+    upstream
+        .control(
+            "auth",
+            json!({ "type": "oauth2", "client_id": "c", "client_secret": "s", "expires_in": 0 }),
+        )
+        .await;
+    assert_eq!(
+        upstream.control_get("auth").await,
+        json!({ "token_requests": 0 })
+    );
+    let (_, expired) = upstream.oauth_token(&grant, None).await;
+    let expired = expired["access_token"].as_str().unwrap();
+    assert_eq!(
+        upstream.get_with_bearer(expired).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // Without a configured refresh token, the refresh grant is refused.
+    let (status, body) = upstream
+        .oauth_token(
+            &[("grant_type", "refresh_token"), ("refresh_token", "")],
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
 }
 
 // ---------------------------------------------------------------------------------------
