@@ -7,20 +7,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, FixedOffset, Utc};
-use serde::Deserialize;
 
-use super::{Clock, Sandbox, SplitMix64, World, bad_request, json_array, json_reply};
+use super::churn::Dataset;
+use super::{
+    Clock, Sandbox, SplitMix64, World, bad_request, json_array, json_reply, parse_flag,
+    parse_limit, query_pairs,
+};
 
 /// InSales' page size limits.
 const DEFAULT_PER_PAGE: usize = 100;
 const MAX_PER_PAGE: usize = 250;
-/// Bounds one `create` call so a typo cannot exhaust memory.
-const MAX_CREATE: usize = 100_000;
 /// The upstream writes times in Moscow time (checked at compile time).
 const OFFSET: FixedOffset = match FixedOffset::east_opt(3 * 3600) {
     Some(offset) => offset,
@@ -73,46 +73,13 @@ pub(super) fn format_time(time: DateTime<Utc>) -> String {
 
 /// The keyset dataset, indexed both by id and by `(updated_at, id)`.
 pub(super) struct Products {
+    rng: SplitMix64,
     by_id: BTreeMap<u64, Product>,
     by_time: BTreeSet<(i64, u64)>,
     last_id: u64,
 }
 
 impl Products {
-    /// `records` live products updated at random seconds before the clock's start, so
-    /// many share a second and time order differs from id order.
-    pub(super) fn generate(records: usize, clock: &Clock, rng: &mut SplitMix64) -> Self {
-        let mut products = Products {
-            by_id: BTreeMap::new(),
-            by_time: BTreeSet::new(),
-            last_id: FIRST_ID,
-        };
-        for _ in 0..records {
-            let back = 1 + rng.below(records as u64) as i64;
-            let updated = clock.now() - chrono::TimeDelta::seconds(back);
-            products.insert_new(updated, rng);
-        }
-        products
-    }
-
-    fn insert_new(&mut self, at: DateTime<Utc>, rng: &mut SplitMix64) -> u64 {
-        self.last_id += 1 + rng.below(1000);
-        let id = self.last_id;
-        let mut product = Product {
-            id,
-            title: title(id, rng),
-            price_cents: price(rng),
-            created: at,
-            updated: at,
-            archived: false,
-            json: String::new(),
-        };
-        product.render();
-        self.by_time.insert((at.timestamp(), id));
-        self.by_id.insert(id, product);
-        id
-    }
-
     /// Applies `change` to a product and stamps it `at`, keeping the time index in step.
     fn touch(&mut self, id: u64, at: DateTime<Utc>, change: impl FnOnce(&mut Product)) {
         if let Some(product) = self.by_id.get_mut(&id) {
@@ -124,19 +91,7 @@ impl Products {
         }
     }
 
-    /// Up to `n` distinct live ids, chosen at random (a partial Fisher–Yates shuffle).
-    fn pick_live(&self, n: usize, rng: &mut SplitMix64) -> Vec<u64> {
-        let mut live: Vec<u64> = self.live().map(|p| p.id).collect();
-        let n = n.min(live.len());
-        for i in 0..n {
-            let j = i + rng.below((live.len() - i) as u64) as usize;
-            live.swap(i, j);
-        }
-        live.truncate(n);
-        live
-    }
-
-    fn live(&self) -> impl Iterator<Item = &Product> {
+    fn live_products(&self) -> impl Iterator<Item = &Product> {
         self.by_id.values().filter(|p| !p.archived)
     }
 
@@ -156,6 +111,77 @@ impl Products {
                 .take(query.per_page)
                 .map(|p| p.json.as_str()),
         )
+    }
+}
+
+impl Dataset for Products {
+    type Id = u64;
+    type Stamp = DateTime<Utc>;
+
+    fn new(rng: SplitMix64) -> Self {
+        Products {
+            rng,
+            by_id: BTreeMap::new(),
+            by_time: BTreeSet::new(),
+            last_id: FIRST_ID,
+        }
+    }
+
+    fn parts(world: &mut World) -> (&mut Self, &mut Clock) {
+        (&mut world.products, &mut world.clock)
+    }
+
+    fn rng(&mut self) -> &mut SplitMix64 {
+        &mut self.rng
+    }
+
+    /// InSales times have whole seconds, like the sandbox clock.
+    fn stamp(&mut self, at: DateTime<Utc>) -> DateTime<Utc> {
+        at
+    }
+
+    fn format_time(at: DateTime<Utc>) -> String {
+        format_time(at)
+    }
+
+    fn live(&self) -> Vec<u64> {
+        self.live_products().map(|p| p.id).collect()
+    }
+
+    fn create(&mut self, at: DateTime<Utc>) -> u64 {
+        self.last_id += 1 + self.rng.below(1000);
+        let id = self.last_id;
+        let mut product = Product {
+            id,
+            title: title(id, &mut self.rng),
+            price_cents: price(&mut self.rng),
+            created: at,
+            updated: at,
+            archived: false,
+            json: String::new(),
+        };
+        product.render();
+        self.by_time.insert((at.timestamp(), id));
+        self.by_id.insert(id, product);
+        id
+    }
+
+    /// A new title and price.
+    fn update(&mut self, id: u64, at: DateTime<Utc>) {
+        let (title, price) = (title(id, &mut self.rng), price(&mut self.rng));
+        self.touch(id, at, |p| {
+            p.title = title;
+            p.price_cents = price;
+        });
+    }
+
+    /// Archiving stamps a new `updated_at`, as InSales does.
+    fn delete(&mut self, id: u64, at: DateTime<Utc>) {
+        self.touch(id, at, |p| p.archived = true);
+    }
+
+    fn truth(&self) -> String {
+        json_array(self.live_products().map(|p| p.json.as_str()))
     }
 }
 
@@ -231,10 +257,8 @@ impl Listing {
             visibility: Visibility::Live,
         };
         let (mut with_deleted, mut deleted) = (false, false);
-        let pairs = url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes());
-        // Blank values count as absent, as clients often send `from_id=`.
-        for (key, value) in pairs.filter(|(_, v)| !v.is_empty()) {
-            match key.as_ref() {
+        for (key, value) in query_pairs(raw) {
+            match key.as_str() {
                 "updated_since" => {
                     listing.since = Some(
                         Since::parse(&value)
@@ -248,7 +272,7 @@ impl Listing {
                             .map_err(|_| format!("from_id is not an id: {value}"))?,
                     );
                 }
-                "per_page" => listing.per_page = parse_per_page(&value)?,
+                "per_page" => listing.per_page = parse_limit("per_page", &value, MAX_PER_PAGE)?,
                 "with_deleted" => with_deleted = parse_flag("with_deleted", &value)?,
                 "deleted" => deleted = parse_flag("deleted", &value)?,
                 _ => {}
@@ -263,122 +287,10 @@ impl Listing {
     }
 }
 
-fn parse_per_page(value: &str) -> Result<usize, String> {
-    value
-        .parse()
-        .ok()
-        .filter(|n| (1..=MAX_PER_PAGE).contains(n))
-        .ok_or_else(|| format!("per_page must be between 1 and {MAX_PER_PAGE}, not {value}"))
-}
-
-fn parse_flag(name: &str, value: &str) -> Result<bool, String> {
-    match value {
-        "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
-        _ => Err(format!("{name} must be true or false, not {value}")),
-    }
-}
-
 /// `GET /insales/products.json`: a bare JSON array of products.
 pub(super) async fn list(State(sandbox): State<Arc<Sandbox>>, RawQuery(raw): RawQuery) -> Response {
     match Listing::parse(raw.as_deref()) {
         Ok(listing) => json_reply(StatusCode::OK, sandbox.world().products.page(&listing)),
-        Err(message) => bad_request(&message),
-    }
-}
-
-/// `GET /_control/keyset/truth`: every live product exactly as the API serves it, by id.
-pub(super) async fn truth(State(sandbox): State<Arc<Sandbox>>) -> Response {
-    let world = sandbox.world();
-    json_reply(
-        StatusCode::OK,
-        json_array(world.products.live().map(|p| p.json.as_str())),
-    )
-}
-
-/// The body of every churn operation.
-#[derive(Deserialize)]
-pub(super) struct Count {
-    count: usize,
-}
-
-/// `POST /_control/keyset/update`: new title and price for `count` random live products,
-/// each in its own second (the clock steps one second after each), like ordinary edits.
-pub(super) async fn update(state: State<Arc<Sandbox>>, Json(body): Json<Count>) -> Response {
-    churn(state, |world| {
-        let ids = world.products.pick_live(body.count, &mut world.rng);
-        for &id in &ids {
-            let (title, price) = (title(id, &mut world.rng), price(&mut world.rng));
-            world.products.touch(id, world.clock.now(), |p| {
-                p.title = title;
-                p.price_cents = price;
-            });
-            world.clock.advance(1);
-        }
-        Ok(ids)
-    })
-}
-
-/// `POST /_control/keyset/create`: `count` new products, each in its own second.
-pub(super) async fn create(state: State<Arc<Sandbox>>, Json(body): Json<Count>) -> Response {
-    churn(state, |world| {
-        if body.count > MAX_CREATE {
-            return Err(format!("count must be at most {MAX_CREATE}"));
-        }
-        let mut ids = Vec::with_capacity(body.count);
-        for _ in 0..body.count {
-            ids.push(world.products.insert_new(world.clock.now(), &mut world.rng));
-            world.clock.advance(1);
-        }
-        Ok(ids)
-    })
-}
-
-/// `POST /_control/keyset/archive`: soft-deletes `count` random live products, each in
-/// its own second (archiving stamps a new `updated_at`, as InSales does).
-pub(super) async fn archive(state: State<Arc<Sandbox>>, Json(body): Json<Count>) -> Response {
-    churn(state, |world| {
-        let ids = world.products.pick_live(body.count, &mut world.rng);
-        for &id in &ids {
-            world
-                .products
-                .touch(id, world.clock.now(), |p| p.archived = true);
-            world.clock.advance(1);
-        }
-        Ok(ids)
-    })
-}
-
-/// `POST /_control/keyset/mass_update`: `count` random live products all get ONE shared
-/// `updated_at` (a bulk price change), the case that breaks since-only paging.
-pub(super) async fn mass_update(state: State<Arc<Sandbox>>, Json(body): Json<Count>) -> Response {
-    churn(state, |world| {
-        let ids = world.products.pick_live(body.count, &mut world.rng);
-        let at = world.clock.now();
-        for &id in &ids {
-            let price = price(&mut world.rng);
-            world.products.touch(id, at, |p| p.price_cents = price);
-        }
-        world.clock.advance(1);
-        Ok(ids)
-    })
-}
-
-/// Runs one churn operation under the lock and replies with the ids it touched (sorted)
-/// and the time they were stamped from, in the upstream's format.
-fn churn(
-    State(sandbox): State<Arc<Sandbox>>,
-    operation: impl FnOnce(&mut World) -> Result<Vec<u64>, String>,
-) -> Response {
-    let mut world = sandbox.world();
-    let at = format_time(world.clock.now());
-    match operation(&mut world) {
-        Ok(mut ids) => {
-            ids.sort_unstable();
-            let body =
-                serde_json::json!({ "ids": ids, "at": at, "now": format_time(world.clock.now()) });
-            json_reply(StatusCode::OK, body.to_string())
-        }
         Err(message) => bad_request(&message),
     }
 }

@@ -1,22 +1,66 @@
 //! The simulated upstream (`tidemark sandbox`): in-memory datasets that speak the seed
-//! APIs' pagination styles exactly, plus control endpoints that churn them and a truth
-//! endpoint, so sync tests can prove convergence against a known answer.
+//! APIs' pagination styles exactly, plus control endpoints that churn them, inject
+//! faults, demand credentials and log requests, so sync tests can prove convergence
+//! against a known answer.
 //!
-//! Everything is deterministic: a seeded PRNG drives every random choice and a sandbox
-//! clock (not the wall clock) stamps every mutation and every `Date` header.
+//! Everything is deterministic: seeded PRNGs drive every random choice and a sandbox
+//! clock (not the wall clock) stamps every mutation and every `Date` header. Only the
+//! request log's `at_ms`, the `slow` fault and access-token expiry use real time.
+//!
+//! Upstream APIs (logged, subject to faults and to the configured credential):
+//! - `GET /insales/products.json?updated_since=&from_id=&per_page=&with_deleted=&deleted=`
+//!   (keyset): a bare array of products.
+//! - `POST /pos/graphql` `{"query": "...", "variables": {"since": "<token>", "first": n}}`
+//!   (token): `{"data": {"sale": {"until": "<token>" | null, "results": [...]}}}`.
+//! - `GET /carrot/conversations?paginate_position=[ts,id]&paginate_count=&paginate_direction=&paginate_including=&paginate_page_order=`
+//!   (position): `{"data": [...], "meta": {"next_after_position": [ts, id] | null,
+//!   "next_before_position": [ts, id] | null}}`.
+//! - `GET /reqon/items?modified_since=&offset=&limit=&includeDeleted=` (offset):
+//!   `{"items": [...], "total": n}`; `GET /reqon/items/deleted?modified_since=&page=&per_page=`:
+//!   `{"deletions": [{"id": n, "deletedAt": "..."}]}`.
+//! - `GET /link/orders?per_page=&after=` (link): a bare array, with
+//!   `Link: <http://HOST/link/orders?per_page=N&after=ID>; rel="next"` on a full page.
+//!
+//! `POST /oauth/token` (form-encoded) issues access tokens when the credential is
+//! `oauth2`; it is neither logged nor faulted, and counted in `GET /_control/auth`.
+//!
+//! Control endpoints (never logged, never faulted, no credential), for each style `S`
+//! of `keyset`, `token`, `position`, `offset` and `link`:
+//! - `POST /_control/S/create`, `/update`, `/delete` (soft), `/mass_update` with
+//!   `{"count": n}`, answering `{"ids": [...], "at": "...", "now": "..."}`;
+//! - `GET /_control/S/truth`: every live record, byte for byte as served, by id.
+//!
+//! and also `POST /_control/keyset/archive` (the same as `keyset/delete`),
+//! `POST /_control/offset/hard_delete {"count": n}`, `POST /_control/token/rotate_format`,
+//! `POST /_control/tick {"seconds": s}` (also at `/_control/keyset/tick`),
+//! `POST`/`GET`/`DELETE /_control/faults`, `POST`/`GET /_control/auth`,
+//! `POST /_control/auth/revoke` and `GET`/`DELETE /_control/requests`.
 
+mod churn;
+mod credentials;
+mod faults;
+mod gate;
 mod keyset;
+mod link;
+mod offset;
+mod position;
+mod requests;
+mod token;
+mod wire;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::Router;
-use axum::extract::State;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::map_response_with_state;
+use axum::middleware::{from_fn_with_state, map_response_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, TimeDelta, Utc};
+use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 /// Seed used by `tidemark sandbox` so its data is the same on every start.
 pub const DEFAULT_SEED: u64 = 42;
@@ -25,41 +69,94 @@ pub const DEFAULT_RECORDS: usize = 1000;
 
 /// A simulated upstream holding one dataset per API style.
 pub struct Sandbox {
+    /// Real time at construction, the zero of the request log's `at_ms`.
+    started: Instant,
     world: Mutex<World>,
 }
 
 /// Everything mutable, behind one lock: mutations must see one consistent clock.
 struct World {
     clock: Clock,
-    rng: SplitMix64,
     products: keyset::Products,
+    sales: token::Sales,
+    conversations: position::Conversations,
+    items: offset::Items,
+    orders: link::Orders,
+    /// Draws faults and access tokens, apart from the datasets' generators so that
+    /// neither ever changes the data a seed produces.
+    noise: SplitMix64,
+    faults: faults::Faults,
+    credentials: credentials::Credentials,
+    requests: requests::Requests,
 }
 
 impl Sandbox {
     /// A sandbox whose datasets hold `records` records each, generated from `seed`.
     pub fn new(seed: u64, records: usize) -> Arc<Self> {
-        let mut rng = SplitMix64(seed);
         let clock = Clock::start();
-        let products = keyset::Products::generate(records, &clock, &mut rng);
+        // Each dataset draws from its own stream, so churning one never changes another.
+        let products = churn::generate(SplitMix64::stream(seed, 0), records, &clock);
+        let sales = churn::generate(SplitMix64::stream(seed, 1), records, &clock);
+        let conversations = churn::generate(SplitMix64::stream(seed, 2), records, &clock);
+        let items = churn::generate(SplitMix64::stream(seed, 3), records, &clock);
+        let orders = churn::generate(SplitMix64::stream(seed, 4), records, &clock);
         Arc::new(Sandbox {
+            started: Instant::now(),
             world: Mutex::new(World {
                 clock,
-                rng,
                 products,
+                sales,
+                conversations,
+                items,
+                orders,
+                noise: SplitMix64::stream(seed, 5),
+                faults: faults::Faults::default(),
+                credentials: credentials::Credentials::default(),
+                requests: requests::Requests::default(),
             }),
         })
     }
 
-    /// All sandbox routes: the upstream APIs and `/_control/...`.
+    /// All sandbox routes: the upstream APIs, `/oauth/token` and `/_control/...`. The
+    /// `reset` fault needs the connection layer of [`serve`]; without it, it answers 502.
     pub fn router(self: &Arc<Self>) -> Router {
-        Router::new()
+        let upstream = Router::new()
             .route("/insales/products.json", get(keyset::list))
-            .route("/_control/keyset/update", post(keyset::update))
-            .route("/_control/keyset/create", post(keyset::create))
-            .route("/_control/keyset/archive", post(keyset::archive))
-            .route("/_control/keyset/mass_update", post(keyset::mass_update))
-            .route("/_control/keyset/truth", get(keyset::truth))
+            .route("/pos/graphql", post(token::list))
+            .route("/carrot/conversations", get(position::list))
+            .route("/reqon/items", get(offset::list))
+            .route("/reqon/items/deleted", get(offset::deletions))
+            .route("/link/orders", get(link::list))
+            .route_layer(from_fn_with_state(self.clone(), gate::gate));
+        Router::new()
+            .merge(upstream)
+            .route("/oauth/token", post(credentials::token))
+            .merge(churn::routes::<keyset::Products>("keyset"))
+            .route(
+                "/_control/keyset/archive",
+                post(churn::delete::<keyset::Products>),
+            )
             .route("/_control/keyset/tick", post(tick))
+            .merge(churn::routes::<token::Sales>("token"))
+            .route("/_control/token/rotate_format", post(token::rotate_format))
+            .merge(churn::routes::<position::Conversations>("position"))
+            .merge(churn::routes::<offset::Items>("offset"))
+            .route("/_control/offset/hard_delete", post(offset::hard_delete))
+            .merge(churn::routes::<link::Orders>("link"))
+            .route("/_control/tick", post(tick))
+            .route(
+                "/_control/faults",
+                get(faults::status).post(faults::add).delete(faults::clear),
+            )
+            .route(
+                "/_control/auth",
+                get(credentials::status).post(credentials::set),
+            )
+            .route("/_control/auth/revoke", post(credentials::revoke))
+            .route(
+                "/_control/requests",
+                get(requests::list).delete(requests::clear),
+            )
             .layer(map_response_with_state(self.clone(), date_header))
             .with_state(self.clone())
     }
@@ -77,7 +174,10 @@ pub async fn serve(
     sandbox: Arc<Sandbox>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, sandbox.router())
+    let app = sandbox
+        .router()
+        .into_make_service_with_connect_info::<wire::Sever>();
+    axum::serve(wire::Listener(listener), app)
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -113,6 +213,16 @@ impl Clock {
 struct SplitMix64(u64);
 
 impl SplitMix64 {
+    /// Generator number `stream` of `seed`. Stream 0 is the seed itself (the keyset
+    /// dataset's, as before there were other streams); the others start from a mixed
+    /// value so that they do not overlap it.
+    fn stream(seed: u64, stream: u64) -> Self {
+        match stream {
+            0 => SplitMix64(seed),
+            _ => SplitMix64(SplitMix64(seed ^ stream).next_u64()),
+        }
+    }
+
     fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -125,6 +235,28 @@ impl SplitMix64 {
     fn below(&mut self, n: u64) -> u64 {
         self.next_u64().checked_rem(n).unwrap_or(0)
     }
+
+    /// A number in `[0, 1)`, from the top 53 bits (all an `f64` mantissa holds).
+    fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A control body parsed as JSON whatever its `Content-Type` (so a bare `curl -d` works),
+/// every failure a JSON `400` instead of axum's plain-text rejection.
+struct JsonBody<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|e| bad_request(&e.body_text()))?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| bad_request(&format!("invalid JSON body: {e}")))
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -132,11 +264,9 @@ struct TickBody {
     seconds: u32,
 }
 
-/// `POST /_control/keyset/tick {"seconds": s}`: advances the sandbox clock.
-async fn tick(
-    State(sandbox): State<Arc<Sandbox>>,
-    axum::Json(body): axum::Json<TickBody>,
-) -> Response {
+/// `POST /_control/tick {"seconds": s}`: advances the sandbox clock. Answers
+/// `{"now": ...}` in the keyset format, for which it was first written.
+async fn tick(State(sandbox): State<Arc<Sandbox>>, JsonBody(body): JsonBody<TickBody>) -> Response {
     let now = sandbox.world().clock.advance(body.seconds);
     match now {
         Some(now) => json_reply(
@@ -187,4 +317,30 @@ fn json_array<'a>(items: impl Iterator<Item = &'a str>) -> String {
     }
     out.push(']');
     out
+}
+
+/// Parses a page-size style parameter: an integer in `1..=max`.
+fn parse_limit(name: &str, value: &str, max: usize) -> Result<usize, String> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| format!("{name} must be between 1 and {max}, not {value}"))
+}
+
+/// Parses a boolean query parameter.
+fn parse_flag(name: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(format!("{name} must be true or false, not {value}")),
+    }
+}
+
+/// The decoded `(name, value)` pairs of a raw query string, blank values left out:
+/// clients often send `from_id=` meaning "none".
+fn query_pairs(raw: Option<&str>) -> impl Iterator<Item = (String, String)> + '_ {
+    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
 }
