@@ -7,5 +7,6 @@ mod errors;
 mod openapi;
 mod sandbox;
 mod sources;
+mod styles;
 mod support;
 mod sync;

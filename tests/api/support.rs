@@ -242,6 +242,45 @@ impl Sandbox {
         response.json().await.unwrap()
     }
 
+    /// `GET /_control/{path}`.
+    pub async fn read(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("{}/_control/{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        response.json().await.unwrap()
+    }
+
+    /// The API requests the sandbox has seen (method, path, query, status, fault, at_ms).
+    pub async fn requests(&self) -> Vec<Value> {
+        self.read("requests").await["requests"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// An example source of `examples/sources/` pointed at this sandbox, without its
+    /// schedules (tests queue their own jobs), with pages of `limit` records.
+    pub fn example(&self, name: &str, limit: u32) -> Value {
+        let path = format!(
+            "{}/examples/sources/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let mut source: Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        source["base_url"] = Value::String(self.base.clone());
+        source["retry"] =
+            serde_json::json!({"max_attempts": 3, "initial_backoff_ms": 10, "max_backoff_ms": 50});
+        for stream in source["streams"].as_array_mut().unwrap() {
+            stream.as_object_mut().unwrap().remove("schedule");
+            stream["pagination"]["limit"] = limit.into();
+        }
+        source
+    }
+
     /// Every live record of a style, keyed by `/id` (as text): the texts the API serves.
     pub async fn truth(&self, style: &str) -> BTreeMap<String, String> {
         let text = self
