@@ -219,3 +219,48 @@ async fn a_sync_killed_mid_run_resumes_to_an_exact_mirror() {
     assert!(job["attempts"].as_u64().unwrap() >= 2, "{job:#}");
     assert_eq!(process.mirror().await, truth_text);
 }
+
+#[tokio::test]
+async fn sigterm_commits_the_page_in_flight_and_hands_the_job_back() {
+    let upstream = sandbox(12, 600).await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = database_url(&dir).await;
+    let mut process = Process::start(&database).await;
+    process.post("/v1/sources", slow_source(&upstream)).await;
+    let job = process
+        .post("/v1/sources/shop/streams/products/sync", json!({}))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    let term = Command::new("kill")
+        .args(["-TERM", &process.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let mut exited = None;
+    for _ in 0..250 {
+        if let Some(status) = process.child.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = exited.expect("tidemark exited within 5 s of SIGTERM");
+    assert!(status.success(), "{status}");
+
+    // The job went back to the queue with what it committed, so a new process resumes
+    // it at once (no lease to wait out) and completes the mirror.
+    let restarted = Process::start(&database).await;
+    let mut finished = Value::Null;
+    for _ in 0..400 {
+        finished = restarted.get(&format!("/v1/jobs/{id}")).await;
+        if finished["status"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(finished["status"], "succeeded", "{finished:#}");
+    assert_eq!(finished["attempts"], 2, "{finished:#}");
+    assert_eq!(restarted.mirror().await, upstream.truth("keyset").await);
+}

@@ -116,3 +116,45 @@ async fn link_converges_under_churn() {
 async fn offset_converges_under_churn_after_a_reconcile() {
     converges("reqon", "offset", "items", true, Some("reconcile")).await;
 }
+
+/// Request economy: a quiet incremental sync costs at most 2 requests, and k changes at
+/// most `ceil(k / page) + 1`, for keyset, token and position streams.
+#[tokio::test]
+async fn incremental_syncs_read_only_what_changed() {
+    for (example, style, stream) in [
+        ("insales", "keyset", "products"),
+        ("pos", "token", "sales"),
+        ("carrot", "position", "conversations"),
+    ] {
+        let upstream = sandbox(22, 200).await;
+        let app = spawn_syncing().await;
+        let source = upstream.example(example, PAGE);
+        let name = source["name"].as_str().unwrap().to_owned();
+        assert_eq!(app.post("/v1/sources", &source).await.status(), 201);
+        app.sync_ok(&name, stream, "incremental").await;
+        // Past the keyset lookback window of the first run.
+        upstream.control("tick", json!({"seconds": 10})).await;
+        app.sync_ok(&name, stream, "incremental").await;
+
+        let quiet = app.sync_ok(&name, stream, "incremental").await;
+        let requests = quiet["stats"]["requests"].as_u64().unwrap();
+        assert!(
+            requests <= 2,
+            "{style}: {requests} requests with nothing changed"
+        );
+
+        let k = 100u64;
+        upstream
+            .control(&format!("{style}/update"), json!({ "count": k }))
+            .await;
+        upstream.control("tick", json!({"seconds": 10})).await;
+        let job = app.sync_ok(&name, stream, "incremental").await;
+        let requests = job["stats"]["requests"].as_u64().unwrap();
+        assert_eq!(job["stats"]["updated"], k, "{style}: {job:#}");
+        assert!(
+            requests <= k.div_ceil(u64::from(PAGE)) + 1,
+            "{style}: {requests} requests for {k} changes"
+        );
+        assert_eq!(app.mirror(&name, stream).await, upstream.truth(style).await);
+    }
+}
