@@ -43,9 +43,11 @@ const CLAIM_SQL: &str = "UPDATE jobs SET status = 'running', attempts = attempts
                  ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
      RETURNING id";
 
-/// What the mirror holds for a page's keys (bound as one array).
-const EXISTING_SQL: &str =
-    "SELECT key, hash, rev FROM records WHERE stream_id = $1 AND key = ANY($2)";
+/// What the mirror holds for a page's keys (bound as one array), locked in key order: a
+/// deletions stream and the stream it deletes from may write the same keys at once, and
+/// each must see the other's committed revision.
+const EXISTING_SQL: &str = "SELECT key, hash, rev FROM records WHERE stream_id = $1 \
+     AND key = ANY($2) ORDER BY key FOR UPDATE";
 
 fn key_list(records: &[crate::store::PageRecord]) -> Vec<String> {
     records.iter().map(|r| r.key.clone()).collect()
