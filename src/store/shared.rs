@@ -611,8 +611,10 @@ macro_rules! impl_store {
                 owner: &str,
                 lease: chrono::TimeDelta,
             ) -> $crate::store::StoreResult<Option<$crate::store::Claim>> {
-                let now = $crate::store::shared::now();
                 let mut tx = self.write.begin().await?;
+                // Read the clock once the transaction holds the connection, so a job
+                // queued meanwhile never looks started before it was created.
+                let now = $crate::store::shared::now();
                 let claimed: Option<String> = sqlx::query_scalar(CLAIM_SQL)
                     .bind(owner)
                     .bind(now)
