@@ -51,46 +51,6 @@ pub(super) fn label<T: DeserializeOwned>(text: &str) -> StoreResult<T> {
         .map_err(|e| StoreError::Corrupt(format!("stored label `{text}`: {e}")))
 }
 
-/// The fields of a job row, decoded.
-pub(super) struct JobRow {
-    pub id: String,
-    pub mode: String,
-    pub status: String,
-    pub trigger: String,
-    pub attempts: i32,
-    pub created_at: DateTime<Utc>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub stats: String,
-    pub error: Option<String>,
-}
-
-impl JobRow {
-    pub(super) fn into_job(self, source: &str, stream: &str) -> StoreResult<Job> {
-        Ok(Job {
-            id: self
-                .id
-                .parse()
-                .map_err(|e| StoreError::Corrupt(format!("stored job id: {e}")))?,
-            source: label(source)?,
-            stream: label(stream)?,
-            mode: label(&self.mode)?,
-            status: label(&self.status)?,
-            trigger: label(&self.trigger)?,
-            attempts: u32::try_from(self.attempts).unwrap_or_default(),
-            created_at: self.created_at,
-            started_at: self.started_at,
-            finished_at: self.finished_at,
-            stats: json::<JobStats>("job stats", &self.stats)?,
-            error: self
-                .error
-                .as_deref()
-                .map(|e| json::<Problem>("job error", e))
-                .transpose()?,
-        })
-    }
-}
-
 /// Maps a unique violation to [`StoreError::Conflict`].
 pub(super) fn on_unique(e: sqlx::Error, detail: impl FnOnce() -> String) -> StoreError {
     match e.as_database_error() {
@@ -161,8 +121,28 @@ pub(super) type NamedJobTuple = (
 );
 
 pub(super) fn named_job(t: NamedJobTuple) -> StoreResult<Job> {
-    let (source, stream) = (t.10.clone(), t.11.clone());
-    JobRow::from((t.0, t.1, t.2, t.3, t.4, t.5, t.6, t.7, t.8, t.9)).into_job(&source, &stream)
+    let (id, mode, status, trigger, attempts, created_at, started_at, finished_at) =
+        (t.0, t.1, t.2, t.3, t.4, t.5, t.6, t.7);
+    let (stats, error, source, stream) = (t.8, t.9, t.10, t.11);
+    Ok(Job {
+        id: id
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("stored job id: {e}")))?,
+        source: label(&source)?,
+        stream: label(&stream)?,
+        mode: label(&mode)?,
+        status: label(&status)?,
+        trigger: label(&trigger)?,
+        attempts: u32::try_from(attempts).unwrap_or_default(),
+        created_at,
+        started_at,
+        finished_at,
+        stats: json::<JobStats>("job stats", &stats)?,
+        error: error
+            .as_deref()
+            .map(|e| json::<Problem>("job error", e))
+            .transpose()?,
+    })
 }
 
 /// A label as stored (`"queued"`, `"api"`, ...).
@@ -442,15 +422,13 @@ macro_rules! impl_store {
                     }),
                     _ => None,
                 };
-                let last_job: Option<$crate::store::shared::JobRow> = sqlx::query_as(
-                    "SELECT id, mode, status, trigger, attempts, created_at, started_at, \
-                     finished_at, stats, error FROM jobs WHERE stream_id = $1 \
-                     ORDER BY created_at DESC LIMIT 1",
-                )
+                let last_job: Option<$crate::store::shared::NamedJobTuple> = sqlx::query_as(concat!(
+                    $crate::store::shared::job_select!(),
+                    "WHERE j.stream_id = $1 ORDER BY j.created_at DESC LIMIT 1"
+                ))
                 .bind(stream_id)
                 .fetch_optional(&self.read)
-                .await?
-                .map(|row: $crate::store::shared::JobTuple| row.into());
+                .await?;
                 let last_success_at: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
                     "SELECT finished_at FROM jobs WHERE stream_id = $1 AND status = 'succeeded' \
                      ORDER BY finished_at DESC LIMIT 1",
@@ -464,9 +442,7 @@ macro_rules! impl_store {
                     base_url: source_spec.base_url.clone(),
                     spec: stream_spec,
                     cursor,
-                    last_job: last_job
-                        .map(|j| j.into_job(source.as_str(), stream.as_str()))
-                        .transpose()?,
+                    last_job: last_job.map($crate::store::shared::named_job).transpose()?,
                     last_success_at,
                 }))
             }
@@ -1092,34 +1068,3 @@ macro_rules! impl_store {
     };
 }
 pub(super) use impl_store;
-
-/// A job row as `query_as` decodes it.
-pub(super) type JobTuple = (
-    String,
-    String,
-    String,
-    String,
-    i32,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-    Option<DateTime<Utc>>,
-    String,
-    Option<String>,
-);
-
-impl From<JobTuple> for JobRow {
-    fn from(t: JobTuple) -> Self {
-        JobRow {
-            id: t.0,
-            mode: t.1,
-            status: t.2,
-            trigger: t.3,
-            attempts: t.4,
-            created_at: t.5,
-            started_at: t.6,
-            finished_at: t.7,
-            stats: t.8,
-            error: t.9,
-        }
-    }
-}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Sandbox, database_url, sandbox};
+use crate::support::{Sandbox, database_url, read_mirror, sandbox};
 
 /// A tidemark process (the real binary) on a free loopback port.
 struct Process {
@@ -81,31 +81,7 @@ impl Process {
     }
 
     async fn mirror(&self) -> BTreeMap<String, String> {
-        let mut mirror = BTreeMap::new();
-        let mut after = String::new();
-        for _ in 0..1000 {
-            let text = self
-                .client
-                .get(self.url(&format!(
-                    "/v1/sources/shop/streams/products/records?limit=1000&after={after}"
-                )))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            let page: Value = serde_json::from_str(&text).unwrap();
-            let raw: RawPage = serde_json::from_str(&text).unwrap();
-            for entry in raw.results {
-                mirror.insert(entry.key, entry.record.get().to_owned());
-            }
-            match page["next"].as_str() {
-                Some(next) => after = next.to_owned(),
-                None => return mirror,
-            }
-        }
-        panic!("the mirror did not end");
+        read_mirror(&self.client, &self.base, None, "shop", "products").await
     }
 }
 
@@ -114,17 +90,6 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-#[derive(serde::Deserialize)]
-struct RawPage {
-    results: Vec<RawEntry>,
-}
-
-#[derive(serde::Deserialize)]
-struct RawEntry {
-    key: String,
-    record: Box<serde_json::value::RawValue>,
 }
 
 /// A keyset source throttled to about 25 pages a second, so a kill lands mid-sync.

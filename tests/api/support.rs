@@ -171,27 +171,40 @@ impl TestApp {
 
     /// The whole mirror of a stream: key → the record's JSON text.
     pub async fn mirror(&self, source: &str, stream: &str) -> BTreeMap<String, String> {
-        let mut mirror = BTreeMap::new();
-        let mut after = String::new();
-        for _ in 0..MAX_POLLS {
-            let page = self
-                .get(&format!(
-                    "/v1/sources/{source}/streams/{stream}/records?limit=1000&after={after}"
-                ))
-                .await;
-            assert_eq!(page.status(), 200);
-            let text = page.text().await.unwrap();
-            let page: RecordPage = serde_json::from_str(&text).unwrap();
-            for entry in page.results {
-                mirror.insert(entry.key, entry.record.get().to_owned());
-            }
-            match page.next {
-                Some(next) => after = next,
-                None => return mirror,
-            }
-        }
-        panic!("the mirror of {source}/{stream} did not end");
+        read_mirror(&self.client, &self.base, self.token, source, stream).await
     }
+}
+
+/// The whole mirror of `source/stream` of the tidemark at `base`, paged through
+/// `GET .../records`: key → the record's JSON text, byte for byte.
+pub async fn read_mirror(
+    client: &Client,
+    base: &str,
+    token: Option<&str>,
+    source: &str,
+    stream: &str,
+) -> BTreeMap<String, String> {
+    let mut mirror = BTreeMap::new();
+    let mut after = String::new();
+    for _ in 0..MAX_POLLS {
+        let mut request = client.get(format!(
+            "{base}/v1/sources/{source}/streams/{stream}/records?limit=1000&after={after}"
+        ));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let page = request.send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        let page: RecordPage = serde_json::from_str(&page.text().await.unwrap()).unwrap();
+        for entry in page.results {
+            mirror.insert(entry.key, entry.record.get().to_owned());
+        }
+        match page.next {
+            Some(next) => after = next,
+            None => return mirror,
+        }
+    }
+    panic!("the mirror of {source}/{stream} did not end");
 }
 
 #[derive(serde::Deserialize)]
