@@ -4,6 +4,7 @@
 mod auth;
 mod crash;
 mod errors;
+mod feed;
 mod openapi;
 mod sandbox;
 mod sources;
