@@ -87,10 +87,15 @@ impl App {
             self.workers.stop().await;
             return Err(e);
         }
+        let feed = self.state.feed.clone();
         let app = api::app(self.state, self.config.max_body_bytes);
         tracing::info!(%addr, "serving");
         let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                // Waiting feed requests would hold the drain up to their end.
+                feed.close();
+            })
             .await;
         self.workers.stop().await;
         tracing::info!("workers stopped");

@@ -5,6 +5,7 @@ pub mod notify;
 pub mod token;
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use rand::Rng;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -193,6 +194,9 @@ pub struct Feed {
     key: TokenKey,
     epoch: Epoch,
     waiters: Arc<Semaphore>,
+    /// Set at shutdown: waiting requests answer at once, event streams end, so that the
+    /// server's graceful shutdown does not wait for them.
+    closing: watch::Sender<bool>,
 }
 
 impl Feed {
@@ -212,7 +216,22 @@ impl Feed {
             epoch: Epoch(decode_setting(EPOCH_SETTING, &epoch)?),
             key: TokenKey::new(decode_setting(KEY_SETTING, &secret)?),
             waiters: Arc::new(Semaphore::new(max_waiters.min(Semaphore::MAX_PERMITS))),
+            closing: watch::Sender::new(false),
         })
+    }
+
+    /// Ends every wait: long-polls answer with what they have, event streams end.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once [`Feed::close`] was called.
+    fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut closing = self.closing.subscribe();
+        async move {
+            // An error means the feed is gone, which is closed too.
+            let _ = closing.wait_for(|c| *c).await;
+        }
     }
 
     /// Checks a `since` token against this database and the request's filter. What only
@@ -371,9 +390,12 @@ impl Feed {
         }
         let _waiter = self.waiter()?;
         let deadline = Instant::now() + wait.mul_f64(rand::rng().random_range(0.9..=1.0));
+        let closed = self.closed();
+        tokio::pin!(closed);
         loop {
             let woke = tokio::select! {
                 () = tokio::time::sleep_until(deadline) => return Ok(self.page(scope, batch)),
+                () = &mut closed => return Ok(self.page(scope, batch)),
                 commit = commits.recv() => commit,
             };
             let at = match woke {
@@ -382,7 +404,10 @@ impl Feed {
                 // Missed some commits: any of them may concern this scope.
                 Err(RecvError::Lagged(_)) => Instant::now(),
                 Err(RecvError::Closed) => {
-                    tokio::time::sleep_until(deadline).await;
+                    tokio::select! {
+                        () = tokio::time::sleep_until(deadline) => {}
+                        () = &mut closed => {}
+                    }
                     return Ok(self.page(scope, batch));
                 }
             };
@@ -408,6 +433,7 @@ impl Feed {
         let commits = self.store.notifier().subscribe();
         let batch = self.read(&scope, since, SSE_BATCH).await?;
         let mut follow = Follow {
+            closed: Box::pin(self.closed()),
             feed: self,
             scope,
             position: since,
@@ -437,6 +463,7 @@ struct Follow {
     commits: broadcast::Receiver<Commit>,
     deadline: Instant,
     failed: bool,
+    closed: Pin<Box<dyn Future<Output = ()> + Send>>,
     _waiter: Waiter,
 }
 
@@ -462,6 +489,7 @@ impl Follow {
             if !self.more {
                 let woke = tokio::select! {
                     () = tokio::time::sleep_until(self.deadline) => return None,
+                    () = &mut self.closed => return None,
                     commit = self.commits.recv() => commit,
                 };
                 match woke {

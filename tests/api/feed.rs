@@ -552,6 +552,30 @@ async fn waiters_are_capped_and_a_client_that_leaves_frees_its_slot() {
     assert!(freed, "the slot of the client that left was not freed");
 }
 
+#[tokio::test]
+async fn shutdown_answers_waiting_requests_at_once() {
+    let app = spawn().await;
+    let poll = long_poll(&app, "wait=30".into());
+    let mut events = app.get("/v1/changes/stream").await;
+    assert_eq!(events.status(), 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopping = Instant::now();
+    drop(app);
+    let (page, _, _) = poll.await.unwrap();
+    assert!(page.results.is_empty());
+    // The event stream ends instead of holding the shutdown for minutes.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = events.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        stopping.elapsed()
+    );
+}
+
 /// One Server-Sent Event.
 #[derive(Debug)]
 struct SseEvent {
