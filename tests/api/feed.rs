@@ -846,3 +846,76 @@ async fn a_consumer_following_until_misses_nothing_while_streams_sync_concurrent
         assert_eq!(texts, upstream.truth("keyset").await, "{stream}");
     }
 }
+
+/// Why positions come from a counter row (DESIGN.md §5), shown on PostgreSQL with two
+/// writers: with a plain sequence, a writer that took a smaller number but commits later
+/// is passed over by a reader following `seq > x`, for good; with the feed's counter row,
+/// the later writer cannot even take a position until the earlier one has committed.
+/// (SQLite has one writer, so commit order is position order there by construction.)
+#[tokio::test]
+async fn a_plain_sequence_loses_a_late_commit_where_the_feed_counter_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_url(&dir).await;
+    if !url.starts_with("postgres") {
+        return;
+    }
+    // The app applies the migrations (feed_head).
+    let _app = spawn_on(url.clone(), |_| {}).await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query("CREATE TABLE naive (seq BIGSERIAL PRIMARY KEY, key TEXT NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let insert = "INSERT INTO naive (key) VALUES ($1) RETURNING seq";
+    let read = "SELECT seq FROM naive WHERE seq > $1 ORDER BY seq";
+    let mut early = pool.begin().await.unwrap();
+    let early_seq: i64 = sqlx::query_scalar(insert)
+        .bind("early")
+        .fetch_one(&mut *early)
+        .await
+        .unwrap();
+    let mut late = pool.begin().await.unwrap();
+    sqlx::query_scalar::<_, i64>(insert)
+        .bind("late")
+        .fetch_one(&mut *late)
+        .await
+        .unwrap();
+    late.commit().await.unwrap();
+    let seen: Vec<i64> = sqlx::query_scalar(read)
+        .bind(0i64)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let until = *seen.last().unwrap();
+    early.commit().await.unwrap();
+    let next: Vec<i64> = sqlx::query_scalar(read)
+        .bind(until)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert!(
+        early_seq < until && next.is_empty(),
+        "the naive reader lost `early`"
+    );
+
+    let take = "UPDATE feed_head SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq";
+    let mut early = pool.begin().await.unwrap();
+    sqlx::query_scalar::<_, i64>(take)
+        .fetch_one(&mut *early)
+        .await
+        .unwrap();
+    let mut late = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL lock_timeout = '300ms'")
+        .execute(&mut *late)
+        .await
+        .unwrap();
+    let blocked = sqlx::query_scalar::<_, i64>(take)
+        .fetch_one(&mut *late)
+        .await;
+    assert!(
+        blocked.is_err(),
+        "a second writer took a position before the first committed"
+    );
+    late.rollback().await.unwrap();
+    early.rollback().await.unwrap();
+}
