@@ -3,6 +3,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -54,6 +55,27 @@ pub struct Config {
     #[arg(long, env = "TIDEMARK_JOB_LEASE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(3..=3600), global = true)]
     pub job_lease_seconds: u32,
 
+    /// How long the feed keeps tombstones (deleted records) before purging them; a feed
+    /// token older than a purged tombstone gets `410 since-expired`. A number with a unit:
+    /// `s`, `m`, `h` or `d` (e.g. `30d`, `12h`).
+    #[arg(
+        long,
+        env = "TIDEMARK_TOMBSTONE_RETENTION",
+        default_value = "30d",
+        global = true
+    )]
+    pub tombstone_retention: Period,
+
+    /// Feed requests of this instance that may wait (long-poll or Server-Sent Events) at
+    /// once; beyond it they are answered `429` with `Retry-After`.
+    #[arg(
+        long,
+        env = "TIDEMARK_FEED_MAX_WAITERS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub feed_max_waiters: usize,
+
     /// Log filter, in `tracing` `EnvFilter` syntax (e.g. `info,tidemark=debug`).
     #[arg(long, env = "TIDEMARK_LOG", default_value = "info", global = true)]
     pub log: String,
@@ -66,6 +88,35 @@ pub struct Config {
         global = true
     )]
     pub log_format: LogFormat,
+}
+
+/// A length of time written as a number and a unit: `45s`, `90m`, `12h`, `30d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period(pub Duration);
+
+impl FromStr for Period {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.len() - s.chars().last().map_or(0, char::len_utf8);
+        let (number, unit) = s.split_at(split);
+        let seconds_per = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => return Err(format!("`{s}`: end with a unit, s, m, h or d (e.g. `30d`)")),
+        };
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("`{s}`: a whole number, then s, m, h or d (e.g. `30d`)"))?;
+        match n.checked_mul(seconds_per) {
+            Some(seconds) if seconds > 0 => Ok(Period(Duration::from_secs(seconds))),
+            Some(_) => Err("the period must be longer than zero".into()),
+            None => Err(format!("`{s}` is too long")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -156,6 +207,8 @@ impl Config {
             max_body_bytes: 1024 * 1024,
             workers: 4,
             job_lease_seconds: 30,
+            tombstone_retention: Period(Duration::from_secs(30 * 86_400)),
+            feed_max_waiters: 10_000,
             log: "info".into(),
             log_format: LogFormat::Pretty,
         }
@@ -177,5 +230,27 @@ mod tests {
         assert!("admin".parse::<ApiTokens>().is_err());
         assert!("admin:short".parse::<ApiTokens>().is_err());
         assert!("".parse::<ApiTokens>().unwrap().is_empty());
+    }
+
+    #[test]
+    fn periods_parse_with_their_unit() {
+        let secs = |s: &str| s.parse::<Period>().map(|p| p.0.as_secs());
+        assert_eq!(secs("30d"), Ok(30 * 86_400));
+        assert_eq!(secs("12h"), Ok(43_200));
+        assert_eq!(secs("90m"), Ok(5_400));
+        assert_eq!(secs(" 45s "), Ok(45));
+        for bad in [
+            "",
+            "30",
+            "d",
+            "0s",
+            "-1d",
+            "1.5h",
+            "3w",
+            "1é",
+            "99999999999999999d",
+        ] {
+            assert!(bad.parse::<Period>().is_err(), "{bad}");
+        }
     }
 }

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::feed::FeedError;
 use crate::store::StoreError;
 
 /// The media type of every error body.
@@ -39,6 +40,8 @@ pub struct ApiError {
     detail: String,
     pointer: Option<String>,
     www_authenticate: bool,
+    /// Seconds for a `Retry-After` header.
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -50,6 +53,7 @@ impl ApiError {
             detail,
             pointer: None,
             www_authenticate: false,
+            retry_after: None,
         }
     }
 
@@ -184,6 +188,9 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, Json(self.problem())).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if self.www_authenticate {
             headers.insert(
                 header::WWW_AUTHENTICATE,
@@ -213,6 +220,49 @@ impl From<StoreError> for ApiError {
                 tracing::error!(%detail, "stored data does not parse");
                 Self::internal()
             }
+        }
+    }
+}
+
+impl From<FeedError> for ApiError {
+    fn from(e: FeedError) -> Self {
+        let detail = e.to_string();
+        let since = |mut e: ApiError| {
+            e.pointer = Some("/since".into());
+            e
+        };
+        match e {
+            FeedError::InvalidSince => since(Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-since-format",
+                "Invalid since token",
+                detail,
+            )),
+            FeedError::ScopeMismatch => since(Self::new(
+                StatusCode::BAD_REQUEST,
+                "since-scope-mismatch",
+                "Token issued for another stream filter",
+                detail,
+            )),
+            FeedError::Expired(_) => since(Self::new(
+                StatusCode::GONE,
+                "since-expired",
+                "Token expired",
+                detail,
+            )),
+            FeedError::NoStream(_) => Self::not_found(detail),
+            FeedError::InvalidFilter(_) => Self::invalid_param("stream", detail),
+            FeedError::TooManyWaiters { retry_after } => {
+                let mut e = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too-many-waiters",
+                    "Too many waiting requests",
+                    detail,
+                );
+                e.retry_after = Some(retry_after);
+                e
+            }
+            FeedError::Store(e) => e.into(),
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod feed;
 pub mod sandbox;
 pub mod spec;
 pub mod store;
@@ -24,6 +25,8 @@ pub struct App {
     config: Config,
     state: api::AppState,
     workers: sync::Workers,
+    /// The feed's background tasks (commit relay, head re-check, retention purge).
+    feed_tasks: tokio::task::JoinSet<()>,
 }
 
 /// The process-wide metrics recorder (a recorder can be installed only once per process;
@@ -52,16 +55,22 @@ impl App {
             config.workers,
             Duration::from_secs(u64::from(config.job_lease_seconds)),
         );
+        let feed = feed::Feed::load(store.clone(), config.feed_max_waiters)
+            .await
+            .context("loading the feed's epoch and token secret")?;
+        let feed_tasks = feed::background(store.clone(), config.tombstone_retention.0);
         let state = api::AppState {
             store,
             tokens: Arc::new(config.api_tokens.clone()),
             metrics: metrics_handle()?,
             waker: workers.waker(),
+            feed: Arc::new(feed),
         };
         Ok(App {
             config,
             state,
             workers,
+            feed_tasks,
         })
     }
 
@@ -78,13 +87,19 @@ impl App {
             self.workers.stop().await;
             return Err(e);
         }
+        let feed = self.state.feed.clone();
         let app = api::app(self.state, self.config.max_body_bytes);
         tracing::info!(%addr, "serving");
         let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                // Waiting feed requests would hold the drain up to their end.
+                feed.close();
+            })
             .await;
         self.workers.stop().await;
         tracing::info!("workers stopped");
+        drop(self.feed_tasks);
         Ok(served?)
     }
 }

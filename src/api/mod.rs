@@ -2,6 +2,7 @@
 
 mod auth;
 mod extract;
+mod feed;
 mod jobs;
 mod middleware;
 mod ops;
@@ -25,6 +26,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::ApiTokens;
+use crate::feed::Feed;
 use crate::store::Store;
 use crate::sync::Waker;
 
@@ -36,6 +38,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Wakes idle workers when a job is queued.
     pub waker: Waker,
+    /// The change feed: tokens, reads and waiting slots.
+    pub feed: Arc<Feed>,
 }
 
 #[derive(OpenApi)]
@@ -54,6 +58,7 @@ pub struct AppState {
         (name = "streams", description = "One endpoint of a source, and its checkpoint"),
         (name = "jobs", description = "Sync runs: queue, follow, cancel"),
         (name = "records", description = "The mirror of each stream"),
+        (name = "feed", description = "The change feed: every change of the mirror, in commit order"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]
@@ -111,6 +116,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(sources::router())
         .merge(jobs::router())
         .merge(records::router())
+        .merge(feed::router())
         .merge(ops::router())
         .split_for_parts();
     OpenObjects.modify(&mut api);
@@ -138,6 +144,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed);
     let layers = ServiceBuilder::new()
+        .layer(axum::middleware::from_fn(feed::no_store))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {

@@ -2,6 +2,7 @@
 //! returns. Each deserializes only when valid ("parse, don't validate").
 
 pub mod auth;
+pub mod change;
 pub mod cursor;
 pub mod de;
 pub mod job;

@@ -1,6 +1,7 @@
 //! Persistence: one interface ([`Store`]), implemented for SQLite and PostgreSQL. Handlers
 //! and workers never build SQL; the store never makes HTTP calls.
 
+mod feed;
 mod postgres;
 mod shared;
 mod sqlite;
@@ -17,6 +18,7 @@ use crate::spec::names::HttpUrl;
 use crate::spec::source::Schedule;
 use crate::spec::{Job, SourceName, SourceSpec, StreamName, StreamSpec};
 
+pub use feed::{FeedQuery, FeedSnapshot, FeedStore, FeedStream, Purged, StoredChange};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -201,9 +203,9 @@ pub struct Enqueued {
 }
 
 /// Everything tidemark keeps. Implementations share their SQL where the two databases
-/// agree (`shared.rs`).
+/// agree (`shared.rs`, and `feed.rs` for the feed's part).
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: FeedStore + Send + Sync + 'static {
     /// The database answers and every migration of this build is applied.
     async fn ready(&self) -> StoreResult<()>;
 

@@ -4,9 +4,11 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgListener, PgPoolOptions};
 
+use super::feed::{change_select, impl_feed_store};
 use super::shared::impl_store;
+use crate::feed::notify::Notifier;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -15,6 +17,9 @@ const CONNECTIONS: u32 = 16;
 pub struct PgStore {
     read: PgPool,
     write: PgPool,
+    notifier: Notifier,
+    /// Tells this instance's feed notifications from other instances'.
+    instance: String,
 }
 
 impl PgStore {
@@ -30,7 +35,64 @@ impl PgStore {
         Ok(Self {
             read: pool.clone(),
             write: pool,
+            notifier: Notifier::default(),
+            instance: uuid::Uuid::new_v4().simple().to_string(),
         })
+    }
+
+    /// Tells the other instances' feed waiters, at commit, that a page changed
+    /// `stream_id` up to position `seq`: one `NOTIFY` per page transaction.
+    async fn announce(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        stream_id: i64,
+        seq: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(format!("{}:{stream_id}:{seq}", self.instance))
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The `LISTEN`/`NOTIFY` channel of feed commits.
+const CHANNEL: &str = "tidemark_feed";
+
+/// A repeatable-read snapshot: the head, the horizon and the rows read in it agree.
+const SNAPSHOT_SQL: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
+/// Feed rows of the streams in an array of ids.
+const CHANGES_IN_SQL: &str = concat!(
+    change_select!(),
+    "WHERE r.stream_id = ANY($3) AND r.seq > $1 ORDER BY r.seq LIMIT $2"
+);
+
+fn id_list(ids: &[i64]) -> Vec<i64> {
+    ids.to_vec()
+}
+
+/// Listens on one dedicated connection and announces other instances' commits here.
+/// `recv` reconnects by itself; what was sent meanwhile is lost, which the feed's
+/// periodic re-check of the head makes up for.
+async fn relay(store: &PgStore) -> crate::store::StoreResult<()> {
+    let mut listener = PgListener::connect_with(&store.write).await?;
+    listener.listen(CHANNEL).await?;
+    loop {
+        let notification = listener.recv().await?;
+        let mut parts = notification.payload().splitn(3, ':');
+        let (Some(instance), Some(stream_id), Some(seq)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if instance == store.instance {
+            continue;
+        }
+        if let (Ok(stream_id), Ok(seq)) = (stream_id.parse(), seq.parse()) {
+            store.notifier.committed(stream_id, seq);
+        }
     }
 }
 
@@ -54,3 +116,4 @@ fn key_list(records: &[crate::store::PageRecord]) -> Vec<String> {
 }
 
 impl_store!(PgStore, MIGRATOR, sqlx::PgConnection);
+impl_feed_store!(PgStore);

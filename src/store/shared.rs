@@ -259,13 +259,18 @@ macro_rules! impl_store {
                         format!("a source named `{}` already exists", source.spec.name)
                     })
                 })?;
+                let created_seq = new_streams_seq(&mut *tx).await?;
                 for stream in source.spec.streams.iter() {
-                    sqlx::query("INSERT INTO streams (source_id, name, strategy) VALUES ($1, $2, $3)")
-                        .bind(id)
-                        .bind(stream.name.as_str())
-                        .bind(stream.pagination.kind())
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(
+                        "INSERT INTO streams (source_id, name, strategy, created_seq) \
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(id)
+                    .bind(stream.name.as_str())
+                    .bind(stream.pagination.kind())
+                    .bind(created_seq)
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 tx.commit().await?;
                 Ok($crate::store::StoredSource {
@@ -317,13 +322,20 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await?;
                 }
-                for (name, strategy) in plan.insert {
-                    sqlx::query("INSERT INTO streams (source_id, name, strategy) VALUES ($1, $2, $3)")
+                if !plan.insert.is_empty() {
+                    let created_seq = new_streams_seq(&mut *tx).await?;
+                    for (name, strategy) in plan.insert {
+                        sqlx::query(
+                            "INSERT INTO streams (source_id, name, strategy, created_seq) \
+                             VALUES ($1, $2, $3, $4)",
+                        )
                         .bind(id)
                         .bind(name)
                         .bind(strategy)
+                        .bind(created_seq)
                         .execute(&mut *tx)
                         .await?;
+                    }
                 }
                 tx.commit().await?;
                 Ok(Some($crate::store::StoredSource {
@@ -803,6 +815,7 @@ macro_rules! impl_store {
                     existing.extend(rows.into_iter().map(|(k, h, r)| (k, (h, r))));
                 }
                 let plan = $crate::store::shared::PagePlan::new(page.records, &existing);
+                let mut last_seq = None;
                 if !plan.changes.is_empty() {
                     // Positions are taken as late as possible and the counter row stays
                     // locked until commit, so readers only ever see a dense prefix.
@@ -836,6 +849,8 @@ macro_rules! impl_store {
                         );
                         insert.build().execute(&mut *tx).await?;
                     }
+                    self.announce(&mut *tx, page.target_stream_id, last).await?;
+                    last_seq = Some(last);
                 }
                 let cursor = match page.cursor {
                     $crate::store::CursorWrite::Keep => None,
@@ -862,6 +877,9 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
+                if let Some(last) = last_seq {
+                    self.notifier.committed(page.target_stream_id, last);
+                }
                 Ok(Some(plan.outcome))
             }
 
@@ -1012,6 +1030,16 @@ macro_rules! impl_store {
                 tx.commit().await?;
                 Ok(true)
             }
+        }
+
+        /// The feed position of streams created now: the head, moved on by one so that no
+        /// feed token issued before (for a removed stream of the same name) reaches it.
+        async fn new_streams_seq(conn: &mut $conn) -> $crate::store::StoreResult<i64> {
+            Ok(sqlx::query_scalar(
+                "UPDATE feed_head SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq",
+            )
+            .fetch_one(conn)
+            .await?)
         }
 
         /// The id of a stream, by names.

@@ -8,7 +8,9 @@ use sqlx::SqlitePool;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
+use super::feed::{change_select, impl_feed_store};
 use super::shared::impl_store;
+use crate::feed::notify::Notifier;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -17,6 +19,7 @@ const READERS: u32 = 8;
 pub struct SqliteStore {
     read: SqlitePool,
     write: SqlitePool,
+    notifier: Notifier,
 }
 
 impl SqliteStore {
@@ -39,7 +42,22 @@ impl SqliteStore {
             .max_connections(READERS)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { read, write })
+        Ok(Self {
+            read,
+            write,
+            notifier: Notifier::default(),
+        })
+    }
+
+    /// Other processes learn of commits from the periodic re-check alone: one SQLite
+    /// file has one serving process.
+    async fn announce(
+        &self,
+        _: &mut sqlx::SqliteConnection,
+        _stream_id: i64,
+        _seq: i64,
+    ) -> Result<(), sqlx::Error> {
+        Ok(())
     }
 }
 
@@ -66,4 +84,25 @@ fn key_list(records: &[crate::store::PageRecord]) -> String {
     .to_string()
 }
 
+/// A deferred transaction: in WAL mode its first read fixes the snapshot that every later
+/// read of it sees.
+const SNAPSHOT_SQL: &str = "BEGIN";
+
+/// Feed rows of the streams in a JSON array of ids.
+const CHANGES_IN_SQL: &str = concat!(
+    change_select!(),
+    "WHERE r.stream_id IN (SELECT value FROM json_each($3)) AND r.seq > $1 \
+     ORDER BY r.seq LIMIT $2"
+);
+
+fn id_list(ids: &[i64]) -> String {
+    serde_json::Value::from(ids.to_vec()).to_string()
+}
+
+/// No other instance shares the file: nothing to relay.
+async fn relay(_: &SqliteStore) -> crate::store::StoreResult<()> {
+    std::future::pending().await
+}
+
 impl_store!(SqliteStore, MIGRATOR, sqlx::SqliteConnection);
+impl_feed_store!(SqliteStore);

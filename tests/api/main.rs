@@ -5,6 +5,7 @@ mod auth;
 mod crash;
 mod errors;
 mod failures;
+mod feed;
 mod openapi;
 mod sandbox;
 mod sources;

@@ -353,3 +353,16 @@ pub async fn assert_problem(response: Response, status: u16, kind: &str) -> Valu
     );
     body
 }
+
+/// An app on an existing database (a restart, or a second instance sharing it); no API
+/// tokens.
+pub async fn spawn_on(database_url: String, configure: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_with(
+        |c| {
+            c.database_url = database_url;
+            configure(c);
+        },
+        None,
+    )
+    .await
+}

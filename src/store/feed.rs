@@ -1,0 +1,279 @@
+//! The feed's side of the store. The mirror table is the compacted feed: a record's `seq`
+//! is the position of its latest change and a NULL body is a tombstone, so a feed page is
+//! the records past a position, in position order.
+
+use chrono::{DateTime, Utc};
+
+use super::StoreResult;
+use crate::feed::notify::Notifier;
+use crate::spec::change::StreamRef;
+
+/// The settings key of the purge horizon.
+pub(super) const HORIZON: &str = "feed_horizon";
+
+/// One read of the feed.
+#[derive(Debug, Clone, Copy)]
+pub struct FeedQuery<'a> {
+    /// The streams to read; empty for all.
+    pub streams: &'a [StreamRef],
+    /// Changes strictly after this position.
+    pub after: i64,
+    /// At most this many changes (0: only the head, horizon and streams).
+    pub limit: u32,
+}
+
+/// A stream of a feed filter as the snapshot holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedStream {
+    pub id: i64,
+    /// The feed head when the stream was created.
+    pub created_seq: i64,
+}
+
+/// What one snapshot of the database says about a feed read.
+#[derive(Debug, Clone)]
+pub struct FeedSnapshot {
+    /// The last position handed out; every change at or below it is in this snapshot.
+    pub head: i64,
+    /// Tombstones at or below this position may have been purged.
+    pub horizon: i64,
+    /// The query's streams, in its order; `None` for one that does not exist.
+    pub streams: Vec<Option<FeedStream>>,
+    /// The changes, in position order (none when a stream of the query is missing).
+    pub changes: Vec<StoredChange>,
+}
+
+/// A record's latest change.
+#[derive(Debug, Clone)]
+pub struct StoredChange {
+    pub seq: i64,
+    pub stream: StreamRef,
+    pub key: String,
+    pub rev: i64,
+    /// The record's JSON text; `None` for a tombstone.
+    pub body: Option<String>,
+    pub changed_at: DateTime<Utc>,
+}
+
+/// What a purge did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Purged {
+    pub tombstones: u64,
+    /// The horizon afterwards.
+    pub horizon: i64,
+}
+
+/// The feed's queries. Every read is one snapshot: the head, the horizon, the streams and
+/// the rows agree with each other.
+#[async_trait::async_trait]
+pub trait FeedStore: Send + Sync {
+    /// Commits of this store announce themselves here.
+    fn notifier(&self) -> &Notifier;
+
+    /// The value of an instance-wide setting, storing `value` first if it has none (so the
+    /// first of several starting instances decides).
+    async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String>;
+
+    async fn read_feed(&self, query: FeedQuery<'_>) -> StoreResult<FeedSnapshot>;
+
+    /// The last position handed out.
+    async fn feed_head(&self) -> StoreResult<i64>;
+
+    /// Deletes the tombstones changed before `before` and raises the horizon to the
+    /// highest position deleted.
+    async fn purge_tombstones(&self, before: DateTime<Utc>) -> StoreResult<Purged>;
+
+    /// Announces other instances' commits to [`FeedStore::notifier`] until the connection
+    /// fails (PostgreSQL `LISTEN`); never returns where there are no other instances.
+    async fn relay_commits(&self) -> StoreResult<()>;
+}
+
+/// A feed row as `query_as` decodes it.
+pub(super) type ChangeTuple = (
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    Option<String>,
+    DateTime<Utc>,
+);
+
+pub(super) fn change(t: ChangeTuple) -> StoreResult<StoredChange> {
+    let (seq, source, stream, key, rev, body, changed_at) = t;
+    Ok(StoredChange {
+        seq,
+        stream: StreamRef {
+            source: super::shared::label(&source)?,
+            stream: super::shared::label(&stream)?,
+        },
+        key,
+        rev,
+        body,
+        changed_at,
+    })
+}
+
+/// The columns of a feed row, joined with its names; followed by a `WHERE` clause.
+macro_rules! change_select {
+    () => {
+        "SELECT r.seq, so.name, st.name, r.key, r.rev, r.body, r.changed_at FROM records r \
+         JOIN streams st ON st.id = r.stream_id JOIN sources so ON so.id = st.source_id "
+    };
+}
+pub(super) use change_select;
+
+/// Writes the [`FeedStore`] implementation for one backend. Besides the fields `read` and
+/// `write`, `$store` has `notifier`; the backend module defines `SNAPSHOT_SQL` (begins a
+/// read-only transaction that reads one snapshot), `CHANGES_IN_SQL` (feed rows of a list
+/// of streams), `id_list`, and `relay` (the body of `relay_commits`).
+macro_rules! impl_feed_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::feed::FeedStore for $store {
+            fn notifier(&self) -> &$crate::feed::notify::Notifier {
+                &self.notifier
+            }
+
+            #[tracing::instrument(skip_all, fields(key))]
+            async fn setting_or_insert(
+                &self,
+                key: &str,
+                value: &str,
+            ) -> $crate::store::StoreResult<String> {
+                sqlx::query(
+                    "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                )
+                .bind(key)
+                .bind(value)
+                .execute(&self.write)
+                .await?;
+                Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                    .bind(key)
+                    .fetch_one(&self.write)
+                    .await?)
+            }
+
+            #[tracing::instrument(skip_all, fields(after = query.after, limit = query.limit))]
+            async fn read_feed(
+                &self,
+                query: $crate::store::feed::FeedQuery<'_>,
+            ) -> $crate::store::StoreResult<$crate::store::feed::FeedSnapshot> {
+                use $crate::store::feed::{ChangeTuple, FeedStream, change, change_select};
+                let mut tx = self.read.begin_with(SNAPSHOT_SQL).await?;
+                let head: i64 = sqlx::query_scalar("SELECT last_seq FROM feed_head WHERE id = 1")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let horizon: Option<String> =
+                    sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                        .bind($crate::store::feed::HORIZON)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let horizon = match horizon {
+                    Some(text) => text.parse().map_err(|e| {
+                        $crate::store::StoreError::Corrupt(format!("stored feed horizon: {e}"))
+                    })?,
+                    None => 0,
+                };
+                let mut streams = Vec::with_capacity(query.streams.len());
+                for stream in query.streams {
+                    let found: Option<(i64, i64)> = sqlx::query_as(
+                        "SELECT st.id, st.created_seq FROM streams st \
+                         JOIN sources so ON so.id = st.source_id WHERE so.name = $1 AND st.name = $2",
+                    )
+                    .bind(stream.source.as_str())
+                    .bind(stream.stream.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    streams.push(found.map(|(id, created_seq)| FeedStream { id, created_seq }));
+                }
+                let ids: Option<Vec<i64>> = streams.iter().map(|s| s.map(|s| s.id)).collect();
+                let rows: Vec<ChangeTuple> = match ids {
+                    _ if query.limit == 0 => Vec::new(),
+                    // A missing stream makes the read an error; its rows do not matter.
+                    None => Vec::new(),
+                    Some(ids) if ids.is_empty() => sqlx::query_as(concat!(
+                        change_select!(),
+                        "WHERE r.seq > $1 ORDER BY r.seq LIMIT $2"
+                    ))
+                    .bind(query.after)
+                    .bind(i64::from(query.limit))
+                    .fetch_all(&mut *tx)
+                    .await?,
+                    Some(ids) => sqlx::query_as(CHANGES_IN_SQL)
+                        .bind(query.after)
+                        .bind(i64::from(query.limit))
+                        .bind(id_list(&ids))
+                        .fetch_all(&mut *tx)
+                        .await?,
+                };
+                tx.commit().await?;
+                Ok($crate::store::feed::FeedSnapshot {
+                    head,
+                    horizon,
+                    streams,
+                    changes: rows.into_iter().map(change).collect::<Result<_, _>>()?,
+                })
+            }
+
+            #[tracing::instrument(skip_all)]
+            async fn feed_head(&self) -> $crate::store::StoreResult<i64> {
+                Ok(sqlx::query_scalar("SELECT last_seq FROM feed_head WHERE id = 1")
+                    .fetch_one(&self.read)
+                    .await?)
+            }
+
+            #[tracing::instrument(skip_all)]
+            async fn purge_tombstones(
+                &self,
+                before: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::store::StoreResult<$crate::store::feed::Purged> {
+                let mut tx = self.write.begin().await?;
+                let highest: Option<i64> = sqlx::query_scalar(
+                    "SELECT MAX(seq) FROM records WHERE body IS NULL AND changed_at < $1",
+                )
+                .bind(before)
+                .fetch_one(&mut *tx)
+                .await?;
+                let mut tombstones = 0;
+                if let Some(highest) = highest {
+                    // Raised before deleting, in the same transaction: no snapshot sees the
+                    // tombstones gone and the horizon still low.
+                    sqlx::query(
+                        "INSERT INTO settings (key, value) VALUES ($1, $2) \
+                         ON CONFLICT (key) DO UPDATE SET value = CASE \
+                         WHEN CAST(settings.value AS BIGINT) < CAST(excluded.value AS BIGINT) \
+                         THEN excluded.value ELSE settings.value END",
+                    )
+                    .bind($crate::store::feed::HORIZON)
+                    .bind(highest.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                    tombstones = sqlx::query(
+                        "DELETE FROM records WHERE body IS NULL AND changed_at < $1 AND seq <= $2",
+                    )
+                    .bind(before)
+                    .bind(highest)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                }
+                let horizon: Option<String> =
+                    sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                        .bind($crate::store::feed::HORIZON)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                tx.commit().await?;
+                Ok($crate::store::feed::Purged {
+                    tombstones,
+                    horizon: horizon.and_then(|h| h.parse().ok()).unwrap_or(0),
+                })
+            }
+
+            async fn relay_commits(&self) -> $crate::store::StoreResult<()> {
+                relay(self).await
+            }
+        }
+    };
+}
+pub(super) use impl_feed_store;
