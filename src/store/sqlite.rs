@@ -111,6 +111,10 @@ const CHANGES_IN_SQL: &str = concat!(
      ORDER BY r.seq LIMIT $2"
 );
 
+/// The names of the streams in a JSON array of ids.
+const STREAM_NAMES_SQL: &str = "SELECT st.id, so.name, st.name FROM streams st \
+     JOIN sources so ON so.id = st.source_id WHERE st.id IN (SELECT value FROM json_each($1))";
+
 fn id_list(ids: &[i64]) -> String {
     serde_json::Value::from(ids.to_vec()).to_string()
 }
