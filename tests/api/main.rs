@@ -4,6 +4,7 @@
 mod auth;
 mod crash;
 mod errors;
+mod failover;
 mod failures;
 mod feed;
 mod openapi;
