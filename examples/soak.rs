@@ -464,9 +464,9 @@ async fn truth(
     Ok(truth)
 }
 
-/// (jobs, failed, taken over) over the whole job log.
-async fn job_counts(http: &reqwest::Client, base: &str) -> anyhow::Result<(u64, u64, u64)> {
-    let (mut jobs, mut failed, mut taken_over) = (0, 0, 0);
+/// (jobs, failed, taken over, requests retried) over the whole job log.
+async fn job_counts(http: &reqwest::Client, base: &str) -> anyhow::Result<(u64, u64, u64, u64)> {
+    let (mut jobs, mut failed, mut taken_over, mut retried) = (0, 0, 0, 0);
     let mut after = String::new();
     for _ in 0..10_000 {
         let page: Value = http
@@ -479,11 +479,13 @@ async fn job_counts(http: &reqwest::Client, base: &str) -> anyhow::Result<(u64, 
             jobs += 1;
             failed += u64::from(job["status"] == "failed");
             taken_over += u64::from(job["attempts"].as_u64().unwrap_or_default() > 1);
+            let stat = |name: &str| job["stats"][name].as_u64().unwrap_or_default();
+            retried += stat("requests").saturating_sub(stat("pages"));
         }
         match page["next"].as_str() {
             Some(next) => after = next.to_owned(),
             None => break,
         }
     }
-    Ok((jobs, failed, taken_over))
+    Ok((jobs, failed, taken_over, retried))
 }
