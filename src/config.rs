@@ -8,6 +8,8 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::upstream::policy::HostPolicy;
+
 /// How tidemark runs.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -75,6 +77,19 @@ pub struct Config {
         global = true
     )]
     pub feed_max_waiters: usize,
+
+    /// Hosts upstream requests may go to, comma-separated: `api.example.com`, `*.example.com`
+    /// (any name under it), either with an optional `:port`; IP addresses as written
+    /// (IPv6 in brackets). Empty: any host. Link-local and cloud metadata addresses are
+    /// refused either way, also when a name resolves to one.
+    #[arg(
+        long,
+        env = "TIDEMARK_UPSTREAM_ALLOW",
+        default_value = "",
+        global = true,
+        hide_default_value = true
+    )]
+    pub upstream_allow: HostPolicy,
 
     /// Log filter, in `tracing` `EnvFilter` syntax (e.g. `info,tidemark=debug`).
     #[arg(long, env = "TIDEMARK_LOG", default_value = "info", global = true)]
@@ -209,6 +224,7 @@ impl Config {
             job_lease_seconds: 30,
             tombstone_retention: Period(Duration::from_secs(30 * 86_400)),
             feed_max_waiters: 10_000,
+            upstream_allow: HostPolicy::default(),
             log: "info".into(),
             log_format: LogFormat::Pretty,
         }

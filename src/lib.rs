@@ -51,7 +51,7 @@ impl App {
             .context("opening the database")?;
         let workers = sync::Workers::start(
             store.clone(),
-            upstream::client::Upstream::new(),
+            upstream::client::Upstream::with_policy(config.upstream_allow.clone()),
             config.workers,
             Duration::from_secs(u64::from(config.job_lease_seconds)),
         );
@@ -65,6 +65,7 @@ impl App {
             metrics: metrics_handle()?,
             waker: workers.waker(),
             feed: Arc::new(feed),
+            hosts: Arc::new(config.upstream_allow.clone()),
         };
         Ok(App {
             config,

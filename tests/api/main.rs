@@ -9,6 +9,7 @@ mod failures;
 mod feed;
 mod openapi;
 mod sandbox;
+mod security;
 mod sources;
 mod styles;
 mod support;

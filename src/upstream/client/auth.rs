@@ -15,6 +15,7 @@ use super::{BodyEnd, read_capped, transport_detail};
 use crate::spec::auth::{Auth, Grant, OAuth2};
 use crate::spec::secret::Secret;
 use crate::spec::source::Retry;
+use crate::upstream::policy::{self, Refused};
 
 /// A token endpoint's reply is small; anything larger is not one.
 const TOKEN_BODY_BYTES: u64 = 64 * 1024;
@@ -55,6 +56,20 @@ impl Credentials {
     }
 }
 
+/// Why a request's credentials could not be had.
+pub(super) enum Unavailable {
+    /// A secret that cannot be resolved, or a token endpoint that failed.
+    Detail(String),
+    /// The token endpoint's host resolves to an address tidemark never requests.
+    Refused(Refused),
+}
+
+impl From<String> for Unavailable {
+    fn from(detail: String) -> Self {
+        Unavailable::Detail(detail)
+    }
+}
+
 /// The settings a token request shares with the API requests of its source.
 pub(super) struct TokenRequests<'a> {
     pub(super) http: &'a reqwest::Client,
@@ -87,7 +102,7 @@ pub(super) async fn credentials(
     auth: &Auth,
     tokens: &Tokens,
     requests: TokenRequests<'_>,
-) -> Result<Credentials, String> {
+) -> Result<Credentials, Unavailable> {
     Ok(match auth {
         Auth::None => Credentials::None,
         Auth::Bearer(bearer) => bearer_header(reveal(&bearer.token, "the bearer token")?)?,
@@ -155,7 +170,7 @@ impl Tokens {
         &self,
         oauth: &OAuth2,
         requests: TokenRequests<'_>,
-    ) -> Result<String, String> {
+    ) -> Result<String, Unavailable> {
         let mut cache = self.cache.lock().await;
         if let Some(access) = &cache.access
             && access.renew_at.is_none_or(|at| Instant::now() < at)
@@ -215,7 +230,7 @@ async fn fetch_token(
     oauth: &OAuth2,
     rotated_refresh: Option<&str>,
     requests: &TokenRequests<'_>,
-) -> Result<TokenReply, String> {
+) -> Result<TokenReply, Unavailable> {
     let form = token_form(oauth, rotated_refresh)?;
     let mut attempt = 0;
     loop {
@@ -242,7 +257,12 @@ async fn fetch_token(
                     requests.timeout.as_millis()
                 ),
             ),
-            Ok(Err(e)) => (true, format!("the token endpoint: {}", transport_detail(e))),
+            Ok(Err(e)) => {
+                if let Some(refused) = policy::refusal(&e) {
+                    return Err(Unavailable::Refused(refused.clone()));
+                }
+                (true, format!("the token endpoint: {}", transport_detail(e)))
+            }
             Ok(Ok((status, body, end))) if status.is_success() => match end {
                 BodyEnd::Complete => {
                     // serde's message is left out: it may quote a value of the reply.
@@ -250,15 +270,15 @@ async fn fetch_token(
                         .ok()
                         .filter(|reply| !reply.access_token.is_empty())
                         .ok_or_else(|| {
-                            format!(
+                            Unavailable::Detail(format!(
                                 "the token endpoint answered {status} without a usable `access_token`"
-                            )
+                            ))
                         });
                 }
                 BodyEnd::OverCap => {
-                    return Err(format!(
+                    return Err(Unavailable::Detail(format!(
                         "the token endpoint's reply is larger than {TOKEN_BODY_BYTES} bytes"
-                    ));
+                    )));
                 }
                 BodyEnd::Broken(e) => (
                     true,
@@ -277,7 +297,7 @@ async fn fetch_token(
             ),
         };
         if !transient || attempt >= requests.retry.max_attempts.get() {
-            return Err(detail);
+            return Err(Unavailable::Detail(detail));
         }
         let delay = backoff(requests.retry, attempt);
         tracing::warn!(attempt, delay_ms = super::pace::millis(delay), %detail, "retrying the token request");
