@@ -27,6 +27,9 @@ enum Command {
     Sandbox {
         #[arg(long, default_value_t = 9000)]
         port: u16,
+        /// Records each dataset starts with.
+        #[arg(long, default_value_t = sandbox::DEFAULT_RECORDS)]
+        records: usize,
     },
 }
 
@@ -57,14 +60,14 @@ async fn main() -> anyhow::Result<()> {
                 .serve(listener, shutdown_signal())
                 .await
         }
-        Command::Sandbox { port } => {
+        Command::Sandbox { port, records } => {
             init_logs(&config)?;
             let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding {addr}"))?;
             tracing::info!(addr = %listener.local_addr()?, "sandbox serving");
-            let sandbox = Sandbox::new(sandbox::DEFAULT_SEED, sandbox::DEFAULT_RECORDS);
+            let sandbox = Sandbox::new(sandbox::DEFAULT_SEED, records);
             sandbox::serve(listener, sandbox, shutdown_signal()).await?;
             Ok(())
         }

@@ -1,0 +1,552 @@
+//! One run on one database: the limits, then tidemark's phases against a fresh sandbox.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+
+use crate::RunArgs;
+use crate::child::Child;
+use crate::limits::{self, Insert, PAGE, Scratch, Serve};
+
+/// The source and stream every phase syncs.
+const SOURCE: &str = "bench";
+const STREAM: &str = "products";
+/// How long the idle long-pollers are watched.
+const IDLE_WATCH: Duration = Duration::from_secs(10);
+
+pub enum Database {
+    Sqlite,
+    /// The URL of a server where a fresh database is created.
+    Postgres(String),
+}
+
+impl Database {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Database::Sqlite => "sqlite",
+            Database::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// Everything measured on one database.
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    pub records: usize,
+    pub sandbox_start_seconds: f64,
+    pub serve_limit: Serve,
+    pub insert_limit: Insert,
+    pub full: Full,
+    pub incremental: Incremental,
+    pub feed: FeedRead,
+    pub wake: Wake,
+    pub idle: Idle,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Full {
+    pub records: u64,
+    /// From the job's creation to its end, as the job reports them.
+    pub seconds: f64,
+    pub records_per_second: f64,
+    pub requests: u64,
+    pub gateway_cpu_seconds: f64,
+    pub gateway_peak_rss_mb: f64,
+    /// The gateway's RSS once it had started, before the sync.
+    pub gateway_start_rss_mb: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Incremental {
+    /// Records changed upstream before the run (1%).
+    pub changed: u64,
+    pub records_seen: u64,
+    /// From the sync request until the client saw the job finished (polling every 2 ms).
+    pub wall_seconds: f64,
+    /// From the job's creation to its end, as the job reports them.
+    pub job_seconds: f64,
+    pub requests: u64,
+    /// `ceil(changed / page) + 1`, the target.
+    pub target_requests: u64,
+    pub gateway_cpu_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FeedRead {
+    pub changes: u64,
+    pub requests: u64,
+    pub seconds: f64,
+    pub changes_per_second: f64,
+    pub gateway_cpu_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Wake {
+    pub samples: usize,
+    /// The change's commit (its `changed_at`) to the waiting consumer having the response.
+    pub commit_p50_ms: f64,
+    pub commit_p99_ms: f64,
+    pub commit_max_ms: f64,
+    /// The sync request (after the upstream change) to the consumer having the response.
+    pub trigger_p50_ms: f64,
+    pub trigger_p99_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Idle {
+    pub pollers: usize,
+    pub watched_seconds: f64,
+    pub gateway_cpu_seconds: f64,
+    pub gateway_rss_before_mb: f64,
+    pub gateway_rss_mb: f64,
+}
+
+/// A job as the API returns it (the fields the benchmark reads).
+#[derive(Debug, Deserialize)]
+struct Job {
+    id: String,
+    status: String,
+    created_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    stats: Stats,
+    error: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Stats {
+    requests: u64,
+    records_seen: u64,
+}
+
+impl Job {
+    fn seconds(&self) -> f64 {
+        self.finished_at
+            .map(|f| (f - self.created_at).as_seconds_f64())
+            .unwrap_or(f64::NAN)
+    }
+}
+
+/// A feed page, read as a consumer that only counts would read it.
+#[derive(Deserialize)]
+struct FeedPage {
+    results: Vec<IgnoredAny>,
+    until: String,
+    has_more: bool,
+}
+
+/// A feed page with the commit time of its changes.
+#[derive(Deserialize)]
+struct WokenPage {
+    results: Vec<Woken>,
+    until: String,
+}
+
+#[derive(Deserialize)]
+struct Woken {
+    changed_at: DateTime<Utc>,
+}
+
+pub async fn run(database: &Database, args: &RunArgs) -> anyhow::Result<Results> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(120))
+        .build()?;
+    let dir = tempfile::tempdir()?;
+    let (gateway_url, scratch, dropper) = match database {
+        Database::Sqlite => (
+            format!("sqlite://{}", dir.path().join("tidemark.db").display()),
+            Scratch::Sqlite(format!("sqlite://{}", dir.path().join("raw.db").display())),
+            None,
+        ),
+        Database::Postgres(admin) => {
+            let name = format!("tidemark_bench_{}", uuid::Uuid::new_v4().simple());
+            let admin_pool = sqlx::PgPool::connect(admin)
+                .await
+                .context("connecting to --postgres-url")?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&admin_pool)
+                .await?;
+            let mut url = url::Url::parse(admin)?;
+            url.set_path(&name);
+            (
+                url.to_string(),
+                Scratch::Postgres(url.to_string()),
+                Some((admin_pool, name)),
+            )
+        }
+    };
+    let result = run_on(&client, &gateway_url, &scratch, args).await;
+    if let Some((admin_pool, name)) = dropper {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&admin_pool)
+        .await?;
+    }
+    result
+}
+
+/// Bounds a phase in time.
+async fn bounded<T>(
+    phase: &str,
+    limit: Duration,
+    work: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    eprintln!("-- {phase}");
+    match tokio::time::timeout(limit, work).await {
+        Ok(result) => result.with_context(|| format!("phase `{phase}`")),
+        Err(_) => bail!("phase `{phase}` took longer than {limit:?}"),
+    }
+}
+
+async fn run_on(
+    client: &reqwest::Client,
+    gateway_url: &str,
+    scratch: &Scratch,
+    args: &RunArgs,
+) -> anyhow::Result<Results> {
+    let n = args.records;
+    // Generous bounds: far above any figure seen here, far below "hung".
+    let per_record =
+        |micros: u64| Duration::from_secs(60) + Duration::from_micros(micros) * n as u32;
+    let started = Instant::now();
+    let sandbox = Child::start(&["sandbox".into(), "--records".into(), n.to_string()]).await?;
+    let sandbox_start_seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "sandbox with {n} records per dataset started in {sandbox_start_seconds:.1} s at {}",
+        sandbox.addr
+    );
+    let serve_limit = bounded(
+        "limit: sandbox raw serve rate",
+        per_record(100),
+        limits::serve_rate(client, &sandbox.base),
+    )
+    .await?;
+    eprintln!("{serve_limit:?}");
+    let insert_limit = bounded(
+        "limit: database raw insert rate",
+        per_record(200),
+        limits::insert_rate(client, &sandbox.base, scratch),
+    )
+    .await?;
+    eprintln!("{insert_limit:?}");
+
+    let gateway = Child::start(&[
+        "gateway".into(),
+        "--database-url".into(),
+        gateway_url.to_owned(),
+    ])
+    .await?;
+    let api = Api {
+        client,
+        base: &gateway.base,
+    };
+    api.register(&sandbox.base).await?;
+
+    let full = bounded("full sync", per_record(200), async {
+        let gateway_start_rss_mb = gateway.memory_mb("VmRSS")?;
+        gateway.reset_peak()?;
+        let cpu = gateway.cpu_seconds()?;
+        let job = api.sync("full", Duration::from_millis(100)).await?;
+        let records = job.stats.records_seen;
+        if records != n as u64 {
+            bail!("the full sync saw {records} records, not {n}");
+        }
+        Ok(Full {
+            records,
+            seconds: job.seconds(),
+            records_per_second: records as f64 / job.seconds(),
+            requests: job.stats.requests,
+            gateway_cpu_seconds: gateway.cpu_seconds()? - cpu,
+            gateway_peak_rss_mb: gateway.memory_mb("VmHWM")?,
+            gateway_start_rss_mb,
+        })
+    })
+    .await?;
+    eprintln!("{full:?}");
+
+    let incremental = bounded("incremental sync after 1% changed", per_record(20), async {
+        let changed = (n / 100) as u64;
+        api.control(&sandbox.base, "keyset/update", json!({ "count": changed }))
+            .await?;
+        let cpu = gateway.cpu_seconds()?;
+        let started = Instant::now();
+        let job = api.sync("incremental", Duration::from_millis(2)).await?;
+        let wall_seconds = started.elapsed().as_secs_f64();
+        Ok(Incremental {
+            changed,
+            records_seen: job.stats.records_seen,
+            wall_seconds,
+            job_seconds: job.seconds(),
+            requests: job.stats.requests,
+            target_requests: changed.div_ceil(PAGE as u64) + 1,
+            gateway_cpu_seconds: gateway.cpu_seconds()? - cpu,
+        })
+    })
+    .await?;
+    eprintln!("{incremental:?}");
+
+    let feed = bounded("feed read from a blank since", per_record(100), async {
+        let cpu = gateway.cpu_seconds()?;
+        let started = Instant::now();
+        let (mut changes, mut requests, mut since) = (0u64, 0u64, String::new());
+        loop {
+            let page: FeedPage = api
+                .get(&format!("/v1/changes?limit=1000&since={since}"))
+                .await?;
+            requests += 1;
+            changes += page.results.len() as u64;
+            since = page.until;
+            if !page.has_more {
+                break;
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        if changes != n as u64 {
+            bail!("the feed handed out {changes} changes, not {n}");
+        }
+        Ok(FeedRead {
+            changes,
+            requests,
+            seconds,
+            changes_per_second: changes as f64 / seconds,
+            gateway_cpu_seconds: gateway.cpu_seconds()? - cpu,
+        })
+    })
+    .await?;
+    eprintln!("{feed:?}");
+
+    let wake_bound = Duration::from_secs(60) + Duration::from_millis(200) * args.wakes as u32;
+    let wake = bounded(
+        "long-poll wake latency",
+        wake_bound,
+        wake(&api, &sandbox.base, args.wakes),
+    )
+    .await?;
+    eprintln!("{wake:?}");
+
+    let idle = bounded(
+        "idle long-pollers",
+        Duration::from_secs(120),
+        idle(&api, &gateway, args.pollers),
+    )
+    .await?;
+    eprintln!("{idle:?}");
+
+    gateway.stop();
+    sandbox.stop();
+    Ok(Results {
+        records: n,
+        sandbox_start_seconds,
+        serve_limit,
+        insert_limit,
+        full,
+        incremental,
+        feed,
+        wake,
+        idle,
+    })
+}
+
+/// `wakes` times: a consumer long-polls from the head, one record changes upstream, an
+/// incremental sync commits it, and the consumer's response arrives.
+async fn wake(api: &Api<'_>, sandbox: &str, wakes: usize) -> anyhow::Result<Wake> {
+    #[derive(Deserialize)]
+    struct Head {
+        until: String,
+    }
+    let mut since = api.get::<Head>("/v1/changes/head").await?.until;
+    let (mut from_commit, mut from_trigger) = (Vec::new(), Vec::new());
+    for _ in 0..wakes {
+        let poll = {
+            let request = api.client.get(format!(
+                "{}/v1/changes?limit=1000&wait=30&since={since}",
+                api.base
+            ));
+            tokio::spawn(async move {
+                let body = request.send().await?.error_for_status()?.bytes().await?;
+                let received = SystemTime::now();
+                Ok::<_, anyhow::Error>((body, received))
+            })
+        };
+        // Let the request reach the gateway and start waiting.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        api.control(sandbox, "keyset/update", json!({ "count": 1 }))
+            .await?;
+        let triggered = Instant::now();
+        let job = api.start("incremental").await?;
+        let (body, received) = poll.await??;
+        from_trigger.push(triggered.elapsed().as_secs_f64() * 1000.0);
+        let page: WokenPage = serde_json::from_slice(&body)?;
+        let Some(change) = page.results.first() else {
+            bail!("a long-poll ended without the change");
+        };
+        let committed = SystemTime::from(change.changed_at);
+        let latency = received.duration_since(committed).unwrap_or(Duration::ZERO);
+        from_commit.push(latency.as_secs_f64() * 1000.0);
+        since = page.until;
+        api.finish(&job, Duration::from_millis(2)).await?;
+    }
+    from_commit.sort_by(f64::total_cmp);
+    from_trigger.sort_by(f64::total_cmp);
+    Ok(Wake {
+        samples: from_commit.len(),
+        commit_p50_ms: percentile(&from_commit, 0.50),
+        commit_p99_ms: percentile(&from_commit, 0.99),
+        commit_max_ms: from_commit.last().copied().unwrap_or(f64::NAN),
+        trigger_p50_ms: percentile(&from_trigger, 0.50),
+        trigger_p99_ms: percentile(&from_trigger, 0.99),
+    })
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((sorted.len() as f64) * p).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// `pollers` long-polls wait at once from the head; the gateway is watched while they do.
+async fn idle(api: &Api<'_>, gateway: &Child, pollers: usize) -> anyhow::Result<Idle> {
+    #[derive(Deserialize)]
+    struct Head {
+        until: String,
+    }
+    let since = api.get::<Head>("/v1/changes/head").await?.until;
+    let rss_before = gateway.memory_mb("VmRSS")?;
+    // Its own client: one connection per waiting request.
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let mut waiting = JoinSet::new();
+    for _ in 0..pollers {
+        let request = client.get(format!("{}/v1/changes?wait=60&since={since}", api.base));
+        waiting.spawn(async move { request.send().await });
+    }
+    let mut held = 0.0;
+    for _ in 0..300 {
+        held = api.waiters().await?;
+        if held >= pollers as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if held < pollers as f64 {
+        bail!("only {held} of {pollers} long-polls are waiting");
+    }
+    let cpu = gateway.cpu_seconds()?;
+    tokio::time::sleep(IDLE_WATCH).await;
+    let result = Idle {
+        pollers,
+        watched_seconds: IDLE_WATCH.as_secs_f64(),
+        gateway_cpu_seconds: gateway.cpu_seconds()? - cpu,
+        gateway_rss_before_mb: rss_before,
+        gateway_rss_mb: gateway.memory_mb("VmRSS")?,
+    };
+    waiting.abort_all();
+    Ok(result)
+}
+
+/// The gateway's API, as the benchmark uses it.
+struct Api<'a> {
+    client: &'a reqwest::Client,
+    base: &'a str,
+}
+
+impl Api<'_> {
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let reply = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(serde_json::from_slice(&reply.bytes().await?)?)
+    }
+
+    async fn register(&self, upstream: &str) -> anyhow::Result<()> {
+        let source = json!({
+            "name": SOURCE,
+            "base_url": upstream,
+            "streams": [{
+                "name": STREAM,
+                "request": {"path": limits::LISTING, "query": {"with_deleted": "true"}},
+                "records": {"path": "", "key": "/id", "updated_at": "/updated_at",
+                            "deleted": {"pointer": "/archived", "equals": true}},
+                "pagination": {"type": "keyset", "limit": PAGE},
+            }],
+        });
+        let reply = self
+            .client
+            .post(format!("{}/v1/sources", self.base))
+            .json(&source)
+            .send()
+            .await?;
+        if reply.status() != 201 {
+            bail!("registering the source: {}", reply.text().await?);
+        }
+        Ok(())
+    }
+
+    /// Queues a sync of the stream; the job.
+    async fn start(&self, mode: &str) -> anyhow::Result<Job> {
+        let reply = self
+            .client
+            .post(format!(
+                "{}/v1/sources/{SOURCE}/streams/{STREAM}/sync",
+                self.base
+            ))
+            .json(&json!({ "mode": mode }))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(reply.json().await?)
+    }
+
+    /// Polls a job every `every` until it ends; fails unless it succeeded.
+    async fn finish(&self, job: &Job, every: Duration) -> anyhow::Result<Job> {
+        loop {
+            let now: Job = self.get(&format!("/v1/jobs/{}", job.id)).await?;
+            match now.status.as_str() {
+                "queued" | "running" => tokio::time::sleep(every).await,
+                "succeeded" => return Ok(now),
+                other => bail!("job {} ended {other}: {:?}", now.id, now.error),
+            }
+        }
+    }
+
+    async fn sync(&self, mode: &str, every: Duration) -> anyhow::Result<Job> {
+        let job = self.start(mode).await?;
+        self.finish(&job, every).await
+    }
+
+    async fn control(&self, sandbox: &str, path: &str, body: Value) -> anyhow::Result<()> {
+        self.client
+            .post(format!("{sandbox}/_control/{path}"))
+            .json(&body)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    /// The gateway's count of waiting feed requests, from its metrics.
+    async fn waiters(&self) -> anyhow::Result<f64> {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix("tidemark_feed_waiters "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0))
+    }
+}

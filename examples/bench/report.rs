@@ -1,0 +1,262 @@
+//! The one table the benchmark prints, and the JSON it writes.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::RunArgs;
+use crate::phases::Results;
+
+#[derive(Serialize)]
+pub struct Report {
+    pub date: String,
+    pub machine: Machine,
+    pub command: String,
+    pub records: usize,
+    /// By database name.
+    pub results: Vec<Named>,
+}
+
+#[derive(Serialize)]
+pub struct Named {
+    pub database: &'static str,
+    #[serde(flatten)]
+    pub results: Results,
+}
+
+#[derive(Serialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub cpu: String,
+    pub memory_gb: f64,
+}
+
+impl Machine {
+    fn this() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            .unwrap_or_default();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let memory_kb: f64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0.0);
+        Machine {
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cpu,
+            memory_gb: (memory_kb / 1024.0 / 1024.0).round(),
+        }
+    }
+}
+
+impl Report {
+    pub fn new(args: &RunArgs, results: Vec<(&'static str, Results)>) -> Self {
+        let mut command = String::from("cargo run --release --example bench --");
+        for arg in std::env::args().skip(1) {
+            command.push(' ');
+            command.push_str(&arg);
+        }
+        Report {
+            date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+            machine: Machine::this(),
+            command,
+            records: args.records,
+            results: results
+                .into_iter()
+                .map(|(database, results)| Named { database, results })
+                .collect(),
+        }
+    }
+
+    /// The table: one row per figure, one column per database, then the target.
+    pub fn table(&self) -> String {
+        type Cell = fn(&Results) -> String;
+        let rows: &[(&str, Cell, &str)] = &[
+            (
+                "full sync: records/s",
+                |r| rate(r.full.records_per_second),
+                "≥ 150,000",
+            ),
+            (
+                "full sync: seconds",
+                |r| format!("{:.1}", r.full.seconds),
+                "",
+            ),
+            (
+                "full sync: upstream requests",
+                |r| r.full.requests.to_string(),
+                "",
+            ),
+            (
+                "full sync: gateway CPU seconds",
+                |r| format!("{:.1}", r.full.gateway_cpu_seconds),
+                "",
+            ),
+            (
+                "full sync: gateway peak RSS MB",
+                |r| format!("{:.0}", r.full.gateway_peak_rss_mb),
+                "≤ 150, flat in N",
+            ),
+            (
+                "limit: sandbox raw serve, records/s",
+                |r| rate(r.serve_limit.records_per_second),
+                "",
+            ),
+            (
+                "limit: database raw insert, records/s",
+                |r| rate(r.insert_limit.records_per_second),
+                "",
+            ),
+            (
+                "full sync / raw serve",
+                |r| ratio(r.full.records_per_second, r.serve_limit.records_per_second),
+                "",
+            ),
+            (
+                "full sync / raw insert",
+                |r| ratio(r.full.records_per_second, r.insert_limit.records_per_second),
+                "",
+            ),
+            (
+                "full sync / min(limits)",
+                |r| {
+                    ratio(
+                        r.full.records_per_second,
+                        r.serve_limit
+                            .records_per_second
+                            .min(r.insert_limit.records_per_second),
+                    )
+                },
+                "≥ 70%",
+            ),
+            (
+                "incremental (1% changed): seconds",
+                |r| {
+                    format!(
+                        "{:.2} (job {:.2})",
+                        r.incremental.wall_seconds, r.incremental.job_seconds
+                    )
+                },
+                "≤ 2",
+            ),
+            (
+                "incremental: requests (records read)",
+                |r| {
+                    format!(
+                        "{} ({})",
+                        r.incremental.requests, r.incremental.records_seen
+                    )
+                },
+                "",
+            ),
+            (
+                "incremental: target requests",
+                |r| r.incremental.target_requests.to_string(),
+                "ceil(changed/1000)+1",
+            ),
+            (
+                "feed read (limit=1000): changes/s",
+                |r| rate(r.feed.changes_per_second),
+                "≥ 300,000",
+            ),
+            (
+                "long-poll wake p50 / p99 ms",
+                |r| format!("{:.1} / {:.1}", r.wake.commit_p50_ms, r.wake.commit_p99_ms),
+                "p99 ≤ 10",
+            ),
+            (
+                "  (sync request → response p50 / p99 ms)",
+                |r| {
+                    format!(
+                        "{:.1} / {:.1}",
+                        r.wake.trigger_p50_ms, r.wake.trigger_p99_ms
+                    )
+                },
+                "",
+            ),
+            (
+                "idle long-pollers: count",
+                |r| r.idle.pollers.to_string(),
+                "1,000",
+            ),
+            (
+                "idle long-pollers: gateway CPU s per 10 s",
+                |r| {
+                    format!(
+                        "{:.2}",
+                        r.idle.gateway_cpu_seconds * 10.0 / r.idle.watched_seconds
+                    )
+                },
+                "",
+            ),
+            (
+                "idle long-pollers: gateway RSS MB (before)",
+                |r| {
+                    format!(
+                        "{:.0} ({:.0})",
+                        r.idle.gateway_rss_mb, r.idle.gateway_rss_before_mb
+                    )
+                },
+                "",
+            ),
+        ];
+        let mut header = vec!["figure".to_owned()];
+        header.extend(self.results.iter().map(|r| r.database.to_owned()));
+        header.push("target".to_owned());
+        let mut lines = vec![header];
+        for (name, cell, target) in rows {
+            let mut line = vec![(*name).to_owned()];
+            line.extend(self.results.iter().map(|r| cell(&r.results)));
+            line.push((*target).to_owned());
+            lines.push(line);
+        }
+        let columns = lines[0].len();
+        let widths: Vec<usize> = (0..columns)
+            .map(|c| {
+                lines
+                    .iter()
+                    .map(|l| l[c].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let mut out = format!(
+            "tidemark benchmark, {} records, {} ({} cores, {})\n{}\n\n",
+            self.records, self.date, self.machine.cores, self.machine.cpu, self.command
+        );
+        for (i, line) in lines.iter().enumerate() {
+            let cells: Vec<String> = line
+                .iter()
+                .zip(&widths)
+                .map(|(cell, width)| format!("{cell:<width$}"))
+                .collect();
+            let _ = writeln!(out, "| {} |", cells.join(" | "));
+            if i == 0 {
+                let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+                let _ = writeln!(out, "|-{}-|", rule.join("-|-"));
+            }
+        }
+        out
+    }
+}
+
+/// A rate with thousands separators.
+fn rate(value: f64) -> String {
+    let digits = format!("{:.0}", value);
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn ratio(value: f64, of: f64) -> String {
+    format!("{:.0}%", value / of * 100.0)
+}
