@@ -46,7 +46,7 @@ fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
 impl App {
     /// Connects to the database (applying migrations) and assembles the service.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let store = store::connect(&config.database_url)
+        let store = store::connect(&config.database_url, config.secret_key.as_ref())
             .await
             .context("opening the database")?;
         let workers = sync::Workers::start(

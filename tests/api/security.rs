@@ -133,3 +133,165 @@ async fn a_job_to_a_host_the_list_no_longer_allows_fails_without_a_request() {
     assert_eq!(job["stats"]["requests"], 0, "{job:#}");
     assert!(upstream.requests().await.is_empty());
 }
+
+const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+const OTHER_KEY: &str = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+
+/// The `spec` column of every source, read straight from the database.
+async fn stored_specs(database: &str) -> Vec<String> {
+    let query = "SELECT spec FROM sources ORDER BY name";
+    if database.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(database).await.unwrap();
+        let specs = sqlx::query_scalar(query).fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        specs
+    } else {
+        let pool = sqlx::PgPool::connect(database).await.unwrap();
+        let specs = sqlx::query_scalar(query).fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        specs
+    }
+}
+
+/// The insales example on `upstream`, named `name`, with an inline bearer token and
+/// webhook secret.
+fn secret_source(upstream: &crate::support::Sandbox, name: &str, token: &str) -> serde_json::Value {
+    let mut source = upstream.example("insales", 10);
+    source["name"] = json!(name);
+    source["auth"] = json!({"type": "bearer", "token": {"value": token}});
+    source["webhook_secret"] = json!("webhook-at-rest-5678");
+    source
+}
+
+#[tokio::test]
+async fn inline_secrets_are_encrypted_at_rest_and_still_authenticate() {
+    let token = "token-at-rest-1234";
+    let upstream = sandbox(42, 15).await;
+    upstream
+        .control("auth", json!({"type": "bearer", "token": token}))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = database_url(&dir).await;
+    let app = spawn_on(database.clone(), |c| {
+        c.workers = 1;
+        c.secret_key = Some(KEY.parse().unwrap());
+    })
+    .await;
+    let created = app
+        .post("/v1/sources", &secret_source(&upstream, "shop", token))
+        .await;
+    assert_eq!(created.status(), 201);
+    let mut responses = vec![created.text().await.unwrap()];
+
+    let stored = stored_specs(&database).await;
+    assert_eq!(stored.len(), 1);
+    for secret in [token, "webhook-at-rest-5678"] {
+        assert!(!stored[0].contains(secret), "{}", stored[0]);
+    }
+    assert_eq!(
+        stored[0].matches(r#"{"encrypted":""#).count(),
+        2,
+        "{}",
+        stored[0]
+    );
+    // Everything else is kept as it was sent.
+    assert!(
+        stored[0].contains(&format!(r#""base_url":"{}""#, upstream.base)),
+        "{}",
+        stored[0]
+    );
+
+    let job = app.sync_ok("shop", "products", "incremental").await;
+    assert_eq!(job["stats"]["inserted"], 15, "{job:#}");
+    for path in [
+        "/v1/sources",
+        "/v1/sources/shop",
+        "/v1/sources/shop/streams/products",
+    ] {
+        responses.push(app.get(path).await.text().await.unwrap());
+    }
+    responses.push(job.to_string());
+    for body in &responses {
+        assert!(
+            !body.contains(token) && !body.contains("webhook-at-rest"),
+            "{body}"
+        );
+    }
+    assert!(
+        responses[2].contains(r#""token":{"redacted":true}"#),
+        "{}",
+        responses[2]
+    );
+
+    // The encrypted form is how secrets are stored, never how they are given.
+    let mut planted = secret_source(&upstream, "planted", token);
+    planted["auth"]["token"] = json!({"encrypted": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"});
+    let problem =
+        assert_problem(app.post("/v1/sources", &planted).await, 422, "invalid-spec").await;
+    assert_eq!(problem["pointer"], "/auth/token/encrypted");
+}
+
+#[tokio::test]
+async fn a_wrong_key_fails_reads_and_jobs_with_a_clear_problem() {
+    let upstream = sandbox(43, 15).await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = database_url(&dir).await;
+    let first = spawn_on(database.clone(), |c| {
+        c.secret_key = Some(KEY.parse().unwrap())
+    })
+    .await;
+    let source = secret_source(&upstream, "shop", "token-wrong-key-1234");
+    assert_eq!(first.post("/v1/sources", &source).await.status(), 201);
+
+    for key in [Some(OTHER_KEY), None] {
+        let app = spawn_on(database.clone(), |c| {
+            c.workers = 1;
+            c.secret_key = key.map(|k| k.parse().unwrap());
+        })
+        .await;
+        let problem = assert_problem(
+            app.get("/v1/sources/shop").await,
+            500,
+            "stored-secret-unreadable",
+        )
+        .await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("`shop`") && detail.contains("TIDEMARK_SECRET_KEY"),
+            "{detail}"
+        );
+        // The job fails saying why, instead of staying queued ahead of every other job.
+        let job = app.sync("shop", "products", "incremental").await;
+        assert_eq!(job["status"], "failed", "{job:#}");
+        assert_eq!(job["error"]["type"], "stored-secret-unreadable", "{job:#}");
+    }
+    assert!(upstream.requests().await.is_empty());
+}
+
+#[tokio::test]
+async fn sources_stored_before_the_key_was_set_still_read_and_are_encrypted_when_written() {
+    let token = "token-before-the-key-1234";
+    let upstream = sandbox(44, 15).await;
+    upstream
+        .control("auth", json!({"type": "bearer", "token": token}))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = database_url(&dir).await;
+    let plain = spawn_on(database.clone(), |_| {}).await;
+    let source = secret_source(&upstream, "shop", token);
+    assert_eq!(plain.post("/v1/sources", &source).await.status(), 201);
+    // Without a key, secrets are stored as given.
+    assert!(stored_specs(&database).await[0].contains(token));
+
+    let keyed = spawn_on(database.clone(), |c| {
+        c.workers = 1;
+        c.secret_key = Some(KEY.parse().unwrap());
+    })
+    .await;
+    assert_eq!(keyed.get("/v1/sources/shop").await.status(), 200);
+    keyed.sync_ok("shop", "products", "incremental").await;
+    assert_eq!(keyed.put("/v1/sources/shop", &source).await.status(), 200);
+    let stored = stored_specs(&database).await;
+    assert!(!stored[0].contains(token), "{}", stored[0]);
+    keyed.sync_ok("shop", "products", "full").await;
+}
