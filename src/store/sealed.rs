@@ -64,54 +64,54 @@ impl Sealer {
             .map_err(|e| StoreError::Corrupt(format!("a source spec does not serialize: {e}")))?;
         let mut pointers = BTreeSet::new();
         redacted_pointers(&redacted, String::new(), &mut pointers);
+        let pointers: Vec<&str> = pointers.iter().map(String::as_str).collect();
         let mut edits = Vec::new();
-        for pointer in &pointers {
-            for (span, value) in spans(raw, pointer) {
-                // A member given twice is found twice; each inline form is encrypted (the
-                // one the parse ignored is a secret all the same).
-                let plain = match serde_json::from_str::<Value>(value.get()) {
-                    Ok(Value::String(plain)) => plain,
-                    Ok(Value::Object(mut object)) => match object.remove("value") {
-                        Some(Value::String(plain)) => plain,
-                        _ => continue,
-                    },
+        // A member given twice is found twice; each inline form is encrypted (the one the
+        // parse ignored is a secret all the same).
+        for found in find(raw, &pointers) {
+            let plain = match serde_json::from_str::<Value>(found.value.get()) {
+                Ok(Value::String(plain)) => plain,
+                Ok(Value::Object(mut object)) => match object.remove("value") {
+                    Some(Value::String(plain)) => plain,
                     _ => continue,
-                };
-                let nonce = Nonce::try_generate().map_err(|e| {
-                    StoreError::Corrupt(format!("no random nonce for a secret: {e}"))
-                })?;
-                let sealed = cipher
-                    .encrypt(&nonce, payload(plain.as_bytes(), pointer))
-                    .map_err(|_| StoreError::Corrupt("a secret could not be encrypted".into()))?;
-                let mut bytes = nonce.to_vec();
-                bytes.extend_from_slice(&sealed);
-                let encrypted = serde_json::json!({ "encrypted": STANDARD.encode(bytes) });
-                edits.push((span, encrypted.to_string()));
-            }
+                },
+                _ => continue,
+            };
+            let nonce = Nonce::try_generate()
+                .map_err(|e| StoreError::Corrupt(format!("no random nonce for a secret: {e}")))?;
+            let sealed = cipher
+                .encrypt(&nonce, payload(plain.as_bytes(), &found.pointer))
+                .map_err(|_| StoreError::Corrupt("a secret could not be encrypted".into()))?;
+            let mut bytes = nonce.to_vec();
+            bytes.extend_from_slice(&sealed);
+            let encrypted = serde_json::json!({ "encrypted": STANDARD.encode(bytes) });
+            edits.push((found.span, encrypted.to_string()));
         }
         Ok(splice(raw, edits))
     }
 
     /// Parses a stored text, decrypting its secrets first.
     pub fn open(&self, stored: &str) -> StoreResult<SourceSpec> {
+        if !may_be_encrypted(stored) {
+            return parse_stored(stored);
+        }
         let mut edits = Vec::new();
-        for pointer in SECRET_POINTERS {
-            for (span, value) in spans(stored, pointer) {
-                let Some(encrypted) = encrypted(value) else {
-                    continue;
-                };
-                let plain = self.decrypt(&encrypted, pointer).map_err(|why| {
-                    let name = spans(stored, "/name")
-                        .first()
-                        .and_then(|(_, name)| serde_json::from_str::<String>(name.get()).ok())
-                        .unwrap_or_default();
-                    StoreError::Unreadable(format!(
-                        "the secret of source `{name}` at `{pointer}` cannot be decrypted: {why}"
-                    ))
-                })?;
-                let value = serde_json::json!({ "value": plain });
-                edits.push((span, value.to_string()));
-            }
+        for found in find(stored, SECRET_POINTERS) {
+            let Some(encrypted) = encrypted(found.value) else {
+                continue;
+            };
+            let plain = self.decrypt(&encrypted, &found.pointer).map_err(|why| {
+                let name = find(stored, &["/name"])
+                    .first()
+                    .and_then(|name| serde_json::from_str::<String>(name.value.get()).ok())
+                    .unwrap_or_default();
+                StoreError::Unreadable(format!(
+                    "the secret of source `{name}` at `{}` cannot be decrypted: {why}",
+                    found.pointer
+                ))
+            })?;
+            let value = serde_json::json!({ "value": plain });
+            edits.push((found.span, value.to_string()));
         }
         parse_stored(&splice(stored, edits))
     }
@@ -121,14 +121,14 @@ impl Sealer {
     /// every second and needs nothing else; a source whose secrets do not decrypt keeps
     /// being scheduled, and each of its jobs fails saying why.
     pub fn open_streams(&self, stored: &str) -> StoreResult<SourceSpec> {
-        let mut edits = Vec::new();
-        for pointer in SECRET_POINTERS {
-            for (span, value) in spans(stored, pointer) {
-                if encrypted(value).is_some() {
-                    edits.push((span, r#"{"value":"(encrypted)"}"#.to_owned()));
-                }
-            }
+        if !may_be_encrypted(stored) {
+            return parse_stored(stored);
         }
+        let edits = find(stored, SECRET_POINTERS)
+            .into_iter()
+            .filter(|found| encrypted(found.value).is_some())
+            .map(|found| (found.span, r#"{"value":"(encrypted)"}"#.to_owned()))
+            .collect();
         parse_stored(&splice(stored, edits))
     }
 
@@ -222,32 +222,70 @@ impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
     }
 }
 
-/// Every value at `pointer` in `text` with its byte range: a member given twice is
-/// found twice, and a path through anything but objects finds nothing.
-fn spans<'a>(text: &'a str, pointer: &str) -> Vec<(Range<usize>, &'a RawValue)> {
-    let Ok(root) = serde_json::from_str::<&RawValue>(text) else {
-        return Vec::new();
-    };
-    let mut level = vec![root];
-    for token in pointer.split('/').skip(1) {
-        let token = token.replace("~1", "/").replace("~0", "~");
-        level = level
-            .into_iter()
-            .filter_map(|value| serde_json::from_str::<Members<'a>>(value.get()).ok())
-            .flat_map(|members| members.0)
-            .filter(|(key, _)| *key == token)
-            .map(|(_, value)| value)
-            .collect();
+/// Whether `stored` can hold an encrypted secret: tidemark writes the name unescaped, and
+/// the API refuses it in any spelling, so a text without it is parsed as it is (every
+/// text stored without a key, and every one stored before the key was set).
+fn may_be_encrypted(stored: &str) -> bool {
+    stored.contains("\"encrypted\"")
+}
+
+/// A value found at one of the pointers [`find`] looks for.
+struct Found<'a> {
+    pointer: String,
+    /// Where the value is in the text.
+    span: Range<usize>,
+    value: &'a RawValue,
+}
+
+/// Every value at one of `pointers` in `text`, in one pass: a member given twice is found
+/// twice, and a path through anything but objects finds nothing.
+fn find<'a>(text: &'a str, pointers: &[&str]) -> Vec<Found<'a>> {
+    let mut found = Vec::new();
+    if let Ok(root) = serde_json::from_str::<&'a RawValue>(text) {
+        walk(text, root, String::new(), pointers, &mut found);
     }
-    level
-        .into_iter()
-        .filter_map(|value| {
-            // The value borrows from `text`; its place there is its address's offset.
-            let start = (value.get().as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
-            let span = start..start + value.get().len();
-            (text.get(span.clone()) == Some(value.get())).then_some((span, value))
-        })
-        .collect()
+    found
+}
+
+fn walk<'a>(
+    text: &'a str,
+    value: &'a RawValue,
+    at: String,
+    pointers: &[&str],
+    found: &mut Vec<Found<'a>>,
+) {
+    if pointers.contains(&at.as_str()) {
+        // The value borrows from `text`; its place there is its address's offset.
+        let start = (value.get().as_ptr() as usize).checked_sub(text.as_ptr() as usize);
+        if let Some(span) = start.map(|start| start..start + value.get().len())
+            && text.get(span.clone()) == Some(value.get())
+        {
+            found.push(Found {
+                pointer: at,
+                span,
+                value,
+            });
+        }
+        return;
+    }
+    let below = |p: &&str| {
+        p.strip_prefix(at.as_str())
+            .is_some_and(|rest| rest.starts_with('/'))
+    };
+    if !pointers.iter().any(below) {
+        return;
+    }
+    if let Ok(members) = serde_json::from_str::<Members<'a>>(value.get()) {
+        for (key, child) in members.0 {
+            walk(
+                text,
+                child,
+                format!("{at}/{}", escape_token(&key)),
+                pointers,
+                found,
+            );
+        }
+    }
 }
 
 /// `text` with each range replaced (ranges do not overlap: they hold different leaves).
@@ -307,13 +345,11 @@ mod tests {
             // Everything but the secrets is kept byte for byte.
             let text_outside = |text: &str| -> String {
                 let mut text = text.to_owned();
-                for pointer in SECRET_POINTERS {
-                    let edits = spans(&text, pointer)
-                        .into_iter()
-                        .map(|(span, _)| (span, "0".to_owned()))
-                        .collect();
-                    text = splice(&text, edits);
-                }
+                let edits = find(&text, SECRET_POINTERS)
+                    .into_iter()
+                    .map(|found| (found.span, "0".to_owned()))
+                    .collect();
+                text = splice(&text, edits);
                 text
             };
             assert_eq!(text_outside(&sealed), text_outside(&raw));
@@ -377,9 +413,9 @@ mod tests {
             assert_eq!(streams.streams, spec.streams);
         }
         // A ciphertext moved to another field does not decrypt there.
-        let token = spans(&sealed, "/auth/token")[0].1.get().to_owned();
-        let (span, _) = spans(&sealed, "/webhook_secret").remove(0);
-        let moved = splice(&sealed, vec![(span, token)]);
+        let token = find(&sealed, &["/auth/token"])[0].value.get().to_owned();
+        let webhook = find(&sealed, &["/webhook_secret"]).remove(0);
+        let moved = splice(&sealed, vec![(webhook.span, token)]);
         assert!(matches!(
             Sealer::new(Some(&key(1))).open(&moved),
             Err(StoreError::Unreadable(_))
