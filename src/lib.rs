@@ -5,6 +5,8 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod feed;
+#[cfg(test)]
+mod fuzz;
 pub mod sandbox;
 pub mod spec;
 pub mod store;
