@@ -5,6 +5,8 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod feed;
+#[cfg(test)]
+mod fuzz;
 pub mod sandbox;
 pub mod spec;
 pub mod store;
@@ -46,7 +48,7 @@ fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
 impl App {
     /// Connects to the database (applying migrations) and assembles the service.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let store = store::connect(&config.database_url)
+        let store = store::connect(&config.database_url, config.secret_key.as_ref())
             .await
             .context("opening the database")?;
         let workers = sync::Workers::start(

@@ -461,7 +461,7 @@ impl SourceClient {
 
         let error = UpstreamError::Status {
             status: status.as_u16(),
-            body: scrub(&String::from_utf8_lossy(&body), credentials.secret()),
+            body: scrub(&String::from_utf8_lossy(&body), &credentials.echoes()),
             attempts,
             path,
         };
@@ -702,11 +702,18 @@ fn encode(value: &str) -> String {
     out
 }
 
-/// An error body with the request's secret removed: upstreams echo back what they were
-/// sent ("invalid api_key abc123"), and the body ends up in job errors and logs.
-fn scrub(body: &str, secret: Option<&str>) -> String {
-    match secret {
-        Some(secret) if secret.len() >= MIN_SCRUBBED_SECRET => body.replace(secret, "REDACTED"),
-        _ => body.to_owned(),
+/// An error body with the request's secrets removed: upstreams echo back what they were
+/// sent ("invalid api_key abc123", the `Authorization` header, the query string), and
+/// the body ends up in job errors and logs. Each secret is also removed percent-encoded,
+/// as an echoed URL carries it.
+fn scrub(body: &str, secrets: &[String]) -> String {
+    let mut body = body.to_owned();
+    for secret in secrets.iter().filter(|s| s.len() >= MIN_SCRUBBED_SECRET) {
+        body = body.replace(secret.as_str(), "REDACTED");
+        let encoded = encode(secret);
+        if encoded != *secret {
+            body = body.replace(&encoded, "REDACTED");
+        }
     }
+    body
 }

@@ -45,7 +45,24 @@ pub(super) enum Credentials {
 }
 
 impl Credentials {
-    /// The secret these credentials reveal, to be scrubbed from anything shown.
+    /// Every form in which these credentials' secret can come back in a reply (the
+    /// secret itself, and for basic auth the encoded `user:password` of the header), to be
+    /// scrubbed from anything shown.
+    pub(super) fn echoes(&self) -> Vec<String> {
+        match self {
+            Credentials::Basic { username, password } => {
+                use base64::Engine as _;
+                let pair = format!("{username}:{password}");
+                vec![
+                    password.clone(),
+                    base64::engine::general_purpose::STANDARD.encode(pair),
+                ]
+            }
+            other => other.secret().map(str::to_owned).into_iter().collect(),
+        }
+    }
+
+    /// The secret these credentials reveal.
     pub(super) fn secret(&self) -> Option<&str> {
         match self {
             Credentials::None => None,
