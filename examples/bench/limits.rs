@@ -193,7 +193,8 @@ macro_rules! insert_page {
 
 /// Where the scratch table goes.
 pub enum Scratch {
-    /// A SQLite file, opened as tidemark opens its own (WAL, synchronous NORMAL).
+    /// A SQLite file, opened as tidemark opens its writer (WAL, synchronous NORMAL, a
+    /// 64 MiB cache, checkpoints every 16384 pages).
     Sqlite(String),
     /// A PostgreSQL database.
     Postgres(String),
@@ -212,7 +213,9 @@ pub async fn insert_rate(
             let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
                 .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                .synchronous(sqlx::sqlite::SqliteSynchronous::Normal);
+                .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+                .pragma("cache_size", "-65536")
+                .pragma("wal_autocheckpoint", "16384");
             let pool = sqlx::sqlite::SqlitePoolOptions::new()
                 .max_connections(1)
                 .connect_with(options)

@@ -88,37 +88,44 @@ pub trait FeedStore: Send + Sync {
     async fn relay_commits(&self) -> StoreResult<()>;
 }
 
-/// A feed row as `query_as` decodes it.
-pub(super) type ChangeTuple = (
-    i64,
-    String,
-    String,
-    String,
-    i64,
-    Option<String>,
-    DateTime<Utc>,
-);
+/// A feed row as `query_as` decodes it: seq, stream id, key, rev, body, changed_at.
+pub(super) type ChangeTuple = (i64, i64, String, i64, Option<String>, DateTime<Utc>);
 
-pub(super) fn change(t: ChangeTuple) -> StoreResult<StoredChange> {
-    let (seq, source, stream, key, rev, body, changed_at) = t;
-    Ok(StoredChange {
-        seq,
-        stream: StreamRef {
+/// The feed rows with their streams' names, which are read once per stream of the page
+/// (`names`: stream id, source name, stream name) rather than joined and parsed per row.
+pub(super) fn changes(
+    rows: Vec<ChangeTuple>,
+    names: Vec<(i64, String, String)>,
+) -> StoreResult<Vec<StoredChange>> {
+    let mut streams = std::collections::HashMap::with_capacity(names.len());
+    for (id, source, stream) in names {
+        let stream = StreamRef {
             source: super::shared::label(&source)?,
             stream: super::shared::label(&stream)?,
-        },
-        key,
-        rev,
-        body,
-        changed_at,
-    })
+        };
+        streams.insert(id, stream);
+    }
+    rows.into_iter()
+        .map(|(seq, stream_id, key, rev, body, changed_at)| {
+            let stream = streams.get(&stream_id).cloned().ok_or_else(|| {
+                super::StoreError::Corrupt(format!("feed row {seq} names no stream"))
+            })?;
+            Ok(StoredChange {
+                seq,
+                stream,
+                key,
+                rev,
+                body,
+                changed_at,
+            })
+        })
+        .collect()
 }
 
-/// The columns of a feed row, joined with its names; followed by a `WHERE` clause.
+/// The columns of a feed row; followed by a `WHERE` clause.
 macro_rules! change_select {
     () => {
-        "SELECT r.seq, so.name, st.name, r.key, r.rev, r.body, r.changed_at FROM records r \
-         JOIN streams st ON st.id = r.stream_id JOIN sources so ON so.id = st.source_id "
+        "SELECT r.seq, r.stream_id, r.key, r.rev, r.body, r.changed_at FROM records r "
     };
 }
 pub(super) use change_select;
@@ -126,7 +133,8 @@ pub(super) use change_select;
 /// Writes the [`FeedStore`] implementation for one backend. Besides the fields `read` and
 /// `write`, `$store` has `notifier`; the backend module defines `SNAPSHOT_SQL` (begins a
 /// read-only transaction that reads one snapshot), `CHANGES_IN_SQL` (feed rows of a list
-/// of streams), `id_list`, and `relay` (the body of `relay_commits`).
+/// of streams), `STREAM_NAMES_SQL` (the names of a list of streams), `id_list`, and
+/// `relay` (the body of `relay_commits`).
 macro_rules! impl_feed_store {
     ($store:ty) => {
         #[async_trait::async_trait]
@@ -159,7 +167,7 @@ macro_rules! impl_feed_store {
                 &self,
                 query: $crate::store::feed::FeedQuery<'_>,
             ) -> $crate::store::StoreResult<$crate::store::feed::FeedSnapshot> {
-                use $crate::store::feed::{ChangeTuple, FeedStream, change, change_select};
+                use $crate::store::feed::{ChangeTuple, FeedStream, change_select, changes};
                 let mut tx = self.read.begin_with(SNAPSHOT_SQL).await?;
                 let head: i64 = sqlx::query_scalar("SELECT last_seq FROM feed_head WHERE id = 1")
                     .fetch_one(&mut *tx)
@@ -207,12 +215,23 @@ macro_rules! impl_feed_store {
                         .fetch_all(&mut *tx)
                         .await?,
                 };
+                let mut row_streams: Vec<i64> = rows.iter().map(|r| r.1).collect();
+                row_streams.sort_unstable();
+                row_streams.dedup();
+                let names: Vec<(i64, String, String)> = if row_streams.is_empty() {
+                    Vec::new()
+                } else {
+                    sqlx::query_as(STREAM_NAMES_SQL)
+                        .bind(id_list(&row_streams))
+                        .fetch_all(&mut *tx)
+                        .await?
+                };
                 tx.commit().await?;
                 Ok($crate::store::feed::FeedSnapshot {
                     head,
                     horizon,
                     streams,
-                    changes: rows.into_iter().map(change).collect::<Result<_, _>>()?,
+                    changes: changes(rows, names)?,
                 })
             }
 

@@ -72,6 +72,10 @@ const CHANGES_IN_SQL: &str = concat!(
     "WHERE r.stream_id = ANY($3) AND r.seq > $1 ORDER BY r.seq LIMIT $2"
 );
 
+/// The names of the streams in an array of ids.
+const STREAM_NAMES_SQL: &str = "SELECT st.id, so.name, st.name FROM streams st \
+     JOIN sources so ON so.id = st.source_id WHERE st.id = ANY($1)";
+
 fn id_list(ids: &[i64]) -> Vec<i64> {
     ids.to_vec()
 }

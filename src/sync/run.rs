@@ -99,10 +99,10 @@ async fn run_pages(
             (true, CursorWrite::Keep) | (false, _) => step.cursor,
             (true, last) => last,
         };
-        let records = page_records(&fetched.page, stream.deletes.is_some());
         if let Some(seen) = &mut seen {
             seen.extend(fetched.page.records.iter().map(|r| r.key.clone()));
         }
+        let records = page_records(fetched.page, stream.deletes.is_some());
         let commit = engine.store.commit_page(PageCommit {
             job: claim.job.id,
             owner,
@@ -191,14 +191,14 @@ fn fail(problem: Problem) -> Ending {
 
 /// The page's records as the mirror takes them: a deletions stream's records, and records
 /// matching the deleted predicate, are tombstones.
-fn page_records(page: &Page, deletions_stream: bool) -> Vec<PageRecord> {
+fn page_records(page: Page, deletions_stream: bool) -> Vec<PageRecord> {
     page.records
-        .iter()
+        .into_iter()
         .map(|item| {
             if deletions_stream || item.deleted {
-                PageRecord::delete(item.key.clone())
+                PageRecord::delete(item.key)
             } else {
-                PageRecord::upsert(item.key.clone(), item.text.clone())
+                PageRecord::upsert(item.key, item.text)
             }
         })
         .collect()

@@ -1,8 +1,9 @@
 //! Reads records out of an upstream reply without re-encoding them: each record is kept as
 //! the exact text the upstream sent (no float/int round trip, no key reordering).
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -48,20 +49,37 @@ pub fn extract(
     records: &RecordsSpec,
     next: Option<&JsonPointer>,
 ) -> Result<Page, ExtractError> {
-    let root: &RawValue = serde_json::from_slice(body)
-        .map_err(|e| ExtractError::NotJson(format!("the reply is not JSON: {e}")))?;
-    let list = find(root, records.path.as_str())?.ok_or_else(|| {
-        ExtractError::Shape(format!(
-            "the reply has nothing at the records path `{}`",
-            records.path
-        ))
-    })?;
-    let items: Vec<&RawValue> = serde_json::from_str(list.get()).map_err(|_| {
+    let not_json =
+        |e: serde_json::Error| ExtractError::NotJson(format!("the reply is not JSON: {e}"));
+    let not_array = || {
         ExtractError::Shape(format!(
             "the value at the records path `{}` is not an array",
             records.path
         ))
-    })?;
+    };
+    // A reply that is the array itself is read once; otherwise the document is read as
+    // raw JSON first and only the records' array is read again.
+    let root: Option<&RawValue> = match (records.path.as_str(), next) {
+        ("", None) => None,
+        _ => Some(serde_json::from_slice(body).map_err(not_json)?),
+    };
+    let items: Vec<&RawValue> = match root {
+        None => serde_json::from_slice(body).map_err(|e| {
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) => not_array(),
+                Err(_) => not_json(e),
+            }
+        })?,
+        Some(root) => {
+            let list = find(root, records.path.as_str())?.ok_or_else(|| {
+                ExtractError::Shape(format!(
+                    "the reply has nothing at the records path `{}`",
+                    records.path
+                ))
+            })?;
+            serde_json::from_str(list.get()).map_err(|_| not_array())?
+        }
+    };
     let mut page = Page {
         records: Vec::with_capacity(items.len()),
         next: None,
@@ -69,7 +87,7 @@ pub fn extract(
     for (i, raw) in items.into_iter().enumerate() {
         page.records.push(item(i, raw, records)?);
     }
-    if let Some(pointer) = next {
+    if let (Some(pointer), Some(root)) = (next, root) {
         page.next = find(root, pointer.as_str())?
             .map(|raw| serde_json::from_str::<Value>(raw.get()))
             .transpose()
@@ -79,13 +97,23 @@ pub fn extract(
     Ok(page)
 }
 
+/// Reads one record's key, updated time and deleted flag without parsing the rest of it:
+/// one pass over the record picks out the members the pointers start with.
 fn item(i: usize, raw: &RawValue, spec: &RecordsSpec) -> Result<Item, ExtractError> {
-    let value: Value = serde_json::from_str(raw.get())
-        .map_err(|e| ExtractError::Shape(format!("record {i}: {e}")))?;
-    let key_value = value
-        .pointer(spec.key.as_str())
-        .cloned()
-        .unwrap_or(Value::Null);
+    let [key, updated, deleted] = at_pointers(
+        raw,
+        [
+            Some(spec.key.as_str()),
+            spec.updated_at.as_ref().map(|p| p.as_str()),
+            spec.deleted.as_ref().map(|d| d.pointer.as_str()),
+        ],
+    )
+    .map_err(|e| ExtractError::Shape(format!("record {i}: {e}")))?;
+    let value = |raw: &RawValue| {
+        serde_json::from_str::<Value>(raw.get())
+            .map_err(|e| ExtractError::Shape(format!("record {i}: {e}")))
+    };
+    let key_value = key.map(value).transpose()?.unwrap_or(Value::Null);
     let key = match &key_value {
         Value::String(s) if !s.is_empty() => s.clone(),
         Value::Number(n) => n.to_string(),
@@ -98,10 +126,10 @@ fn item(i: usize, raw: &RawValue, spec: &RecordsSpec) -> Result<Item, ExtractErr
     };
     let updated = match &spec.updated_at {
         Some(pointer) => Some(
-            value
-                .pointer(pointer.as_str())
+            updated
+                .map(value)
+                .transpose()?
                 .filter(|v| !v.is_null())
-                .cloned()
                 .ok_or_else(|| {
                     ExtractError::Shape(format!(
                         "record {i} (key {key}) has no updated time at `{pointer}`"
@@ -110,10 +138,10 @@ fn item(i: usize, raw: &RawValue, spec: &RecordsSpec) -> Result<Item, ExtractErr
         ),
         None => None,
     };
-    let deleted = spec
-        .deleted
-        .as_ref()
-        .is_some_and(|d| value.pointer(d.pointer.as_str()) == Some(&d.equals));
+    let deleted = match (&spec.deleted, deleted) {
+        (Some(predicate), Some(raw)) => value(raw)? == predicate.equals,
+        _ => false,
+    };
     Ok(Item {
         key,
         key_value,
@@ -123,26 +151,141 @@ fn item(i: usize, raw: &RawValue, spec: &RecordsSpec) -> Result<Item, ExtractErr
     })
 }
 
+/// The raw values at up to `N` pointers under `root`. An object is read once for the
+/// members the pointers start with; deeper pointers then descend into those members.
+fn at_pointers<'a, const N: usize>(
+    root: &'a RawValue,
+    pointers: [Option<&str>; N],
+) -> Result<[Option<&'a RawValue>; N], serde_json::Error> {
+    let mut found = [None; N];
+    if !root.get().trim_start().starts_with('{') {
+        for (slot, pointer) in found.iter_mut().zip(pointers) {
+            if let Some(pointer) = pointer {
+                *slot = find_raw(root, pointer)?;
+            }
+        }
+        return Ok(found);
+    }
+    // (first token, the rest of the pointer) of each pointer below the root.
+    let split: [Option<(String, &str)>; N] = pointers.map(|p| {
+        let rest = p?.strip_prefix('/')?;
+        let (first, rest) = rest.find('/').map_or((rest, ""), |at| rest.split_at(at));
+        Some((unescape(first), rest))
+    });
+    let names: Vec<&str> = split.iter().flatten().map(|(f, _)| f.as_str()).collect();
+    let mut deserializer = serde_json::Deserializer::from_str(root.get());
+    let members = Members { names: &names }.deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    let mut members = members.into_iter();
+    for ((slot, pointer), split) in found.iter_mut().zip(pointers).zip(&split) {
+        *slot = match (pointer, split) {
+            (Some(""), _) => Some(root),
+            (_, Some((_, rest))) => match members.next().flatten() {
+                Some(member) => find_raw(member, rest)?,
+                None => None,
+            },
+            _ => None,
+        };
+    }
+    Ok(found)
+}
+
+/// Reads an object, keeping the raw value of each member named in `names` (the last one,
+/// when a name repeats) and skipping every other value without building it.
+struct Members<'n> {
+    names: &'n [&'n str],
+}
+
+impl<'de> DeserializeSeed<'de> for Members<'_> {
+    type Value = Vec<Option<&'de RawValue>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Members<'_> {
+    type Value = Vec<Option<&'de RawValue>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = vec![None; self.names.len()];
+        while let Some(name) = map.next_key_seed(Name)? {
+            if self.names.contains(&name.as_ref()) {
+                let value: &'de RawValue = map.next_value()?;
+                for (slot, wanted) in found.iter_mut().zip(self.names) {
+                    if *wanted == name.as_ref() {
+                        *slot = Some(value);
+                    }
+                }
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// A member name, borrowed from the document unless it holds escapes.
+struct Name;
+
+impl<'de> DeserializeSeed<'de> for Name {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Name {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+}
+
+/// An RFC 6901 reference token, unescaped.
+fn unescape(token: &str) -> String {
+    token.replace("~1", "/").replace("~0", "~")
+}
+
 /// The raw value at `pointer` (RFC 6901) under `root`, without parsing anything else.
 fn find<'a>(root: &'a RawValue, pointer: &str) -> Result<Option<&'a RawValue>, ExtractError> {
+    find_raw(root, pointer).map_err(|e| ExtractError::Shape(format!("`{pointer}`: {e}")))
+}
+
+fn find_raw<'a>(
+    root: &'a RawValue,
+    pointer: &str,
+) -> Result<Option<&'a RawValue>, serde_json::Error> {
     let mut current = root;
     if pointer.is_empty() {
         return Ok(Some(current));
     }
     for token in pointer.split('/').skip(1) {
-        let token = token.replace("~1", "/").replace("~0", "~");
+        let token = unescape(token);
         let text = current.get().trim_start();
         let next = if text.starts_with('{') {
-            let object: BTreeMap<String, &'a RawValue> = serde_json::from_str(current.get())
-                .map_err(|e| ExtractError::Shape(format!("`{pointer}`: {e}")))?;
-            object.get(&token).copied()
+            let mut deserializer = serde_json::Deserializer::from_str(current.get());
+            let names = [token.as_str()];
+            let found = Members { names: &names }.deserialize(&mut deserializer)?;
+            deserializer.end()?;
+            found.into_iter().next().flatten()
         } else if text.starts_with('[') {
-            let array: Vec<&'a RawValue> = serde_json::from_str(current.get())
-                .map_err(|e| ExtractError::Shape(format!("`{pointer}`: {e}")))?;
-            token
-                .parse::<usize>()
-                .ok()
-                .and_then(|i| array.get(i).copied())
+            let array: Vec<&'a RawValue> = serde_json::from_str(current.get())?;
+            array_index(&token).and_then(|i| array.get(i).copied())
         } else {
             None
         };
@@ -152,6 +295,14 @@ fn find<'a>(root: &'a RawValue, pointer: &str) -> Result<Option<&'a RawValue>, E
         }
     }
     Ok(Some(current))
+}
+
+/// An array index as RFC 6901 writes it: digits, without a leading zero.
+fn array_index(token: &str) -> Option<usize> {
+    if token.starts_with('+') || (token.starts_with('0') && token.len() > 1) {
+        return None;
+    }
+    token.parse().ok()
 }
 
 #[cfg(test)]
@@ -194,6 +345,50 @@ mod tests {
         let page = extract(body, &records, None).unwrap();
         let deleted: Vec<bool> = page.records.iter().map(|r| r.deleted).collect();
         assert_eq!(deleted, [true, false]);
+    }
+
+    #[test]
+    fn pointers_reach_nested_members_escaped_names_and_array_records() {
+        let body = br#"[
+            {"x": {"deep": [1, {"id": "no"}]}, "meta": {"id": "k1", "a/b": {"t": "2024"}},
+             "flags": [false, {"gone": true}]},
+            {"meta": {"a/b": {"t": "2025"}, "id": "k2"}, "flags": []}
+        ]"#;
+        let records = spec(
+            r#"{"path": "", "key": "/meta/id", "updated_at": "/meta/a~1b/t",
+                "deleted": {"pointer": "/flags/1/gone"}}"#,
+        );
+        let page = extract(body, &records, None).unwrap();
+        let read: Vec<(&str, String, bool)> = page
+            .records
+            .iter()
+            .map(|r| {
+                (
+                    r.key.as_str(),
+                    r.updated.as_ref().unwrap().to_string(),
+                    r.deleted,
+                )
+            })
+            .collect();
+        assert_eq!(
+            read,
+            [
+                ("k1", "\"2024\"".into(), true),
+                ("k2", "\"2025\"".into(), false)
+            ]
+        );
+        // A repeated member counts once, with its last value; escaped names are matched
+        // unescaped; a record may be an array.
+        let key = |body: &[u8], pointer: &str| {
+            let records = spec(&format!(r#"{{"path": "", "key": "{pointer}"}}"#));
+            extract(body, &records, None).unwrap().records[0]
+                .key
+                .clone()
+        };
+        assert_eq!(key(br#"[{"id": 1, "x": [], "id": 2}]"#, "/id"), "2");
+        assert_eq!(key(br#"[{"i\u0064": 3}]"#, "/id"), "3");
+        assert_eq!(key(br#"[[7, "x"]]"#, "/0"), "7");
+        assert_eq!(key(br#"[{"a": [0, 1, {"b": "deep"}]}]"#, "/a/2/b"), "deep");
     }
 
     #[test]
