@@ -103,13 +103,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .context("--database postgres needs --postgres-url")?;
         databases.push(phases::Database::Postgres(url));
     }
+    let load_start = report::load_average();
     let mut results = Vec::new();
     for database in databases {
         eprintln!("== {} ==", database.name());
         let result = phases::run(&database, &args).await?;
         results.push((database.name(), result));
     }
-    let report = report::Report::new(&args, results);
+    let report = report::Report::new(&args, load_start, results);
     println!("{}", report.table());
     let json = serde_json::to_string_pretty(&report).context("encoding the results")?;
     std::fs::write(&args.out, json + "\n")

@@ -29,10 +29,23 @@ pub struct Machine {
     pub cores: usize,
     pub cpu: String,
     pub memory_gb: f64,
+    /// `/proc/loadavg` when the run started and when it ended: other work on the machine
+    /// shows here.
+    pub load_start: String,
+    pub load_end: String,
+}
+
+/// The 1, 5 and 15 minute load averages.
+pub fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl Machine {
-    fn this() -> Self {
+    fn this(load_start: String) -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu = cpuinfo
             .lines()
@@ -49,12 +62,14 @@ impl Machine {
             cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
             cpu,
             memory_gb: (memory_kb / 1024.0 / 1024.0).round(),
+            load_start,
+            load_end: load_average(),
         }
     }
 }
 
 impl Report {
-    pub fn new(args: &RunArgs, results: Vec<(&'static str, Results)>) -> Self {
+    pub fn new(args: &RunArgs, load_start: String, results: Vec<(&'static str, Results)>) -> Self {
         let mut command = String::from("cargo run --release --example bench --");
         for arg in std::env::args().skip(1) {
             command.push(' ');
@@ -62,7 +77,7 @@ impl Report {
         }
         Report {
             date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
-            machine: Machine::this(),
+            machine: Machine::this(load_start),
             command,
             records: args.records,
             results: results
@@ -225,8 +240,14 @@ impl Report {
             })
             .collect();
         let mut out = format!(
-            "tidemark benchmark, {} records, {} ({} cores, {})\n{}\n\n",
-            self.records, self.date, self.machine.cores, self.machine.cpu, self.command
+            "tidemark benchmark, {} records, {} ({} cores, {}; load average {} at the start, {} at the end)\n{}\n\n",
+            self.records,
+            self.date,
+            self.machine.cores,
+            self.machine.cpu,
+            self.machine.load_start,
+            self.machine.load_end,
+            self.command
         );
         for (i, line) in lines.iter().enumerate() {
             let cells: Vec<String> = line
