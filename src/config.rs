@@ -5,8 +5,11 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+use crate::upstream::policy::HostPolicy;
 
 /// How tidemark runs.
 #[derive(Debug, Clone, clap::Args)]
@@ -38,7 +41,8 @@ pub struct Config {
         default_value = "",
         global = true,
         hide_env_values = true,
-        hide_default_value = true
+        hide_default_value = true,
+        value_parser = Quiet::<ApiTokens>::new()
     )]
     pub api_tokens: ApiTokens,
 
@@ -76,6 +80,31 @@ pub struct Config {
     )]
     pub feed_max_waiters: usize,
 
+    /// Encrypts the inline upstream secrets of stored sources (AES-256-GCM): 32 bytes, as
+    /// 64 hex characters or base64 (e.g. `openssl rand -base64 32`). Without it they are
+    /// stored as given.
+    #[arg(
+        long,
+        env = "TIDEMARK_SECRET_KEY",
+        global = true,
+        hide_env_values = true,
+        value_parser = Quiet::<SecretKey>::new()
+    )]
+    pub secret_key: Option<SecretKey>,
+
+    /// Hosts upstream requests may go to, comma-separated: `api.example.com`, `*.example.com`
+    /// (any name under it), either with an optional `:port`; IP addresses as written
+    /// (IPv6 in brackets). Empty: any host. Link-local and cloud metadata addresses are
+    /// refused either way, also when a name resolves to one.
+    #[arg(
+        long,
+        env = "TIDEMARK_UPSTREAM_ALLOW",
+        default_value = "",
+        global = true,
+        hide_default_value = true
+    )]
+    pub upstream_allow: HostPolicy,
+
     /// Log filter, in `tracing` `EnvFilter` syntax (e.g. `info,tidemark=debug`).
     #[arg(long, env = "TIDEMARK_LOG", default_value = "info", global = true)]
     pub log: String,
@@ -88,6 +117,52 @@ pub struct Config {
         global = true
     )]
     pub log_format: LogFormat,
+}
+
+/// Parses a setting that holds secrets without repeating it when it is invalid (clap's
+/// own parsers quote the value in their error, which ends up in terminals and logs).
+#[derive(Clone)]
+struct Quiet<T>(std::marker::PhantomData<fn() -> T>);
+
+impl<T> Quiet<T> {
+    fn new() -> Self {
+        Quiet(std::marker::PhantomData)
+    }
+}
+
+impl<T> clap::builder::TypedValueParser for Quiet<T>
+where
+    T: FromStr<Err = String> + Clone + Send + Sync + 'static,
+{
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        let name = match (
+            arg.and_then(|a| a.get_long()),
+            arg.and_then(|a| a.get_env()),
+        ) {
+            (Some(long), Some(env)) => format!("--{long} ({})", env.to_string_lossy()),
+            (Some(long), None) => format!("--{long}"),
+            _ => "value".to_owned(),
+        };
+        let invalid = |why: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid {name}: {why} (the value is not repeated: it is secret)\n"),
+            )
+            .with_cmd(cmd)
+        };
+        value
+            .to_str()
+            .ok_or_else(|| invalid("it is not valid UTF-8".into()))?
+            .parse()
+            .map_err(invalid)
+    }
 }
 
 /// A length of time written as a number and a unit: `45s`, `90m`, `12h`, `30d`.
@@ -186,6 +261,56 @@ impl FromStr for ApiTokens {
     }
 }
 
+/// The key that encrypts stored upstream secrets: 32 bytes. Never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretKey([u8; 32]);
+
+impl SecretKey {
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey(<redacted>)")
+    }
+}
+
+impl FromStr for SecretKey {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let hex = || -> Option<Vec<u8>> {
+            (s.len() == 64 && s.is_ascii()).then_some(())?;
+            (0..64)
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+                .collect()
+        };
+        let base64 = || {
+            use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+            let unpadded = s.trim_end_matches('=');
+            let padded = format!("{unpadded}{}", "=".repeat((4 - unpadded.len() % 4) % 4));
+            STANDARD
+                .decode(&padded)
+                .or_else(|_| URL_SAFE.decode(&padded))
+                .ok()
+        };
+        // The message never repeats the value: it is a secret, even when malformed.
+        hex()
+            .or_else(base64)
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .map(SecretKey)
+            .ok_or_else(|| {
+                "the secret key must be 32 bytes, written as 64 hex characters or in base64 \
+                 (e.g. the output of `openssl rand -base64 32`)"
+                    .to_owned()
+            })
+    }
+}
+
 impl Config {
     /// Refuses to expose an open API: without tokens, only loopback addresses are served.
     pub fn check_exposure(&self, addr: SocketAddr) -> anyhow::Result<()> {
@@ -209,6 +334,8 @@ impl Config {
             job_lease_seconds: 30,
             tombstone_retention: Period(Duration::from_secs(30 * 86_400)),
             feed_max_waiters: 10_000,
+            secret_key: None,
+            upstream_allow: HostPolicy::default(),
             log: "info".into(),
             log_format: LogFormat::Pretty,
         }
@@ -230,6 +357,53 @@ mod tests {
         assert!("admin".parse::<ApiTokens>().is_err());
         assert!("admin:short".parse::<ApiTokens>().is_err());
         assert!("".parse::<ApiTokens>().unwrap().is_empty());
+    }
+
+    #[test]
+    fn secret_keys_are_32_bytes_in_hex_or_base64() {
+        let hex = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF";
+        let key: SecretKey = hex.parse().unwrap();
+        assert_eq!(key.bytes()[..3], [0x00, 0x11, 0x22]);
+        assert_eq!(key.bytes()[31], 0xff);
+        let b64 = "ABEiM0RVZneImaq7zN3u/wARIjNEVWZ3iJmqu8zd7v8=";
+        assert_eq!(b64.parse::<SecretKey>(), Ok(key.clone()));
+        assert_eq!(
+            b64.trim_end_matches('=').parse::<SecretKey>(),
+            Ok(key.clone())
+        );
+        let url_safe = b64.replace('/', "_");
+        assert_eq!(url_safe.parse::<SecretKey>(), Ok(key.clone()));
+        assert!(!format!("{key:?}").contains("00"));
+        for bad in [
+            "",
+            &hex[..62],
+            &format!("{hex}00"),
+            &hex.replace('0', "g"),
+            "c2hvcnQ=",
+            "not a key at all, not base64 either!!",
+        ] {
+            let e = bad.parse::<SecretKey>().unwrap_err();
+            assert!(bad.is_empty() || !e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn invalid_secret_settings_are_not_repeated() {
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: Config,
+        }
+        use clap::Parser as _;
+        for args in [
+            ["t", "--secret-key", "typo-of-a-real-key-0123"],
+            ["t", "--api-tokens", "admin:typo"],
+        ] {
+            let e = Cli::try_parse_from(args).unwrap_err().to_string();
+            assert!(e.contains(args[1]) && !e.contains("typo"), "{e}");
+        }
+        let ok = Cli::try_parse_from(["t", "--secret-key", &"ab".repeat(32)]).unwrap();
+        assert!(ok.config.secret_key.is_some());
     }
 
     #[test]

@@ -220,6 +220,15 @@ impl From<StoreError> for ApiError {
                 tracing::error!(%detail, "stored data does not parse");
                 Self::internal()
             }
+            StoreError::Unreadable(detail) => {
+                tracing::error!(%detail, "a stored secret cannot be decrypted");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "stored-secret-unreadable",
+                    "Stored secret cannot be decrypted",
+                    detail,
+                )
+            }
         }
     }
 }

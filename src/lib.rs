@@ -5,6 +5,8 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod feed;
+#[cfg(test)]
+mod fuzz;
 pub mod sandbox;
 pub mod spec;
 pub mod store;
@@ -46,12 +48,12 @@ fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
 impl App {
     /// Connects to the database (applying migrations) and assembles the service.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let store = store::connect(&config.database_url)
+        let store = store::connect(&config.database_url, config.secret_key.as_ref())
             .await
             .context("opening the database")?;
         let workers = sync::Workers::start(
             store.clone(),
-            upstream::client::Upstream::new(),
+            upstream::client::Upstream::with_policy(config.upstream_allow.clone()),
             config.workers,
             Duration::from_secs(u64::from(config.job_lease_seconds)),
         );
@@ -65,6 +67,7 @@ impl App {
             metrics: metrics_handle()?,
             waker: workers.waker(),
             feed: Arc::new(feed),
+            hosts: Arc::new(config.upstream_allow.clone()),
         };
         Ok(App {
             config,

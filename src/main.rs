@@ -44,7 +44,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate => {
             init_logs(&config)?;
-            store::connect(&config.database_url).await?;
+            store::connect(&config.database_url, config.secret_key.as_ref()).await?;
             tracing::info!("migrations applied");
             Ok(())
         }

@@ -29,6 +29,7 @@ use crate::config::ApiTokens;
 use crate::feed::Feed;
 use crate::store::Store;
 use crate::sync::Waker;
+use crate::upstream::policy::HostPolicy;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -40,6 +41,8 @@ pub struct AppState {
     pub waker: Waker,
     /// The change feed: tokens, reads and waiting slots.
     pub feed: Arc<Feed>,
+    /// The upstream hosts a source may name (`TIDEMARK_UPSTREAM_ALLOW`).
+    pub hosts: Arc<HostPolicy>,
 }
 
 #[derive(OpenApi)]

@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::extract::{ApiJson, SourcePath, StreamPath};
 use crate::error::{ApiError, Problem};
+use crate::spec::auth::Auth;
 use crate::spec::cursor::{self, CursorUpdate, CursorView};
 use crate::spec::de::ParseError;
 use crate::spec::{SourceList, SourceName, SourceSpec, SourceView, StreamName, StreamView};
@@ -40,6 +41,23 @@ pub(super) fn no_source(name: &SourceName) -> ApiError {
 
 pub(super) fn no_stream(source: &SourceName, stream: &StreamName) -> ApiError {
     ApiError::not_found(format!("there is no stream `{source}/{stream}`"))
+}
+
+/// A source may only name hosts the upstream policy allows: its `base_url`, and its OAuth
+/// 2.0 token endpoint (the client checks both again before every request, because DNS
+/// answers and the policy can change after registration).
+fn check_hosts(state: &AppState, spec: &SourceSpec) -> Result<(), ApiError> {
+    state
+        .hosts
+        .check(spec.base_url.as_str())
+        .map_err(|e| ApiError::invalid("/base_url", e.to_string()))?;
+    if let Auth::Oauth2(oauth) = &spec.auth {
+        state
+            .hosts
+            .check(oauth.token_url.as_str())
+            .map_err(|e| ApiError::invalid("/auth/token_url", e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// A list's page size: 1 to 1000, 100 when not given.
@@ -73,6 +91,7 @@ async fn create_source(
     State(state): State<AppState>,
     body: ApiJson<SourceSpec>,
 ) -> Result<impl IntoResponse, ApiError> {
+    check_hosts(&state, &body.value)?;
     let stored = state
         .store
         .create_source(NewSource {
@@ -197,6 +216,7 @@ async fn replace_source(
             ),
         ));
     }
+    check_hosts(&state, &body.value)?;
     let stored = state
         .store
         .replace_source(NewSource {

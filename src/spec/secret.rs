@@ -97,6 +97,14 @@ impl<'de> Deserialize<'de> for Secret {
                     "a redacted secret cannot be stored: give the secret again as {\"value\": \"...\"} or {\"env\": \"NAME\"}",
                 ));
             }
+            // The form secrets take inside the database when TIDEMARK_SECRET_KEY is set;
+            // never accepted from a client, who could otherwise plant a ciphertext.
+            (false, false) if object.contains_key("encrypted") => {
+                return Err(error_at(
+                    "/encrypted",
+                    "an encrypted secret cannot be given: give the secret itself as {\"value\": \"...\"} or {\"env\": \"NAME\"}; tidemark encrypts what it stores when TIDEMARK_SECRET_KEY is set",
+                ));
+            }
             (false, false) => {
                 return Err(D::Error::custom(
                     "expected {\"value\": \"...\"} or {\"env\": \"NAME\"}",
@@ -151,6 +159,7 @@ mod tests {
             r#"{"value":"a","x":1}"#,
             "3",
             r#"{"redacted":true}"#,
+            r#"{"encrypted":"AAAA"}"#,
         ] {
             assert!(serde_json::from_str::<Secret>(bad).is_err(), "{bad}");
         }

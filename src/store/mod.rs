@@ -3,6 +3,7 @@
 
 mod feed;
 mod postgres;
+mod sealed;
 mod shared;
 mod sqlite;
 
@@ -12,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::config::SecretKey;
 use crate::error::Problem;
 use crate::spec::job::{JobMode, JobStats, JobStatus, Trigger};
 use crate::spec::names::HttpUrl;
@@ -20,6 +22,7 @@ use crate::spec::{Job, SourceName, SourceSpec, StreamName, StreamSpec};
 
 pub use feed::{FeedQuery, FeedSnapshot, FeedStore, FeedStream, Purged, StoredChange};
 pub use postgres::PgStore;
+pub use sealed::Sealer;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +35,10 @@ pub enum StoreError {
     /// Stored data that no longer parses: a bug or a manual edit of the database.
     #[error("{0}")]
     Corrupt(String),
+    /// A stored secret that does not decrypt: `TIDEMARK_SECRET_KEY` is missing or is not
+    /// the key it was encrypted with.
+    #[error("{0}")]
+    Unreadable(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -348,12 +355,16 @@ pub trait Store: FeedStore + Send + Sync + 'static {
 }
 
 /// Opens the store `database_url` names (`sqlite:` or `postgres:`) and applies its
-/// migrations.
-pub async fn connect(database_url: &str) -> anyhow::Result<Arc<dyn Store>> {
+/// migrations. Inline upstream secrets are encrypted with `secret_key` when one is given.
+pub async fn connect(
+    database_url: &str,
+    secret_key: Option<&SecretKey>,
+) -> anyhow::Result<Arc<dyn Store>> {
+    let sealer = Sealer::new(secret_key);
     if database_url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(database_url).await?))
+        Ok(Arc::new(SqliteStore::connect(database_url, sealer).await?))
     } else if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
-        Ok(Arc::new(PgStore::connect(database_url).await?))
+        Ok(Arc::new(PgStore::connect(database_url, sealer).await?))
     } else {
         anyhow::bail!(
             "DATABASE_URL must start with sqlite: or postgres: (got `{}`)",

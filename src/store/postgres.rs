@@ -7,6 +7,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 
 use super::feed::{change_select, impl_feed_store};
+use super::sealed::Sealer;
 use super::shared::impl_store;
 use crate::feed::notify::Notifier;
 
@@ -20,12 +21,13 @@ pub struct PgStore {
     notifier: Notifier,
     /// Tells this instance's feed notifications from other instances'.
     instance: String,
+    sealer: Sealer,
 }
 
 impl PgStore {
     /// Connects and applies migrations (sqlx serializes concurrent migrators with an
     /// advisory lock, so several instances may start at once).
-    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+    pub async fn connect(url: &str, sealer: Sealer) -> anyhow::Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(CONNECTIONS)
             .acquire_timeout(Duration::from_secs(5))
@@ -37,6 +39,7 @@ impl PgStore {
             write: pool,
             notifier: Notifier::default(),
             instance: uuid::Uuid::new_v4().simple().to_string(),
+            sealer,
         })
     }
 

@@ -9,9 +9,8 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{StoreError, StoreResult, StoredSource};
+use super::{Sealer, StoreError, StoreResult, StoredSource};
 use crate::error::Problem;
-use crate::spec::de::parse;
 use crate::spec::job::JobStats;
 use crate::spec::{Job, SourceSpec};
 
@@ -22,19 +21,15 @@ pub(super) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-/// Parses a stored source spec.
-pub(super) fn parse_spec(spec: &str) -> StoreResult<SourceSpec> {
-    parse(spec.as_bytes()).map_err(|e| StoreError::Corrupt(format!("stored source spec: {e:?}")))
-}
-
 /// A stored source from its row.
 pub(super) fn source_from_parts(
+    sealer: &Sealer,
     spec: &str,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 ) -> StoreResult<StoredSource> {
     Ok(StoredSource {
-        spec: parse_spec(spec)?,
+        spec: sealer.open(spec)?,
         created_at,
         updated_at,
     })
@@ -243,6 +238,7 @@ macro_rules! impl_store {
                 &self,
                 source: $crate::store::NewSource<'_>,
             ) -> $crate::store::StoreResult<$crate::store::StoredSource> {
+                let stored = self.sealer.seal(source.spec, source.raw)?;
                 let now = $crate::store::shared::now();
                 let mut tx = self.write.begin().await?;
                 let id: i64 = sqlx::query_scalar(
@@ -250,7 +246,7 @@ macro_rules! impl_store {
                      VALUES ($1, $2, $3, $3) RETURNING id",
                 )
                 .bind(source.spec.name.as_str())
-                .bind(source.raw)
+                .bind(&stored)
                 .bind(now)
                 .fetch_one(&mut *tx)
                 .await
@@ -285,6 +281,7 @@ macro_rules! impl_store {
                 &self,
                 source: $crate::store::NewSource<'_>,
             ) -> $crate::store::StoreResult<Option<$crate::store::StoredSource>> {
+                let stored = self.sealer.seal(source.spec, source.raw)?;
                 let now = $crate::store::shared::now();
                 let mut tx = self.write.begin().await?;
                 let row: Option<(i64, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
@@ -292,7 +289,7 @@ macro_rules! impl_store {
                      RETURNING id, created_at",
                 )
                 .bind(source.spec.name.as_str())
-                .bind(source.raw)
+                .bind(&stored)
                 .bind(now)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -356,7 +353,7 @@ macro_rules! impl_store {
                         .fetch_optional(&self.read)
                         .await?;
                 row.map(|(spec, created, updated)| {
-                    $crate::store::shared::source_from_parts(&spec, created, updated)
+                    $crate::store::shared::source_from_parts(&self.sealer, &spec, created, updated)
                 })
                 .transpose()
             }
@@ -378,7 +375,7 @@ macro_rules! impl_store {
                     .await?;
                 rows.into_iter()
                     .map(|(spec, created, updated)| {
-                        $crate::store::shared::source_from_parts(&spec, created, updated)
+                        $crate::store::shared::source_from_parts(&self.sealer, &spec, created, updated)
                     })
                     .collect()
             }
@@ -420,7 +417,7 @@ macro_rules! impl_store {
                 let Some((stream_id, spec, cursor, cursor_updated_at, cursor_job)) = row else {
                     return Ok(None);
                 };
-                let source_spec = $crate::store::shared::parse_spec(&spec)?;
+                let source_spec = self.sealer.open(&spec)?;
                 let Some(stream_spec) = source_spec.streams.get(stream).cloned() else {
                     return Err($crate::store::StoreError::Corrupt(format!(
                         "stream `{stream}` has a row but is not in the spec of `{source}`"
@@ -637,7 +634,19 @@ macro_rules! impl_store {
                     .fetch_one(&mut *tx)
                     .await?;
                 let job = $crate::store::shared::named_job(row)?;
-                let source = $crate::store::shared::parse_spec(&spec)?;
+                let source = match self.sealer.open(&spec) {
+                    Ok(source) => source,
+                    Err(e) => {
+                        // Failed rather than left queued: the oldest queued job is claimed
+                        // first, so one that cannot start would block every other.
+                        tx.commit().await?;
+                        let problem = $crate::error::ApiError::from(e).problem();
+                        let end = $crate::store::JobEnd::Failed(problem);
+                        $crate::store::Store::finish_job(self, job.id, owner, &job.stats, end)
+                            .await?;
+                        return Ok(None);
+                    }
+                };
                 let Some(stream) = source.streams.get(&job.stream).cloned() else {
                     return Err($crate::store::StoreError::Corrupt(format!(
                         "job {id} names stream `{}`, which is not in its source's spec",
@@ -979,7 +988,7 @@ macro_rules! impl_store {
                     let source = match specs.get(&spec) {
                         Some(source) => source,
                         None => {
-                            let parsed = $crate::store::shared::parse_spec(&spec)?;
+                            let parsed = self.sealer.open_streams(&spec)?;
                             specs.entry(spec.clone()).or_insert(parsed)
                         }
                     };

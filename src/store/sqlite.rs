@@ -9,6 +9,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::feed::{change_select, impl_feed_store};
+use super::sealed::Sealer;
 use super::shared::impl_store;
 use crate::feed::notify::Notifier;
 
@@ -25,11 +26,12 @@ pub struct SqliteStore {
     read: SqlitePool,
     write: SqlitePool,
     notifier: Notifier,
+    sealer: Sealer,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies migrations.
-    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+    pub async fn connect(url: &str, sealer: Sealer) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -62,6 +64,7 @@ impl SqliteStore {
             read,
             write,
             notifier: Notifier::default(),
+            sealer,
         })
     }
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
+use reqwest::dns::Resolve;
 use reqwest::header::{ACCEPT, AUTHORIZATION, DATE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::redirect::{Action, Attempt, Policy};
 use reqwest::{Response, StatusCode};
@@ -26,7 +27,8 @@ pub use error::UpstreamError;
 use crate::spec::SourceName;
 use crate::spec::auth::Auth;
 use crate::spec::source::{Method, SourceSpec};
-use auth::{Credentials, Tokens};
+use crate::upstream::policy::{self, GuardedResolver, HostPolicy, SystemResolver};
+use auth::{Credentials, Tokens, Unavailable};
 use pace::{MAX_WAIT, Pace, backoff, millis};
 
 /// The default cap on a reply body: larger pages are refused rather than buffered.
@@ -55,6 +57,7 @@ pub struct Upstream {
 struct Shared {
     http: reqwest::Client,
     max_body: u64,
+    policy: Arc<HostPolicy>,
     sources: Mutex<HashMap<SourceName, Arc<SourceClient>>>,
 }
 
@@ -65,18 +68,40 @@ impl Default for Upstream {
 }
 
 impl Upstream {
-    /// A client whose reply bodies are capped at [`MAX_BODY_BYTES`].
+    /// A client for any host but the always refused ones, whose reply bodies are capped
+    /// at [`MAX_BODY_BYTES`].
     pub fn new() -> Self {
-        Self::with_max_body_bytes(MAX_BODY_BYTES)
+        Self::with_policy(HostPolicy::default())
+    }
+
+    /// A client that sends requests only to the hosts `policy` allows (checked before
+    /// each request, so a source registered before the policy changed is held to it too).
+    pub fn with_policy(policy: HostPolicy) -> Self {
+        Self::build(policy, MAX_BODY_BYTES, Arc::new(SystemResolver))
     }
 
     /// A client whose reply bodies are capped at `limit` bytes.
     pub fn with_max_body_bytes(limit: u64) -> Self {
+        Self::build(HostPolicy::default(), limit, Arc::new(SystemResolver))
+    }
+
+    /// A client whose host names are resolved by `resolver` (behind the guard), so tests
+    /// can make a name resolve to a refused address without asking any DNS server.
+    #[cfg(test)]
+    fn with_resolver(policy: HostPolicy, resolver: Arc<dyn Resolve>) -> Self {
+        Self::build(policy, MAX_BODY_BYTES, resolver)
+    }
+
+    fn build(policy: HostPolicy, limit: u64, resolver: Arc<dyn Resolve>) -> Self {
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .redirect(Policy::custom(same_origin_redirects))
             // A Referer would repeat the previous URL, query API key included.
             .referer(false)
+            // Every name is resolved through the guard: no connection to a link-local or
+            // metadata address, whatever led there (DNS answers change after a source is
+            // registered).
+            .dns_resolver(Arc::new(GuardedResolver::new(resolver)))
             .build()
             // Building fails only when the TLS backend cannot start, which no request
             // could survive either; `reqwest::Client::new` panics alike.
@@ -85,6 +110,7 @@ impl Upstream {
             shared: Arc::new(Shared {
                 http,
                 max_body: limit,
+                policy: Arc::new(policy),
                 sources: Mutex::new(HashMap::new()),
             }),
         }
@@ -108,6 +134,7 @@ impl Upstream {
             spec: spec.clone(),
             http: self.shared.http.clone(),
             max_body: self.shared.max_body,
+            policy: self.shared.policy.clone(),
             pace: Pace::new(&spec.rate_limit),
             tokens: Tokens::default(),
         });
@@ -135,6 +162,7 @@ pub struct SourceClient {
     spec: SourceSpec,
     http: reqwest::Client,
     max_body: u64,
+    policy: Arc<HostPolicy>,
     pace: Pace,
     tokens: Tokens,
 }
@@ -239,6 +267,7 @@ impl SourceClient {
         parse: impl Fn(&Reply) -> Result<T, BodyError>,
     ) -> Result<Fetched<T>, UpstreamError> {
         let url = self.url(&request.target)?;
+        self.check_hosts(&url)?;
         let headers = request_headers(&self.spec, request)?;
         let max_attempts = self.spec.retry.max_attempts.get();
         let mut attempts = 0;
@@ -257,7 +286,10 @@ impl SourceClient {
                 },
             )
             .await
-            .map_err(|detail| UpstreamError::Credentials { detail, attempts })?;
+            .map_err(|e| match e {
+                Unavailable::Detail(detail) => UpstreamError::Credentials { detail, attempts },
+                Unavailable::Refused(refused) => UpstreamError::ForbiddenHost(refused),
+            })?;
             attempts += 1;
             let step = self
                 .attempt(request, &url, &headers, &credentials, attempts, &parse)
@@ -373,7 +405,12 @@ impl SourceClient {
                     self.spec.timeout_ms.get()
                 ));
             }
-            Ok(Err(e)) => return transport(transport_detail(e)),
+            Ok(Err(e)) => {
+                if let Some(refused) = policy::refusal(&e) {
+                    return Step::Fail(UpstreamError::ForbiddenHost(refused.clone()));
+                }
+                return transport(transport_detail(e));
+            }
             Ok(Ok(answer)) => answer,
         };
         let status = head.status();
@@ -424,7 +461,7 @@ impl SourceClient {
 
         let error = UpstreamError::Status {
             status: status.as_u16(),
-            body: scrub(&String::from_utf8_lossy(&body), credentials.secret()),
+            body: scrub(&String::from_utf8_lossy(&body), &credentials.echoes()),
             attempts,
             path,
         };
@@ -456,6 +493,20 @@ impl SourceClient {
             wait,
             error,
         }
+    }
+
+    /// The request's URL and the OAuth 2.0 token endpoint must be on hosts the policy
+    /// allows now (it may have changed since the source was registered).
+    fn check_hosts(&self, url: &Url) -> Result<(), UpstreamError> {
+        self.policy
+            .check_url(url)
+            .map_err(UpstreamError::ForbiddenHost)?;
+        if let Auth::Oauth2(oauth) = &self.spec.auth {
+            self.policy
+                .check(oauth.token_url.as_str())
+                .map_err(UpstreamError::ForbiddenHost)?;
+        }
+        Ok(())
     }
 
     fn timeout(&self) -> Duration {
@@ -651,11 +702,18 @@ fn encode(value: &str) -> String {
     out
 }
 
-/// An error body with the request's secret removed: upstreams echo back what they were
-/// sent ("invalid api_key abc123"), and the body ends up in job errors and logs.
-fn scrub(body: &str, secret: Option<&str>) -> String {
-    match secret {
-        Some(secret) if secret.len() >= MIN_SCRUBBED_SECRET => body.replace(secret, "REDACTED"),
-        _ => body.to_owned(),
+/// An error body with the request's secrets removed: upstreams echo back what they were
+/// sent ("invalid api_key abc123", the `Authorization` header, the query string), and
+/// the body ends up in job errors and logs. Each secret is also removed percent-encoded,
+/// as an echoed URL carries it.
+fn scrub(body: &str, secrets: &[String]) -> String {
+    let mut body = body.to_owned();
+    for secret in secrets.iter().filter(|s| s.len() >= MIN_SCRUBBED_SECRET) {
+        body = body.replace(secret.as_str(), "REDACTED");
+        let encoded = encode(secret);
+        if encoded != *secret {
+            body = body.replace(&encoded, "REDACTED");
+        }
     }
+    body
 }

@@ -6,6 +6,7 @@ pub mod extract;
 pub mod keyset;
 pub mod link;
 pub mod offset;
+pub mod policy;
 pub mod position;
 pub mod strategy;
 pub mod time;

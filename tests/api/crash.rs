@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::support::{Sandbox, database_url, read_mirror, sandbox};
 
 /// A tidemark process (the real binary) on a free loopback port.
-struct Process {
+pub struct Process {
     child: Child,
     base: String,
     client: reqwest::Client,
@@ -25,7 +25,7 @@ fn free_port() -> u16 {
 }
 
 impl Process {
-    async fn start(database_url: &str) -> Process {
+    pub async fn start(database_url: &str) -> Process {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
             .env("TIDEMARK_BIND", format!("127.0.0.1:{port}"))
@@ -57,12 +57,12 @@ impl Process {
         format!("{}{path}", self.base)
     }
 
-    async fn get(&self, path: &str) -> Value {
+    pub async fn get(&self, path: &str) -> Value {
         let response = self.client.get(self.url(path)).send().await.unwrap();
         response.json().await.unwrap()
     }
 
-    async fn post(&self, path: &str, body: Value) -> Value {
+    pub async fn post(&self, path: &str, body: Value) -> Value {
         let response = self
             .client
             .post(self.url(path))
@@ -75,12 +75,12 @@ impl Process {
     }
 
     /// SIGKILL: no graceful shutdown, no last commit.
-    fn kill(mut self) {
+    pub fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
 
-    async fn mirror(&self) -> BTreeMap<String, String> {
+    pub async fn mirror(&self) -> BTreeMap<String, String> {
         read_mirror(&self.client, &self.base, None, "shop", "products").await
     }
 }
@@ -93,7 +93,7 @@ impl Drop for Process {
 }
 
 /// A keyset source throttled to about 25 pages a second, so a kill lands mid-sync.
-fn slow_source(upstream: &Sandbox) -> Value {
+pub fn slow_source(upstream: &Sandbox) -> Value {
     json!({
         "name": "shop",
         "base_url": upstream.base,

@@ -4,10 +4,12 @@
 mod auth;
 mod crash;
 mod errors;
+mod failover;
 mod failures;
 mod feed;
 mod openapi;
 mod sandbox;
+mod security;
 mod sources;
 mod styles;
 mod support;

@@ -15,6 +15,7 @@ use super::{BodyEnd, read_capped, transport_detail};
 use crate::spec::auth::{Auth, Grant, OAuth2};
 use crate::spec::secret::Secret;
 use crate::spec::source::Retry;
+use crate::upstream::policy::{self, Refused};
 
 /// A token endpoint's reply is small; anything larger is not one.
 const TOKEN_BODY_BYTES: u64 = 64 * 1024;
@@ -44,7 +45,24 @@ pub(super) enum Credentials {
 }
 
 impl Credentials {
-    /// The secret these credentials reveal, to be scrubbed from anything shown.
+    /// Every form in which these credentials' secret can come back in a reply (the
+    /// secret itself, and for basic auth the encoded `user:password` of the header), to be
+    /// scrubbed from anything shown.
+    pub(super) fn echoes(&self) -> Vec<String> {
+        match self {
+            Credentials::Basic { username, password } => {
+                use base64::Engine as _;
+                let pair = format!("{username}:{password}");
+                vec![
+                    password.clone(),
+                    base64::engine::general_purpose::STANDARD.encode(pair),
+                ]
+            }
+            other => other.secret().map(str::to_owned).into_iter().collect(),
+        }
+    }
+
+    /// The secret these credentials reveal.
     pub(super) fn secret(&self) -> Option<&str> {
         match self {
             Credentials::None => None,
@@ -52,6 +70,20 @@ impl Credentials {
             Credentials::Basic { password, .. } => Some(password),
             Credentials::Query { value, .. } => Some(value),
         }
+    }
+}
+
+/// Why a request's credentials could not be had.
+pub(super) enum Unavailable {
+    /// A secret that cannot be resolved, or a token endpoint that failed.
+    Detail(String),
+    /// The token endpoint's host resolves to an address tidemark never requests.
+    Refused(Refused),
+}
+
+impl From<String> for Unavailable {
+    fn from(detail: String) -> Self {
+        Unavailable::Detail(detail)
     }
 }
 
@@ -87,7 +119,7 @@ pub(super) async fn credentials(
     auth: &Auth,
     tokens: &Tokens,
     requests: TokenRequests<'_>,
-) -> Result<Credentials, String> {
+) -> Result<Credentials, Unavailable> {
     Ok(match auth {
         Auth::None => Credentials::None,
         Auth::Bearer(bearer) => bearer_header(reveal(&bearer.token, "the bearer token")?)?,
@@ -155,7 +187,7 @@ impl Tokens {
         &self,
         oauth: &OAuth2,
         requests: TokenRequests<'_>,
-    ) -> Result<String, String> {
+    ) -> Result<String, Unavailable> {
         let mut cache = self.cache.lock().await;
         if let Some(access) = &cache.access
             && access.renew_at.is_none_or(|at| Instant::now() < at)
@@ -215,7 +247,7 @@ async fn fetch_token(
     oauth: &OAuth2,
     rotated_refresh: Option<&str>,
     requests: &TokenRequests<'_>,
-) -> Result<TokenReply, String> {
+) -> Result<TokenReply, Unavailable> {
     let form = token_form(oauth, rotated_refresh)?;
     let mut attempt = 0;
     loop {
@@ -242,7 +274,12 @@ async fn fetch_token(
                     requests.timeout.as_millis()
                 ),
             ),
-            Ok(Err(e)) => (true, format!("the token endpoint: {}", transport_detail(e))),
+            Ok(Err(e)) => {
+                if let Some(refused) = policy::refusal(&e) {
+                    return Err(Unavailable::Refused(refused.clone()));
+                }
+                (true, format!("the token endpoint: {}", transport_detail(e)))
+            }
             Ok(Ok((status, body, end))) if status.is_success() => match end {
                 BodyEnd::Complete => {
                     // serde's message is left out: it may quote a value of the reply.
@@ -250,15 +287,15 @@ async fn fetch_token(
                         .ok()
                         .filter(|reply| !reply.access_token.is_empty())
                         .ok_or_else(|| {
-                            format!(
+                            Unavailable::Detail(format!(
                                 "the token endpoint answered {status} without a usable `access_token`"
-                            )
+                            ))
                         });
                 }
                 BodyEnd::OverCap => {
-                    return Err(format!(
+                    return Err(Unavailable::Detail(format!(
                         "the token endpoint's reply is larger than {TOKEN_BODY_BYTES} bytes"
-                    ));
+                    )));
                 }
                 BodyEnd::Broken(e) => (
                     true,
@@ -277,7 +314,7 @@ async fn fetch_token(
             ),
         };
         if !transient || attempt >= requests.retry.max_attempts.get() {
-            return Err(detail);
+            return Err(Unavailable::Detail(detail));
         }
         let delay = backoff(requests.retry, attempt);
         tracing::warn!(attempt, delay_ms = super::pace::millis(delay), %detail, "retrying the token request");

@@ -1,6 +1,7 @@
 //! Why a request to an upstream failed, and the problem document a job records for it.
 
 use crate::error::Problem;
+use crate::upstream::policy::Refused;
 
 /// How much of an error body a problem's detail repeats; [`UpstreamError::Status`] keeps
 /// more for callers to match on.
@@ -45,6 +46,10 @@ pub enum UpstreamError {
     /// A full URL that is not on the source's origin; it was never requested.
     #[error("{url} is not on the source's origin (scheme, host and port); it was not requested")]
     ForeignHost { url: String },
+    /// A host the host policy refuses (`TIDEMARK_UPSTREAM_ALLOW`, or a link-local or
+    /// metadata address, also after DNS resolution); nothing was sent to it.
+    #[error("{0}")]
+    ForbiddenHost(Refused),
     /// A secret that cannot be resolved (an unset environment variable) or an OAuth 2.0
     /// token endpoint that refused or kept failing. Not retried further: the configuration
     /// or the token endpoint has to change. `attempts` counts the API requests sent before.
@@ -64,7 +69,9 @@ impl UpstreamError {
             | UpstreamError::Body { attempts, .. }
             | UpstreamError::TooLarge { attempts, .. }
             | UpstreamError::Credentials { attempts, .. } => *attempts,
-            UpstreamError::ForeignHost { .. } | UpstreamError::Request { .. } => 0,
+            UpstreamError::ForeignHost { .. }
+            | UpstreamError::ForbiddenHost(_)
+            | UpstreamError::Request { .. } => 0,
         }
     }
 
@@ -78,6 +85,9 @@ impl UpstreamError {
             UpstreamError::TooLarge { .. } => ("upstream-too-large", "Upstream body too large"),
             UpstreamError::ForeignHost { .. } => {
                 ("upstream-foreign-host", "URL outside the source's origin")
+            }
+            UpstreamError::ForbiddenHost(_) => {
+                ("upstream-forbidden-host", "Upstream host not allowed")
             }
             UpstreamError::Credentials { .. } => {
                 ("upstream-credentials", "Upstream credentials unavailable")

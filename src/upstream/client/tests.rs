@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::*;
+use crate::upstream::policy::HostPolicy;
 
 /// A reply the fake upstream gives, in script order.
 struct Canned {
@@ -841,6 +842,14 @@ fn every_error_has_a_stable_problem() {
             "upstream-foreign-host",
         ),
         (
+            UpstreamError::ForbiddenHost(
+                HostPolicy::default()
+                    .check("http://169.254.169.254/p")
+                    .unwrap_err(),
+            ),
+            "upstream-forbidden-host",
+        ),
+        (
             UpstreamError::Credentials {
                 detail: "unset".into(),
                 attempts: 0,
@@ -877,10 +886,159 @@ fn query_values_are_encoded_verbatim() {
 
 #[test]
 fn secrets_are_scrubbed_from_error_bodies() {
+    let secrets = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     assert_eq!(
-        scrub("bad key abcd1234", Some("abcd1234")),
+        scrub("bad key abcd1234", &secrets(&["abcd1234"])),
         "bad key REDACTED"
     );
-    assert_eq!(scrub("a b c", Some("a")), "a b c");
-    assert_eq!(scrub("x", None), "x");
+    assert_eq!(scrub("a b c", &secrets(&["a"])), "a b c");
+    assert_eq!(scrub("x", &[]), "x");
+    assert_eq!(
+        scrub("GET /x?key=k%2By%20z&key=k+y z", &secrets(&["k+y z"])),
+        "GET /x?key=REDACTED&key=REDACTED"
+    );
+    let basic = Credentials::Basic {
+        username: "u".into(),
+        password: "pass-1234".into(),
+    };
+    assert_eq!(
+        scrub(
+            "you sent Basic dTpwYXNzLTEyMzQ= (pass-1234)",
+            &basic.echoes()
+        ),
+        "you sent Basic REDACTED (REDACTED)"
+    );
+}
+
+/// A DNS server under an attacker's control, answering from a fixed table (every other
+/// name does not resolve), so no test asks a real DNS server.
+struct Table(Vec<(&'static str, &'static str)>);
+
+impl Resolve for Table {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let found: Vec<std::net::SocketAddr> = self
+            .0
+            .iter()
+            .filter(|(host, _)| *host == name.as_str())
+            .map(|(_, ip)| std::net::SocketAddr::new(ip.parse().unwrap(), 0))
+            .collect();
+        Box::pin(async move {
+            if found.is_empty() {
+                return Err("no such name".into());
+            }
+            Ok(Box::new(found.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+fn guarded(policy: &str) -> Upstream {
+    Upstream::with_resolver(
+        policy.parse().unwrap(),
+        Arc::new(Table(vec![
+            ("api.test", "127.0.0.1"),
+            ("evil.test", "169.254.169.254"),
+            ("rebind.test", "127.0.0.1"),
+            ("rebind.test", "fd00:ec2::254"),
+        ])),
+    )
+}
+
+fn assert_forbidden(err: &UpstreamError, host: &str) {
+    assert!(matches!(err, UpstreamError::ForbiddenHost(_)), "{err:?}");
+    let problem = err.problem();
+    assert_eq!(problem.kind, "upstream-forbidden-host");
+    assert!(problem.detail.contains(host), "{problem:?}");
+    assert_eq!(err.attempts(), 0);
+}
+
+#[tokio::test]
+async fn names_that_resolve_to_metadata_addresses_are_never_connected_to() {
+    let (fake, base) = start().await;
+    let port = Url::parse(&base).unwrap().port().unwrap();
+    let upstream = guarded("");
+    // A name resolving to loopback goes through the guard to the upstream.
+    let fine = upstream.source(&spec(&format!("http://api.test:{port}"), json!({})));
+    fine.fetch(&get("/x"), json_body).await.unwrap();
+    assert_eq!(fake.seen().len(), 1);
+    // One resolving to a metadata address is refused at once: no retry, no connection.
+    for host in ["evil.test", "rebind.test"] {
+        let src = upstream.source(&spec(&format!("http://{host}:{port}"), json!({})));
+        let started = Instant::now();
+        let err = src.fetch(&get("/x"), json_body).await.unwrap_err();
+        assert_forbidden(&err, host);
+        assert!(err.problem().detail.contains("resolves to"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+    // Written as an address or as a metadata name, it is refused before any lookup.
+    for base in ["http://169.254.169.254", "http://metadata.google.internal"] {
+        let src = upstream.source(&spec(base, json!({})));
+        let err = src.fetch(&get("/x"), json_body).await.unwrap_err();
+        assert_forbidden(&err, &base[7..]);
+    }
+    assert_eq!(fake.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn a_token_endpoint_on_a_refused_host_gets_no_credentials() {
+    let (fake, base) = start().await;
+    let port = Url::parse(&base).unwrap().port().unwrap();
+    for token_url in [
+        format!("http://evil.test:{port}/oauth/token"),
+        "http://169.254.169.254/oauth/token".to_owned(),
+    ] {
+        let src = guarded("").source(&spec(
+            &base,
+            json!({"auth": {"type": "oauth2", "grant": "client_credentials",
+                "client_id": "c", "client_secret": "s3cret", "token_url": token_url}}),
+        ));
+        let err = src.fetch(&get("/x"), json_body).await.unwrap_err();
+        let host = Url::parse(&token_url)
+            .unwrap()
+            .host_str()
+            .unwrap()
+            .to_owned();
+        assert_forbidden(&err, &host);
+    }
+    assert!(fake.seen().is_empty());
+}
+
+#[tokio::test]
+async fn the_allowlist_is_applied_to_every_request() {
+    let (fake, base) = start().await;
+    let port = Url::parse(&base).unwrap().port().unwrap();
+    // The source was registered when any host was allowed; the list changed since.
+    let upstream = guarded("api.test");
+    let src = upstream.source(&spec(&base, json!({})));
+    let err = src.fetch(&get("/x"), json_body).await.unwrap_err();
+    assert_forbidden(&err, "127.0.0.1");
+    assert!(err.problem().detail.contains("TIDEMARK_UPSTREAM_ALLOW"));
+    assert!(fake.seen().is_empty());
+    let named = upstream.source(&spec(&format!("http://api.test:{port}"), json!({})));
+    named.fetch(&get("/x"), json_body).await.unwrap();
+    // A token endpoint off the list is refused as well, before the API is asked.
+    let oauth = upstream.source(&spec(
+        &format!("http://api.test:{port}"),
+        json!({"auth": {"type": "oauth2", "grant": "client_credentials",
+            "client_id": "c", "client_secret": "s3cret", "token_url": format!("{base}/token")}}),
+    ));
+    let err = oauth.fetch(&get("/x"), json_body).await.unwrap_err();
+    assert_forbidden(&err, "127.0.0.1");
+    assert_eq!(fake.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn redirects_to_metadata_addresses_are_not_followed() {
+    let (fake, base) = start().await;
+    let src = guarded("").source(&spec(&base, json!({})));
+    for location in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://evil.test/latest/meta-data/",
+    ] {
+        fake.script([canned(302, "").header("location", location)]);
+        let err = src.fetch(&get("/x"), json_body).await.unwrap_err();
+        assert!(
+            matches!(err, UpstreamError::Status { status: 302, .. }),
+            "{err:?}"
+        );
+    }
 }
