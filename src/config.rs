@@ -50,6 +50,17 @@ pub struct Config {
     #[arg(long, env = "TIDEMARK_MAX_BODY_BYTES", default_value_t = 1024 * 1024, global = true)]
     pub max_body_bytes: usize,
 
+    /// How long a client may take to send a request's head, then its body, and how long an
+    /// idle keep-alive connection stays open; slower clients are cut off. Long-polls and
+    /// event streams are not affected: the limit is on what the client sends.
+    #[arg(
+        long,
+        env = "TIDEMARK_CLIENT_TIMEOUT",
+        default_value = "30s",
+        global = true
+    )]
+    pub client_timeout: Period,
+
     /// Concurrent sync workers of this instance (0: this instance only serves the API).
     #[arg(long, env = "TIDEMARK_WORKERS", default_value_t = 4, global = true)]
     pub workers: usize,
@@ -330,6 +341,7 @@ impl Config {
             database_url: database_url.into(),
             api_tokens: ApiTokens::default(),
             max_body_bytes: 1024 * 1024,
+            client_timeout: Period(Duration::from_secs(30)),
             workers: 4,
             job_lease_seconds: 30,
             tombstone_retention: Period(Duration::from_secs(30 * 86_400)),

@@ -91,18 +91,18 @@ impl App {
             return Err(e);
         }
         let feed = self.state.feed.clone();
-        let app = api::app(self.state, self.config.max_body_bytes);
+        let client_timeout = self.config.client_timeout.0;
+        let app = api::app(self.state, self.config.max_body_bytes, client_timeout);
         tracing::info!(%addr, "serving");
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                // Waiting feed requests would hold the drain up to their end.
-                feed.close();
-            })
-            .await;
+        api::server::serve(listener, app, client_timeout, async move {
+            shutdown.await;
+            // Waiting feed requests would hold the drain up to their end.
+            feed.close();
+        })
+        .await;
         self.workers.stop().await;
         tracing::info!("workers stopped");
         drop(self.feed_tasks);
-        Ok(served?)
+        Ok(())
     }
 }

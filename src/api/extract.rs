@@ -1,9 +1,10 @@
 //! Request extractors whose rejections are problem documents.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -27,7 +28,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         }
         let bytes = Bytes::from_request(req, state)
             .await
-            .map_err(|r| ApiError::from_status(r.status(), r.body_text()))?;
+            .map_err(body_rejection)?;
         Self::from_bytes(bytes)
     }
 }
@@ -56,7 +57,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for JsonOrEmp
         let json = is_json(req.headers().get(header::CONTENT_TYPE));
         let bytes = Bytes::from_request(req, state)
             .await
-            .map_err(|r| ApiError::from_status(r.status(), r.body_text()))?;
+            .map_err(body_rejection)?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(JsonOrEmpty(T::default()));
         }
@@ -65,6 +66,22 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for JsonOrEmp
         }
         Ok(JsonOrEmpty(ApiJson::from_bytes(bytes)?.value))
     }
+}
+
+/// A body that could not be read: too large (413), sent too slowly (408, the client
+/// timeout), or broken off (400).
+fn body_rejection(rejection: BytesRejection) -> ApiError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&rejection);
+    while let Some(error) = cause {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return ApiError::from_status(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive within the client timeout".into(),
+            );
+        }
+        cause = error.source();
+    }
+    ApiError::from_status(rejection.status(), rejection.body_text())
 }
 
 /// `application/json` or any `application/*+json`, with or without parameters.

@@ -7,6 +7,7 @@ mod jobs;
 mod middleware;
 mod ops;
 mod records;
+pub mod server;
 mod sources;
 
 use std::sync::Arc;
@@ -134,7 +135,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole HTTP application.
-pub fn app(state: AppState, max_body_bytes: usize) -> Router {
+pub fn app(state: AppState, max_body_bytes: usize, client_timeout: Duration) -> Router {
     let (router, api) = routes();
     let router = router
         .merge(
@@ -168,6 +169,6 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
             auth::require_token,
         ))
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(Duration::from_secs(30)));
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(client_timeout));
     router.layer(layers).with_state(state)
 }

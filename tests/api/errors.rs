@@ -397,3 +397,100 @@ async fn without_tokens_only_loopback_addresses_are_served() {
         .to_string();
     assert!(message.contains("TIDEMARK_API_TOKENS"), "{message}");
 }
+
+/// Reads what the server sends until it closes the connection; `None` when it is still
+/// open after `within`.
+async fn read_until_closed(
+    tcp: &mut tokio::net::TcpStream,
+    within: std::time::Duration,
+) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    match tokio::time::timeout(within, tcp.read_to_end(&mut received)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&received).into_owned()),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn slow_and_silent_clients_are_cut_off_but_long_polls_are_not() {
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_with(
+        |c| c.client_timeout = tidemark::config::Period(Duration::from_secs(1)),
+        None,
+    )
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let connect = || tokio::net::TcpStream::connect(addr.clone());
+
+    // A long-poll outlasts the client timeout: the limit is on what the client sends.
+    let long_poll = app.get("/v1/changes?wait=3");
+
+    // Connects and sends nothing.
+    let started = Instant::now();
+    let mut silent = connect().await.unwrap();
+    let sent = read_until_closed(&mut silent, Duration::from_secs(10)).await;
+    assert!(
+        sent.is_some(),
+        "a silent connection is still open after 10 s"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Sends its request head a byte every 100 ms: it never finishes within the timeout.
+    let started = Instant::now();
+    let mut slow = connect().await.unwrap();
+    let head = format!(
+        "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Padding: {}\r\n\r\n",
+        "x".repeat(40)
+    );
+    for byte in head.as_bytes() {
+        if slow.write_all(&[*byte]).await.is_err() || started.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answer = read_until_closed(&mut slow, Duration::from_secs(10)).await;
+    let answer = answer.expect("a slow head is still open after 10 s");
+    assert!(
+        !answer.contains("200 OK"),
+        "a head that took {:?} was served: {answer}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Sends its head and part of the body, then stalls.
+    let mut stalled = connect().await.unwrap();
+    let request = format!(
+        "POST /v1/sources HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{{\"name\": "
+    );
+    stalled.write_all(request.as_bytes()).await.unwrap();
+    let answer = read_until_closed(&mut stalled, Duration::from_secs(10)).await;
+    let answer = answer.expect("a stalled body is still open after 10 s");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+
+    // An idle keep-alive connection is closed after the timeout too.
+    let mut idle = connect().await.unwrap();
+    idle.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut idle, Duration::from_secs(10)).await;
+    assert!(
+        answer
+            .expect("an idle keep-alive connection is still open after 10 s")
+            .starts_with("HTTP/1.1 200")
+    );
+
+    let long_poll = long_poll.await;
+    assert_eq!(long_poll.status(), 200);
+}
