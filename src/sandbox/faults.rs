@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::{Body, to_bytes};
 use axum::extract::State;
@@ -21,6 +22,10 @@ const MAX_SLOW_MS: u64 = 600_000;
 const DEFAULT_SLOW_MS: u64 = 1000;
 /// The longest body the `truncated` fault buffers to cut.
 const MAX_BODY: usize = 64 << 20;
+/// The largest `huge` reply: far beyond any sane client cap, still finite.
+const MAX_HUGE_BYTES: u64 = 16 << 30;
+/// One record of a `huge` reply, padded so that a record is about 1 KiB.
+const HUGE_PAD: usize = 1000;
 
 /// One fault, as `POST /_control/faults` takes it.
 #[derive(Clone, Copy, Deserialize)]
@@ -43,6 +48,9 @@ pub(super) enum Fault {
     Reset,
     /// The normal answer with rate-limit headers saying the budget is spent.
     RateLimit { remaining: u32, reset: u32 },
+    /// A `200` whose body is a JSON array of about `bytes` bytes of records, generated
+    /// while it is sent (chunked, no `Content-Length`), as a runaway upstream serves one.
+    Huge { bytes: u64 },
 }
 
 fn html_status() -> u16 {
@@ -60,6 +68,7 @@ pub(super) enum Kind {
     Html,
     Reset,
     RateLimit,
+    Huge,
 }
 
 impl Fault {
@@ -72,6 +81,7 @@ impl Fault {
             Fault::Html { .. } => Kind::Html,
             Fault::Reset => Kind::Reset,
             Fault::RateLimit { .. } => Kind::RateLimit,
+            Fault::Huge { .. } => Kind::Huge,
         }
     }
 
@@ -85,6 +95,9 @@ impl Fault {
                 "retry_after status must be 429 or 503".to_owned()
             }
             Fault::Slow { ms } if ms > MAX_SLOW_MS => format!("ms must be at most {MAX_SLOW_MS}"),
+            Fault::Huge { bytes } if bytes > MAX_HUGE_BYTES => {
+                format!("bytes must be at most {MAX_HUGE_BYTES}")
+            }
             Fault::Html { status } if status != 200 && !(400..=599).contains(&status) => {
                 "html status must be 200 or between 400 and 599".to_owned()
             }
@@ -157,6 +170,49 @@ pub(super) fn rate_limited(mut response: Response, remaining: u32, reset: u32) -
     response
 }
 
+/// A `huge` reply of about `bytes` bytes: `[`, records of about 1 KiB, `]`, made one
+/// 64 KiB chunk at a time as the client reads, so the sandbox never holds it. What was
+/// handed to the connection is added to `sent`, which tells how much a client read
+/// before it hung up.
+pub(super) fn huge_reply(bytes: u64, sent: Arc<AtomicU64>) -> Response {
+    const CHUNK: u64 = 64 << 10;
+    let pad = "x".repeat(HUGE_PAD);
+    let chunks = futures_util::stream::unfold((0_u64, 0_u64), move |(written, next_id)| {
+        let sent = sent.clone();
+        let pad = pad.clone();
+        async move {
+            if written > bytes {
+                return None;
+            }
+            let mut chunk = String::with_capacity(CHUNK as usize + HUGE_PAD + 64);
+            let mut id = next_id;
+            if written == 0 {
+                chunk.push('[');
+            }
+            while (chunk.len() as u64) < CHUNK && written + (chunk.len() as u64) < bytes {
+                if id > 0 {
+                    chunk.push(',');
+                }
+                chunk.push_str(&format!(r#"{{"id":{id},"pad":"{pad}"}}"#));
+                id += 1;
+            }
+            let written = written + chunk.len() as u64;
+            if written >= bytes {
+                chunk.push(']');
+            }
+            sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            // One past `bytes` ends the stream after the closing bracket.
+            let next = if written >= bytes { bytes + 1 } else { written };
+            Some((Ok::<_, std::convert::Infallible>(chunk), (next, id)))
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(chunks),
+    )
+        .into_response()
+}
+
 /// A queued fault, for the next request whose path starts with `prefix`.
 struct Queued {
     fault: Fault,
@@ -195,6 +251,7 @@ impl Random {
                 remaining: 0,
                 reset: 1,
             },
+            Kind::Huge => Fault::Huge { bytes: 1 << 30 },
         })
     }
 }
@@ -205,6 +262,8 @@ pub(super) struct Faults {
     queue: VecDeque<Queued>,
     random: Option<Random>,
     injected: u64,
+    /// Bytes of `huge` replies handed to connections.
+    pub(super) huge_sent: Arc<AtomicU64>,
 }
 
 impl Faults {
@@ -228,7 +287,11 @@ impl Faults {
     }
 
     fn status(&self) -> Response {
-        let body = serde_json::json!({ "pending": self.queue.len(), "injected": self.injected });
+        let body = serde_json::json!({
+            "pending": self.queue.len(),
+            "injected": self.injected,
+            "huge_bytes_sent": self.huge_sent.load(Ordering::Relaxed),
+        });
         json_reply(StatusCode::OK, body.to_string())
     }
 }
@@ -315,7 +378,7 @@ pub(super) async fn add(
     world.faults.status()
 }
 
-/// `GET /_control/faults`: `{"pending": n, "injected": n}`.
+/// `GET /_control/faults`: `{"pending": n, "injected": n, "huge_bytes_sent": n}`.
 pub(super) async fn status(State(sandbox): State<Arc<Sandbox>>) -> Response {
     sandbox.world().faults.status()
 }

@@ -104,6 +104,47 @@ async fn truncated_json_and_html_pages_are_retried_then_reported() {
 }
 
 #[tokio::test]
+async fn a_one_gigabyte_reply_fails_the_job_cleanly_after_reading_only_the_cap() {
+    let upstream = sandbox(34, 60).await;
+    let (app, _) = app_with(&upstream, "insales", 10).await;
+    app.sync_ok("insales", "products", "incremental").await;
+    let cursor = app
+        .get_json("/v1/sources/insales/streams/products/cursor")
+        .await;
+    let mirror = app.mirror("insales", "products").await;
+    upstream.control("keyset/update", json!({"count": 5})).await;
+    upstream.control("tick", json!({"seconds": 5})).await;
+    faults(&upstream, json!([{"kind": "huge", "bytes": 1_u64 << 30}])).await;
+    let job = app.sync("insales", "products", "incremental").await;
+    assert_eq!(job["status"], "failed", "{job:#}");
+    assert_eq!(job["error"]["type"], "upstream-too-large", "{job:#}");
+    // Not retried: the same request would get the same reply.
+    assert_eq!(stat(&job, "requests"), 1, "{job:#}");
+    // The gateway hung up at its 64 MiB cap: what the sandbox could hand to the
+    // connection beyond that is only what the socket buffers took.
+    let sent = upstream.read("faults").await["huge_bytes_sent"]
+        .as_u64()
+        .unwrap();
+    assert!(sent >= 64 << 20, "only {sent} bytes were sent");
+    assert!(
+        sent < 128 << 20,
+        "{sent} bytes of the 1 GiB reply were sent"
+    );
+    assert_eq!(
+        app.get_json("/v1/sources/insales/streams/products/cursor")
+            .await,
+        cursor
+    );
+    assert_eq!(app.mirror("insales", "products").await, mirror);
+    // The next run, with a sane upstream, reads the changes.
+    app.sync_ok("insales", "products", "incremental").await;
+    assert_eq!(
+        app.mirror("insales", "products").await,
+        upstream.truth("keyset").await
+    );
+}
+
+#[tokio::test]
 async fn connection_resets_and_slow_replies_are_retried() {
     let upstream = sandbox(34, 30).await;
     let app = spawn_syncing().await;
