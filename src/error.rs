@@ -205,13 +205,10 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(detail) => Self::conflict(detail),
-            StoreError::Database(e) => {
+            e @ StoreError::Database(_) => {
                 tracing::error!(error = %e, "database error");
-                if matches!(
-                    e,
-                    sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
-                ) {
-                    Self::unavailable("the database is unreachable")
+                if e.is_transient() {
+                    Self::unavailable("the database is unreachable; try again shortly")
                 } else {
                     Self::internal()
                 }

@@ -41,6 +41,36 @@ pub enum StoreError {
     Unreadable(String),
 }
 
+impl StoreError {
+    /// The database is unreachable or refused for a moment (down, restarting, out of
+    /// connections, a lost connection, a serialization conflict): the same call may
+    /// succeed later. Anything else (a constraint, bad SQL, corrupt data) will not.
+    pub fn is_transient(&self) -> bool {
+        let StoreError::Database(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| match code.len() {
+                // PostgreSQL's SQLSTATE classes 08 (connection exception), 53 (insufficient
+                // resources), 57P (the server shutting down or starting up) and 40
+                // (transaction rollback: serialization failure, deadlock).
+                5 => ["08", "53", "57P", "40"]
+                    .iter()
+                    .any(|class| code.starts_with(class)),
+                // SQLite's (extended) result codes: BUSY and LOCKED in the low byte.
+                _ => code.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6)),
+            }),
+            _ => false,
+        }
+    }
+}
+
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// A source as stored.

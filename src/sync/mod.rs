@@ -6,13 +6,14 @@ mod run;
 mod scheduler;
 mod worker;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use crate::store::Store;
+use crate::store::{Store, StoreResult};
 use crate::upstream::client::Upstream;
 
 /// What the workers and the scheduler share.
@@ -107,5 +108,34 @@ impl Engine {
     async fn stopped(&self) {
         let mut stopping = self.stopping.clone();
         let _ = stopping.wait_for(|s| *s).await;
+    }
+
+    /// Runs a store call again while the database is unreachable, so that an outage
+    /// pauses a job instead of failing it: with a growing pause, for up to one lease
+    /// (past it another worker may own the job: the commit fence would refuse it anyway)
+    /// or until shutdown begins. Other errors, and the last transient one, are returned.
+    async fn patiently<T, F>(&self, what: &str, mut call: impl FnMut() -> F) -> StoreResult<T>
+    where
+        F: Future<Output = StoreResult<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.lease.to_std().unwrap_or(POLL);
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match call().await {
+                Err(e)
+                    if e.is_transient()
+                        && !self.stopping()
+                        && tokio::time::Instant::now() + pause < deadline =>
+                {
+                    tracing::warn!(error = %e, "{what}: the database is unreachable; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = self.stopped() => {}
+                    }
+                    pause = (pause * 2).min(POLL);
+                }
+                result => return result,
+            }
+        }
     }
 }

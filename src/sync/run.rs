@@ -29,7 +29,8 @@ pub(super) enum Ending {
     End(JobEnd),
     /// The job is no longer ours (cancelled, or the lease was taken over): write nothing.
     Lost,
-    /// Shutdown: the page in flight was committed; the job goes back to the queue.
+    /// Shutdown (the page in flight was committed), or a database outage (nothing of the
+    /// page in flight was): the job goes back to the queue.
     Released,
 }
 
@@ -103,15 +104,20 @@ async fn run_pages(
             seen.extend(fetched.page.records.iter().map(|r| r.key.clone()));
         }
         let records = page_records(fetched.page, stream.deletes.is_some());
-        let commit = engine.store.commit_page(PageCommit {
-            job: claim.job.id,
-            owner,
-            lease: engine.lease,
-            target_stream_id: claim.target_stream_id,
-            cursor_stream_id: claim.stream_id,
-            records: &records,
-            cursor: &cursor,
-            stats,
+        let (records_ref, cursor_ref, stats_ref) = (&records, &cursor, &*stats);
+        // Repeating a commit whose outcome was lost with the connection is harmless: the
+        // same records with the same content make no change.
+        let commit = engine.patiently("committing a page", move || {
+            engine.store.commit_page(PageCommit {
+                job: claim.job.id,
+                owner,
+                lease: engine.lease,
+                target_stream_id: claim.target_stream_id,
+                cursor_stream_id: claim.stream_id,
+                records: records_ref,
+                cursor: cursor_ref,
+                stats: stats_ref,
+            })
         });
         // The next request depends only on this reply: fetch it while the page commits.
         let ask = (!done).then(|| strategy.ask());
@@ -132,7 +138,7 @@ async fn run_pages(
                 record_metrics(claim, &outcome);
             }
             Ok(None) => return Ending::Lost,
-            Err(e) => return fail(database_problem(&e)),
+            Err(e) => return database_failed(&e),
         }
         if done {
             break;
@@ -146,7 +152,7 @@ async fn run_pages(
         match reconcile(engine, owner, claim, &seen, stats).await {
             Ok(true) => {}
             Ok(false) => return Ending::Lost,
-            Err(e) => return fail(database_problem(&e)),
+            Err(e) => return database_failed(&e),
         }
     }
     Ending::End(JobEnd::Succeeded)
@@ -216,8 +222,11 @@ async fn reconcile(
     let mut after: Option<String> = None;
     loop {
         let keys = engine
-            .store
-            .live_keys(claim.target_stream_id, after.as_deref(), RECONCILE_BATCH)
+            .patiently("listing the mirror's keys", || {
+                engine
+                    .store
+                    .live_keys(claim.target_stream_id, after.as_deref(), RECONCILE_BATCH)
+            })
             .await?;
         let Some(last) = keys.last().cloned() else {
             return Ok(true);
@@ -228,17 +237,19 @@ async fn reconcile(
             .map(PageRecord::delete)
             .collect();
         if !missing.is_empty() {
+            let (missing_ref, stats_ref) = (&missing, &*stats);
             let committed = engine
-                .store
-                .commit_page(PageCommit {
-                    job: claim.job.id,
-                    owner,
-                    lease: engine.lease,
-                    target_stream_id: claim.target_stream_id,
-                    cursor_stream_id: claim.stream_id,
-                    records: &missing,
-                    cursor: &CursorWrite::Keep,
-                    stats,
+                .patiently("committing tombstones", move || {
+                    engine.store.commit_page(PageCommit {
+                        job: claim.job.id,
+                        owner,
+                        lease: engine.lease,
+                        target_stream_id: claim.target_stream_id,
+                        cursor_stream_id: claim.stream_id,
+                        records: missing_ref,
+                        cursor: &CursorWrite::Keep,
+                        stats: stats_ref,
+                    })
                 })
                 .await?;
             match committed {
@@ -309,15 +320,23 @@ fn strategy_problem(error: StrategyError) -> Problem {
     }
 }
 
-fn database_problem(error: &crate::store::StoreError) -> Problem {
+/// A store call failed for good. When the database stayed unreachable for a whole lease
+/// the job goes back to the queue (it is not the job's fault; if even that write fails,
+/// the lease runs out and a worker takes the job over once the database is back);
+/// anything else fails the job.
+fn database_failed(error: &crate::store::StoreError) -> Ending {
+    if error.is_transient() {
+        tracing::warn!(error = %error, "the database stayed unreachable; handing the job back");
+        return Ending::Released;
+    }
     tracing::error!(error = %error, "committing a page failed");
-    Problem {
+    fail(Problem {
         kind: "database-error".into(),
         title: "The database failed".into(),
         status: 503,
         detail: "committing a page failed; nothing of that page was written".into(),
         pointer: None,
-    }
+    })
 }
 
 /// The stream's request template: method, path, static query and headers.

@@ -76,12 +76,19 @@ async fn run_claim(engine: &Arc<Engine>, owner: &str, claim: Claim) {
                 tracing::warn!(kind = %problem.kind, detail = %problem.detail, "job failed");
             }
             engine
-                .store
-                .finish_job(job, owner, &stats, end)
+                .patiently("recording the end of a job", || {
+                    engine.store.finish_job(job, owner, &stats, end.clone())
+                })
                 .await
                 .map(|_| ())
         }
-        Ending::Released => engine.store.release_job(job, owner).await,
+        Ending::Released => {
+            engine
+                .patiently("handing a job back", || {
+                    engine.store.release_job(job, owner)
+                })
+                .await
+        }
         Ending::Lost => Ok(()),
     };
     match result {

@@ -8,6 +8,7 @@ mod failover;
 mod failures;
 mod feed;
 mod openapi;
+mod outage;
 mod sandbox;
 mod security;
 mod sources;

@@ -111,7 +111,7 @@ impl Upstream {
         response.text().await.unwrap()
     }
 
-    /// Queues faults or sets random ones; answers `{"pending", "injected"}`.
+    /// Queues faults or sets random ones; answers `{"pending", "injected", "huge_bytes_sent"}`.
     async fn faults(&self, settings: Value) -> Value {
         self.control("faults", settings).await
     }
@@ -1275,7 +1275,10 @@ async fn queued_faults_apply_in_order_one_per_api_request() {
             { "kind": "retry_after", "status": 503, "seconds": 1 },
         ] }))
         .await;
-    assert_eq!(queued, json!({ "pending": 3, "injected": 0 }));
+    assert_eq!(
+        queued,
+        json!({ "pending": 3, "injected": 0, "huge_bytes_sent": 0 })
+    );
     // Control requests never take a fault.
     upstream.truth("keyset").await;
 
@@ -1302,7 +1305,7 @@ async fn queued_faults_apply_in_order_one_per_api_request() {
 
     assert_eq!(
         upstream.control_get("faults").await,
-        json!({ "pending": 0, "injected": 3 })
+        json!({ "pending": 0, "injected": 3, "huge_bytes_sent": 0 })
     );
     upstream
         .faults(json!({ "faults": [{ "kind": "status", "status": 502 }] }))
@@ -1310,7 +1313,7 @@ async fn queued_faults_apply_in_order_one_per_api_request() {
     upstream.control_delete("faults").await;
     assert_eq!(
         upstream.control_get("faults").await,
-        json!({ "pending": 0, "injected": 0 })
+        json!({ "pending": 0, "injected": 0, "huge_bytes_sent": 0 })
     );
     assert_eq!(upstream.get(PRODUCTS, &[]).await.status(), StatusCode::OK);
 }
@@ -1464,7 +1467,10 @@ async fn random_faults_follow_the_seeded_rate_and_can_be_turned_off() {
     assert!((8..=32).contains(&faulted), "about half: {statuses:?}");
     assert!(statuses.contains(&1), "html pages");
     assert!(statuses.iter().any(|&s| s >= 500), "error statuses");
-    assert_eq!(counts, json!({ "pending": 0, "injected": faulted }));
+    assert_eq!(
+        counts,
+        json!({ "pending": 0, "injected": faulted, "huge_bytes_sent": 0 })
+    );
     // The same seed and requests give the same faults.
     assert_eq!(random_faults(151, 40).await.0, statuses);
 }
