@@ -5,8 +5,10 @@
 //!
 //! `cargo run --release --example soak -- --seconds 120 --restarts 10`
 //! (`--postgres-url postgres://...` to run on a fresh PostgreSQL database instead of a
-//! SQLite file). Loopback only; every phase is bounded in time. Exits non-zero when a
-//! change was lost or a change was delivered for content that did not change.
+//! SQLite file; with `--outages N --db-stop CMD --db-start CMD` the PostgreSQL server is
+//! also stopped and started again N times, between the kills). Loopback only; every phase
+//! is bounded in time. Exits non-zero when a change was lost, a change was delivered for
+//! content that did not change, or readiness did not follow an outage.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -45,6 +47,79 @@ struct Args {
     postgres_url: Option<String>,
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// How many times the database server is stopped and started again (PostgreSQL only).
+    #[arg(long, default_value_t = 0, requires_all = ["db_stop", "db_start", "postgres_url"])]
+    outages: u32,
+    /// How long each outage lasts, in seconds.
+    #[arg(long, default_value_t = 8)]
+    outage_seconds: u64,
+    /// A shell command that stops the database server, e.g.
+    /// `runuser -u postgres -- pg_ctl -D DIR -m fast stop`.
+    #[arg(long)]
+    db_stop: Option<String>,
+    /// A shell command that starts it again and returns once it accepts connections.
+    #[arg(long)]
+    db_start: Option<String>,
+}
+
+/// Runs a shell command (the database's stop or start), which must succeed.
+fn shell(command: &str) -> anyhow::Result<()> {
+    let status = Command::new("sh")
+        .args(["-c", command])
+        .stdout(Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "`{command}` failed: {status}");
+    Ok(())
+}
+
+/// What the outages showed.
+#[derive(Default)]
+struct Outages {
+    count: u32,
+    /// `/readyz` polls while the database was down, and how many of them said 503.
+    polls: u32,
+    unready: u32,
+    /// `/healthz` polls while the database was down that did not say 200.
+    dead: u32,
+    /// The longest time from the database's start to `/readyz` saying 200 again.
+    slowest_recovery: Duration,
+}
+
+impl Outages {
+    /// Stops the database for `down`, polling the gateway's readiness and liveness, then
+    /// starts it and waits until the gateway is ready again.
+    async fn run(&mut self, http: &reqwest::Client, base: &str, args: &Args) -> anyhow::Result<()> {
+        let (Some(stop), Some(start)) = (&args.db_stop, &args.db_start) else {
+            anyhow::bail!("--outages needs --db-stop and --db-start");
+        };
+        shell(stop)?;
+        self.count += 1;
+        let back = Instant::now() + Duration::from_secs(args.outage_seconds);
+        while Instant::now() < back {
+            let ready = http.get(format!("{base}/readyz")).send().await;
+            self.polls += 1;
+            self.unready += u32::from(ready.is_ok_and(|r| r.status() == 503));
+            let alive = http.get(format!("{base}/healthz")).send().await;
+            self.dead += u32::from(!alive.is_ok_and(|r| r.status().is_success()));
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        shell(start)?;
+        let started = Instant::now();
+        for _ in 0..600 {
+            if let Ok(r) = http.get(format!("{base}/readyz")).send().await
+                && r.status().is_success()
+            {
+                self.slowest_recovery = self.slowest_recovery.max(started.elapsed());
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("the gateway was not ready 30 s after the database started")
+    }
+
+    fn held(&self) -> bool {
+        self.unready == self.polls && self.dead == 0
+    }
 }
 
 /// The example source files (`examples/sources/`), the source each registers, its sandbox
@@ -304,12 +379,25 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
         })
     };
 
-    // Kill and restart the gateway at random moments.
+    // Kill and restart the gateway, and stop and start the database, at random moments
+    // (never both at once: a gateway does not start without its database).
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed ^ 0x5eed);
-    let slot = Duration::from_secs(args.seconds) / (args.restarts + 1);
-    for _ in 0..args.restarts {
+    let mut events: Vec<bool> = (0..args.restarts)
+        .map(|_| false)
+        .chain((0..args.outages).map(|_| true))
+        .collect();
+    for i in (1..events.len()).rev() {
+        events.swap(i, rng.random_range(0..=i));
+    }
+    let slot = Duration::from_secs(args.seconds) / (events.len() as u32 + 1);
+    let mut outages = Outages::default();
+    for outage in events {
         let pause = slot.mul_f64(rng.random_range(0.5..1.5));
         tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+        if outage {
+            outages.run(&http, &base, &args).await?;
+            continue;
+        }
         gateway.child.kill()?;
         gateway.child.wait()?;
         gateway = start_gateway(&database, port)?;
@@ -391,11 +479,30 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
         "| changes delivered | {} |",
         counters.delivered.load(Ordering::Relaxed)
     );
+    println!("| upstream requests retried | {} |", jobs.3);
     println!("| lost (replica ≠ truth) | {lost} |");
     println!("| delivered with unchanged content | {unchanged} |");
+    if outages.count > 0 {
+        println!(
+            "| database outages ({} s each) | {} |",
+            args.outage_seconds, outages.count
+        );
+        println!(
+            "| `/readyz` 503 while the database was down | {} of {} polls |",
+            outages.unready, outages.polls
+        );
+        println!(
+            "| `/healthz` not 200 while the database was down | {} |",
+            outages.dead
+        );
+        println!(
+            "| slowest return to ready after the database started | {} ms |",
+            outages.slowest_recovery.as_millis()
+        );
+    }
     gateway.child.kill()?;
     gateway.child.wait()?;
-    Ok(lost == 0 && unchanged == 0)
+    Ok(lost == 0 && unchanged == 0 && outages.held())
 }
 
 /// Queues a sync of every stream of `source` and waits (at most 2 minutes) until each has
