@@ -102,9 +102,9 @@ serve 0 ""
 
 # Real names, keys and job ids: path parameters take one of them half of the time, so
 # operations reach real objects as well as missing ones.
-python3 - "$API" "$TOKEN" "$WEBHOOK_SECRET" <<'EOF' >"$WORK/schemathesis.toml"
+python3 - "$API" "$TOKEN" "$WEBHOOK_SECRET" "$PWD/target/schemathesis-cache" <<'EOF' >"$WORK/schemathesis.toml"
 import json, sys, urllib.request
-api, token, webhook_secret = sys.argv[1:]
+api, token, webhook_secret, cache = sys.argv[1:]
 def get(path):
     request = urllib.request.Request(api + path, headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -120,6 +120,8 @@ dictionaries = {
     "jobs": jobs,
     "webhook_secrets": [webhook_secret],
 }
+# Schemathesis keeps what it learnt between runs (failures replay first); not in the tree.
+print(f"[cache]\ndirectory = {json.dumps(cache)}")
 print("[dictionaries]")
 for name, values in dictionaries.items():
     print(f"{name} = {{ values = {json.dumps(values)} }}")
