@@ -46,8 +46,8 @@ impl<T: DeserializeOwned> ApiJson<T> {
     }
 }
 
-/// Like [`ApiJson`], but an empty body (with any content type) means `T::default()`, so
-/// `curl -X POST` works for requests whose fields all have defaults.
+/// Like [`ApiJson`], but an empty body (with any content type) or JSON `null` means
+/// `T::default()`, so `curl -X POST` works for requests whose fields all have defaults.
 pub struct JsonOrEmpty<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for JsonOrEmpty<T> {
@@ -64,7 +64,8 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for JsonOrEmp
         if !json {
             return Err(ApiError::unsupported_media_type());
         }
-        Ok(JsonOrEmpty(ApiJson::from_bytes(bytes)?.value))
+        let value: Option<T> = ApiJson::from_bytes(bytes)?.value;
+        Ok(JsonOrEmpty(value.unwrap_or_default()))
     }
 }
 

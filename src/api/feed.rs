@@ -11,7 +11,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -61,13 +61,18 @@ pub struct ChangesParams {
     /// compacted snapshot).
     since: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// With no change to hand out, wait up to this many seconds (0 to 60, decimals
     /// allowed; default 0) for one to commit.
+    #[param(minimum = 0, maximum = 60)]
     wait: Option<f64>,
     /// Only these streams: `source/stream`, several separated by commas. A token is bound
     /// to the filter it was issued for.
-    #[param(example = "shop/products,shop/orders")]
+    #[param(
+        example = "shop/products,shop/orders",
+        pattern = "^ *([a-z0-9][a-z0-9_-]{0,63}/[a-z0-9][a-z0-9_-]{0,63})? *(, *([a-z0-9][a-z0-9_-]{0,63}/[a-z0-9][a-z0-9_-]{0,63})? *)*$"
+    )]
     stream: Option<String>,
 }
 
@@ -76,7 +81,10 @@ pub struct ChangesParams {
 #[into_params(parameter_in = Query)]
 pub struct ScopeParams {
     /// Only these streams: `source/stream`, several separated by commas.
-    #[param(example = "shop/products")]
+    #[param(
+        example = "shop/products",
+        pattern = "^ *([a-z0-9][a-z0-9_-]{0,63}/[a-z0-9][a-z0-9_-]{0,63})? *(, *([a-z0-9][a-z0-9_-]{0,63}/[a-z0-9][a-z0-9_-]{0,63})? *)*$"
+    )]
     stream: Option<String>,
 }
 
@@ -88,8 +96,26 @@ pub struct StreamParams {
     /// header takes precedence.
     since: Option<String>,
     /// Only these streams: `source/stream`, several separated by commas.
-    #[param(example = "shop/products")]
+    #[param(
+        example = "shop/products",
+        pattern = "^ *([a-z0-9][a-z0-9_-]{0,63}/[a-z0-9][a-z0-9_-]{0,63})? *(, *([a-z0-9][a-z0-9_-]{0,63}/[a-z0-9][a-z0-9_-]{0,63})? *)*$"
+    )]
     stream: Option<String>,
+}
+
+/// The `stream` filter. Only the characters its documented pattern allows: names,
+/// `/`, commas and spaces (other whitespace is refused rather than trimmed).
+fn scope_param(filter: Option<&str>) -> Result<Scope, ApiError> {
+    let allowed = |c: char| {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '/' | ',' | ' ')
+    };
+    if filter.is_some_and(|f| !f.chars().all(allowed)) {
+        return Err(ApiError::invalid_param(
+            "stream",
+            "the filter is `source/stream` names separated by commas",
+        ));
+    }
+    Ok(Scope::parse(filter)?)
 }
 
 fn wait_param(wait: Option<f64>) -> Result<Duration, ApiError> {
@@ -134,7 +160,7 @@ async fn list_changes(
         async {
             let limit = page_limit(params.limit)?;
             let wait = wait_param(params.wait)?;
-            let scope = Scope::parse(params.stream.as_deref())?;
+            let scope = scope_param(params.stream.as_deref())?;
             let since = state.feed.since(params.since.as_deref(), &scope)?;
             Ok(Json(state.feed.poll(&scope, since, limit, wait).await?))
         }
@@ -163,7 +189,7 @@ async fn head(
     counted(
         "head",
         async {
-            let scope = Scope::parse(params.stream.as_deref())?;
+            let scope = scope_param(params.stream.as_deref())?;
             Ok(Json(FeedHead {
                 until: state.feed.head(&scope).await?,
             }))
@@ -185,7 +211,7 @@ async fn head(
         ("last-event-id" = Option<String>, Header, description = "The `id` of the last event received"),
     ),
     responses(
-        (status = 200, description = "An event stream", body = String, content_type = "text/event-stream",
+        (status = 200, description = "An event stream; the schema describes each event", body = FeedEvent, content_type = "text/event-stream",
          headers(("cache-control" = String, description = "`no-store`"))),
         (status = 400, description = "Invalid filter, `invalid-since-format` or `since-scope-mismatch`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
@@ -204,7 +230,7 @@ async fn stream_changes(
     counted(
         "stream",
         async {
-            let scope = Scope::parse(params.stream.as_deref())?;
+            let scope = scope_param(params.stream.as_deref())?;
             let resume = match headers.get("last-event-id") {
                 Some(value) => Some(
                     value
@@ -217,18 +243,19 @@ async fn stream_changes(
             let changes = state.feed.clone().follow(scope, since).await?;
             let events = changes.map(|item| {
                 let event = match item {
-                    Ok((id, change)) => Event::default()
-                        .id(id)
-                        .event("change")
-                        .json_data(&change)
-                        .unwrap_or_else(|e| {
-                            problem_event(ApiError::from(crate::store::StoreError::Corrupt(
-                                format!("serializing a change: {e}"),
-                            )))
-                        }),
+                    Ok((id, change)) => match serde_json::to_string(&change) {
+                        Ok(data) => FeedEvent {
+                            event: "change",
+                            data,
+                            id: Some(id),
+                        },
+                        Err(e) => problem_event(ApiError::from(crate::store::StoreError::Corrupt(
+                            format!("serializing a change: {e}"),
+                        ))),
+                    },
                     Err(e) => problem_event(e.into()),
                 };
-                Ok::<_, Infallible>(event)
+                Ok::<_, Infallible>(Event::from(event))
             });
             Ok(Sse::new(events)
                 .keep_alive(
@@ -242,10 +269,33 @@ async fn stream_changes(
     )
 }
 
-fn problem_event(error: ApiError) -> Event {
+/// One Server-Sent Event of `/v1/changes/stream` (the heartbeats are comments, not events).
+#[derive(ToSchema)]
+pub struct FeedEvent {
+    /// `change`, or `problem` when following ends on an error (a token that expired).
+    #[schema(value_type = String, pattern = "^(change|problem)$")]
+    event: &'static str,
+    /// A change as in `/v1/changes` (`change`) or a problem document (`problem`), as JSON.
+    data: String,
+    /// The token that resumes right after this change (`change` only).
+    id: Option<String>,
+}
+
+impl From<FeedEvent> for Event {
+    fn from(feed: FeedEvent) -> Event {
+        let event = Event::default().event(feed.event).data(feed.data);
+        match feed.id {
+            Some(id) => event.id(id),
+            None => event,
+        }
+    }
+}
+
+fn problem_event(error: ApiError) -> FeedEvent {
     let problem = error.problem();
-    Event::default()
-        .event("problem")
-        .json_data(&problem)
-        .unwrap_or_else(|_| Event::default().event("problem").data(problem.kind))
+    FeedEvent {
+        event: "problem",
+        data: serde_json::to_string(&problem).unwrap_or_else(|_| problem.kind.clone()),
+        id: None,
+    }
 }

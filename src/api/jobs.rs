@@ -33,7 +33,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// running job gets no second one: that job is returned.
 #[utoipa::path(
     post, path = "/v1/sources/{source}/sync", tag = "jobs",
-    params(("source" = String, Path, description = "Source name")),
+    params(("source" = SourceName, Path, description = "Source name")),
     request_body(content = Option<SyncRequest>, description = "Empty for an incremental sync"),
     responses(
         (status = 202, description = "Queued (or already queued or running)", body = SourceJobs),
@@ -77,8 +77,8 @@ async fn sync_source(
 #[utoipa::path(
     post, path = "/v1/sources/{source}/streams/{stream}/sync", tag = "jobs",
     params(
-        ("source" = String, Path, description = "Source name"),
-        ("stream" = String, Path, description = "Stream name"),
+        ("source" = SourceName, Path, description = "Source name"),
+        ("stream" = StreamName, Path, description = "Stream name"),
     ),
     request_body(content = Option<SyncRequest>, description = "Empty for an incremental sync"),
     responses(
@@ -110,16 +110,23 @@ async fn sync_stream(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct JobParams {
-    /// Only jobs of this source.
+    /// Only jobs of this source; blank: of every source.
+    #[param(pattern = "^([a-z0-9][a-z0-9_-]{0,63})?$")]
     source: Option<String>,
-    /// Only jobs of streams with this name.
+    /// Only jobs of streams with this name; blank: of every stream.
+    #[param(pattern = "^([a-z0-9][a-z0-9_-]{0,63})?$")]
     stream: Option<String>,
-    /// Only jobs in this status.
-    #[param(value_type = Option<JobStatus>)]
+    /// Only jobs in this status (`queued`, `running`, `succeeded`, `failed` or
+    /// `cancelled`); blank: in any status.
+    #[param(pattern = "^(queued|running|succeeded|failed|cancelled)?$")]
     status: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
-    /// The `next` value of the previous page.
+    /// The `next` value of the previous page (a job id); blank: from the beginning.
+    #[param(
+        pattern = "^([0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})?$"
+    )]
     after: Option<String>,
 }
 
@@ -175,8 +182,11 @@ async fn list_jobs(
         .after
         .filter(|a| !a.is_empty())
         .map(|a| {
-            a.parse()
-                .map_err(|_| ApiError::invalid_param("after", "not a `next` value of this list"))
+            // Only the hyphenated form that `next` hands out (the parser also takes others).
+            Some(a)
+                .filter(|a| a.len() == 36)
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(|| ApiError::invalid_param("after", "not a `next` value of this list"))
         })
         .transpose()?;
     let jobs = state.store.list_jobs(&filter, after, limit).await?;
@@ -254,7 +264,7 @@ const WEBHOOK_SECRET: &str = "x-webhook-secret";
 #[utoipa::path(
     post, path = "/v1/sources/{source}/webhook", tag = "jobs",
     params(
-        ("source" = String, Path, description = "Source name"),
+        ("source" = SourceName, Path, description = "Source name"),
         ("X-Webhook-Secret" = String, Header, description = "The source's webhook secret"),
     ),
     security(()),

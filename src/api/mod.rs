@@ -55,6 +55,8 @@ pub struct AppState {
                        switch on their `type`. Send `Authorization: Bearer <token>`: `reader` \
                        tokens may read, `admin` tokens may do everything."
     ),
+    // Path parameters refer to these by `$ref`, which does not collect them.
+    components(schemas(crate::spec::SourceName, crate::spec::StreamName)),
     modifiers(&BearerScheme),
     security(("bearer" = [])),
     tags(
@@ -87,11 +89,12 @@ impl Modify for BearerScheme {
     }
 }
 
-/// Drops `additionalProperties: false` from component schemas (applied after the routes'
-/// schemas are collected, which happens after `#[openapi(modifiers)]` run). The server refuses
-/// unknown fields itself (with a 422 naming them), but in the document the flag breaks
-/// composition: `allOf` a struct schema plus a `type` tag (tagged enums) or plus
-/// timestamps (views) would then refuse every valid document.
+/// Drops `additionalProperties: false` from the component schemas that are parts of an
+/// `allOf` (applied after the routes' schemas are collected, which happens after
+/// `#[openapi(modifiers)]` run). The server refuses unknown fields itself (with a 422
+/// naming them), but in the document the flag breaks composition: `allOf` a struct schema
+/// plus a `type` tag (tagged enums) or plus timestamps (views) would then refuse every
+/// valid document. Schemas used on their own keep it.
 struct OpenObjects;
 
 impl Modify for OpenObjects {
@@ -101,8 +104,13 @@ impl Modify for OpenObjects {
         let Some(components) = openapi.components.as_mut() else {
             return;
         };
-        for schema in components.schemas.values_mut() {
+        let mut parts = std::collections::BTreeSet::new();
+        if let Ok(serde_json::Value::Object(schemas)) = serde_json::to_value(&components.schemas) {
+            collect_all_of_refs(&serde_json::Value::Object(schemas), &mut parts);
+        }
+        for (name, schema) in components.schemas.iter_mut() {
             if let RefOr::T(Schema::Object(object)) = schema
+                && parts.contains(name)
                 && matches!(
                     object.additional_properties.as_deref(),
                     Some(AdditionalProperties::FreeForm(false))
@@ -111,6 +119,26 @@ impl Modify for OpenObjects {
                 object.additional_properties = None;
             }
         }
+    }
+}
+
+/// The names of the component schemas that some `allOf` refers to.
+fn collect_all_of_refs(value: &serde_json::Value, found: &mut std::collections::BTreeSet<String>) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::Array(items)) = map.get("allOf") {
+                found.extend(items.iter().filter_map(|item| {
+                    item.get("$ref")?
+                        .as_str()?
+                        .strip_prefix("#/components/schemas/")
+                        .map(str::to_owned)
+                }));
+            }
+            map.values().for_each(|v| collect_all_of_refs(v, found));
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_all_of_refs(v, found)),
+        _ => {}
     }
 }
 

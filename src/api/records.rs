@@ -11,6 +11,7 @@ use super::extract::{RecordPath, StreamPath};
 use super::sources::{ListParams, no_stream};
 use crate::error::{ApiError, Problem};
 use crate::spec::record::{RecordEntry, RecordList};
+use crate::spec::{SourceName, StreamName};
 use crate::store::{StoreError, StoredRecord};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -34,8 +35,8 @@ fn entry(record: StoredRecord) -> Result<RecordEntry, ApiError> {
 #[utoipa::path(
     get, path = "/v1/sources/{source}/streams/{stream}/records", tag = "records",
     params(
-        ("source" = String, Path, description = "Source name"),
-        ("stream" = String, Path, description = "Stream name"),
+        ("source" = SourceName, Path, description = "Source name"),
+        ("stream" = StreamName, Path, description = "Stream name"),
         ListParams,
     ),
     responses(
@@ -70,8 +71,8 @@ async fn list_records(
 #[utoipa::path(
     get, path = "/v1/sources/{source}/streams/{stream}/records/{key}", tag = "records",
     params(
-        ("source" = String, Path, description = "Source name"),
-        ("stream" = String, Path, description = "Stream name"),
+        ("source" = SourceName, Path, description = "Source name"),
+        ("stream" = StreamName, Path, description = "Stream name"),
         ("key" = String, Path, description = "The record's key"),
     ),
     responses(

@@ -111,8 +111,21 @@ async fn create_source(
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// The `next` value of the previous page.
+    after: Option<String>,
+}
+
+/// Paging of the source list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SourceListParams {
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// The `next` value of the previous page (a source name); blank: from the beginning.
+    #[param(pattern = "^([a-z0-9][a-z0-9_-]{0,63})?$")]
     after: Option<String>,
 }
 
@@ -131,7 +144,7 @@ impl ListParams {
 /// List sources, ordered by name.
 #[utoipa::path(
     get, path = "/v1/sources", tag = "sources",
-    params(ListParams),
+    params(SourceListParams),
     responses(
         (status = 200, description = "A page of sources", body = SourceList),
         (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
@@ -141,12 +154,12 @@ impl ListParams {
 #[tracing::instrument(skip_all)]
 async fn list_sources(
     State(state): State<AppState>,
-    Query(params): Query<ListParams>,
+    Query(params): Query<SourceListParams>,
 ) -> Result<Json<SourceList>, ApiError> {
-    let limit = params.limit()?;
-    let after = match params.after() {
+    let limit = page_limit(params.limit)?;
+    let after = match params.after.filter(|a| !a.is_empty()) {
         Some(a) => Some(
-            SourceName::try_from(a.to_owned())
+            SourceName::try_from(a)
                 .map_err(|_| ApiError::invalid_param("after", "not a `next` value of this list"))?,
         ),
         None => None,
@@ -164,7 +177,7 @@ async fn list_sources(
 /// Read a source (inline secrets are redacted).
 #[utoipa::path(
     get, path = "/v1/sources/{source}", tag = "sources",
-    params(("source" = String, Path, description = "Source name")),
+    params(("source" = SourceName, Path, description = "Source name")),
     responses(
         (status = 200, description = "The source", body = SourceView),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
@@ -189,7 +202,7 @@ async fn get_source(
 /// streams left out are removed with their records.
 #[utoipa::path(
     put, path = "/v1/sources/{source}", tag = "sources",
-    params(("source" = String, Path, description = "Source name")),
+    params(("source" = SourceName, Path, description = "Source name")),
     request_body = SourceSpec,
     responses(
         (status = 200, description = "Replaced", body = SourceView),
@@ -197,6 +210,7 @@ async fn get_source(
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such source", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The body names another source (sources cannot be renamed)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid spec; `pointer` names the field", body = Problem, content_type = "application/problem+json"),
@@ -208,13 +222,11 @@ async fn replace_source(
     SourcePath(name): SourcePath,
     body: ApiJson<SourceSpec>,
 ) -> Result<Json<SourceView>, ApiError> {
+    // A body for another resource conflicts with this one (RFC 9110, 9.3.4).
     if body.value.name != name {
-        return Err(ApiError::invalid(
-            "/name",
-            format!(
-                "the name in the body must be the source's name, `{name}` (sources cannot be renamed)"
-            ),
-        ));
+        return Err(ApiError::conflict(format!(
+            "the name in the body must be the source's name, `{name}` (sources cannot be renamed)"
+        )));
     }
     check_hosts(&state, &body.value)?;
     let stored = state
@@ -232,7 +244,7 @@ async fn replace_source(
 /// nothing for the removed records.
 #[utoipa::path(
     delete, path = "/v1/sources/{source}", tag = "sources",
-    params(("source" = String, Path, description = "Source name")),
+    params(("source" = SourceName, Path, description = "Source name")),
     responses(
         (status = 204, description = "Removed"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
@@ -256,8 +268,8 @@ async fn delete_source(
 #[utoipa::path(
     get, path = "/v1/sources/{source}/streams/{stream}", tag = "streams",
     params(
-        ("source" = String, Path, description = "Source name"),
-        ("stream" = String, Path, description = "Stream name"),
+        ("source" = SourceName, Path, description = "Source name"),
+        ("stream" = StreamName, Path, description = "Stream name"),
     ),
     responses(
         (status = 200, description = "The stream", body = StreamView),
@@ -291,8 +303,8 @@ async fn get_stream(
 #[utoipa::path(
     get, path = "/v1/sources/{source}/streams/{stream}/cursor", tag = "streams",
     params(
-        ("source" = String, Path, description = "Source name"),
-        ("stream" = String, Path, description = "Stream name"),
+        ("source" = SourceName, Path, description = "Source name"),
+        ("stream" = StreamName, Path, description = "Stream name"),
     ),
     responses(
         (status = 200, description = "The cursor", body = CursorView),
@@ -327,8 +339,8 @@ async fn get_cursor(
 #[utoipa::path(
     put, path = "/v1/sources/{source}/streams/{stream}/cursor", tag = "streams",
     params(
-        ("source" = String, Path, description = "Source name"),
-        ("stream" = String, Path, description = "Stream name"),
+        ("source" = SourceName, Path, description = "Source name"),
+        ("stream" = StreamName, Path, description = "Stream name"),
     ),
     request_body = CursorUpdate,
     responses(
@@ -377,8 +389,8 @@ async fn put_cursor(
 #[utoipa::path(
     delete, path = "/v1/sources/{source}/streams/{stream}/cursor", tag = "streams",
     params(
-        ("source" = String, Path, description = "Source name"),
-        ("stream" = String, Path, description = "Stream name"),
+        ("source" = SourceName, Path, description = "Source name"),
+        ("stream" = StreamName, Path, description = "Stream name"),
     ),
     responses(
         (status = 204, description = "Reset"),

@@ -33,7 +33,7 @@ pub struct CursorView {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CursorUpdate {
-    #[schema(value_type = Option<Object>, example = json!({"updated_since": "2017-09-04 00:00:00 +03:00", "from_id": 123}))]
+    #[schema(value_type = Option<Object>, required = true, example = json!({"updated_since": "2017-09-04 00:00:00 +03:00", "from_id": 123}))]
     pub cursor: Value,
 }
 

@@ -62,14 +62,14 @@ fn slug(value: &str) -> Result<(), String> {
 
 checked_string!(
     /// A source's unique name: a slug matching `[a-z0-9][a-z0-9_-]*`, at most 64 characters.
-    #[schema(pattern = "^[a-z0-9][a-z0-9_-]*$", example = "shop")]
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,63}$", example = "shop")]
     SourceName,
     slug
 );
 
 checked_string!(
     /// A stream's name, unique within its source: a slug like a source name.
-    #[schema(pattern = "^[a-z0-9][a-z0-9_-]*$", example = "products")]
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,63}$", example = "products")]
     StreamName,
     slug
 );

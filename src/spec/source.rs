@@ -23,7 +23,7 @@ const MAX_STREAMS: usize = 100;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSpec {
-    #[schema(value_type = String, pattern = "^[a-z0-9][a-z0-9_-]*$", example = "shop")]
+    #[schema(value_type = String, pattern = "^[a-z0-9][a-z0-9_-]{0,63}$", example = "shop")]
     pub name: SourceName,
     /// Every stream's `request.path` is appended to this URL.
     #[schema(value_type = String, example = "http://127.0.0.1:9000")]
@@ -221,7 +221,7 @@ impl<'de> Deserialize<'de> for Streams {
 /// One endpoint of a source that yields records.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct StreamSpec {
-    #[schema(value_type = String, pattern = "^[a-z0-9][a-z0-9_-]*$", example = "products")]
+    #[schema(value_type = String, pattern = "^[a-z0-9][a-z0-9_-]{0,63}$", example = "products")]
     pub name: StreamName,
     /// Makes this a deletions stream: each of its records is a tombstone for the record
     /// with the same key in the named stream of this source.

@@ -2,6 +2,7 @@
 //! with modules, so the whole suite links once.
 
 mod auth;
+mod conformance;
 mod crash;
 mod errors;
 mod failover;

@@ -45,6 +45,30 @@ async fn the_document_is_openapi_3_1_and_lists_every_route() {
     assert!(doc["components"]["schemas"]["SourceSpec"].is_object());
 }
 
+#[test]
+fn every_reference_of_the_document_resolves() {
+    fn refs<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(target)) = map.get("$ref") {
+                    found.push(target);
+                }
+                map.values().for_each(|v| refs(v, found));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, found)),
+            _ => {}
+        }
+    }
+    let doc = serde_json::to_value(tidemark::api::openapi()).unwrap();
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    assert!(found.contains(&"#/components/schemas/SourceName"));
+    for target in found {
+        let pointer = target.strip_prefix('#').expect("a local reference");
+        assert!(doc.pointer(pointer).is_some(), "{target} does not resolve");
+    }
+}
+
 #[tokio::test]
 async fn the_committed_document_matches_the_code() {
     let generated = tidemark::api::openapi().to_pretty_json().unwrap();

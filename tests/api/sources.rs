@@ -149,13 +149,9 @@ async fn a_source_cannot_be_renamed_by_put() {
     app.post("/v1/sources", &design_source()).await;
     let mut renamed = design_source();
     renamed["name"] = json!("other");
-    let problem = assert_problem(
-        app.put("/v1/sources/shop", &renamed).await,
-        422,
-        "invalid-spec",
-    )
-    .await;
-    assert_eq!(problem["pointer"], "/name");
+    let problem =
+        assert_problem(app.put("/v1/sources/shop", &renamed).await, 409, "conflict").await;
+    assert!(problem["detail"].as_str().unwrap().contains("renamed"));
 }
 
 fn minimal(name: &str) -> Value {
