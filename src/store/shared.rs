@@ -1055,11 +1055,13 @@ macro_rules! impl_store {
             .await?)
         }
 
-        /// Removes streams with their jobs, then their records (the mirror has no foreign
-        /// key to cascade along). Jobs go first: deleting a job row waits for a page
-        /// commit of that job in flight (it holds the row), and a later one finds no job
-        /// and writes nothing, so each records `DELETE`, a statement of its own that sees
-        /// every page committed before it started, leaves nothing behind.
+        /// Removes streams with their jobs, then their records (on PostgreSQL the mirror
+        /// has no foreign key to cascade along; on SQLite the cascade finds nothing left).
+        /// Jobs go first: deleting a job row waits for a page commit of that job in flight
+        /// (it holds the row), and a later one finds no job and writes nothing, so each
+        /// records `DELETE`, a statement of its own that sees every page committed before
+        /// it started, leaves nothing behind. A deletions stream writing into a removed
+        /// stream only updates rows its lookup locked, which the `DELETE` waits for.
         async fn remove_streams(conn: &mut $conn, ids: &[i64]) -> $crate::store::StoreResult<()> {
             for id in ids {
                 sqlx::query("DELETE FROM streams WHERE id = $1")
