@@ -16,10 +16,12 @@ const START_TIMEOUT: Duration = Duration::from_secs(300);
 /// Kernel clock ticks per second in `/proc/<pid>/stat` (USER_HZ, 100 on Linux).
 const TICKS_PER_SECOND: f64 = 100.0;
 
-/// The gateway role: tidemark as `tidemark serve` runs it, on an ephemeral port.
+/// The gateway role: tidemark as `tidemark serve` runs it, on an ephemeral port. It logs
+/// warnings, or what the filter in `BENCH_LOG` selects (`sqlx::query=debug` logs every
+/// statement with its time, for profiling the database's share).
 pub async fn gateway(database_url: String) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter("warn")
+        .with_env_filter(std::env::var("BENCH_LOG").unwrap_or("warn".into()))
         .with_writer(std::io::stderr)
         .init();
     let config = Config::new(database_url);

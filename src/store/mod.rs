@@ -6,6 +6,8 @@ mod postgres;
 mod sealed;
 mod shared;
 mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 

@@ -157,9 +157,18 @@ pub(super) fn stats_text(stats: &JobStats) -> String {
 /// (`key → (hash, rev)`, hash `None` for a tombstone). A key given twice in one page keeps
 /// its last occurrence.
 pub(super) struct PagePlan<'a> {
-    /// Records that change: (record, new rev).
-    pub changes: Vec<(&'a super::PageRecord, i64)>,
+    /// Records that change, in page order (the order of their feed positions).
+    pub changes: Vec<Change<'a>>,
     pub outcome: super::PageOutcome,
+}
+
+/// One record a page changes.
+pub(super) struct Change<'a> {
+    pub record: &'a super::PageRecord,
+    pub rev: i64,
+    /// Whether the mirror has a row for the key (a tombstone counts): it is updated in
+    /// place; otherwise a row is inserted.
+    pub stored: bool,
 }
 
 impl<'a> PagePlan<'a> {
@@ -183,19 +192,24 @@ impl<'a> PagePlan<'a> {
             let old = existing.get(&record.key);
             let old_hash = old.and_then(|(h, _)| h.as_deref());
             let rev = old.map(|(_, rev)| *rev).unwrap_or(0) + 1;
+            let change = Change {
+                record,
+                rev,
+                stored: old.is_some(),
+            };
             match (&record.hash, old_hash) {
                 (Some(new), Some(old)) if new.as_slice() == old => plan.outcome.unchanged += 1,
                 (Some(_), Some(_)) => {
                     plan.outcome.updated += 1;
-                    plan.changes.push((record, rev));
+                    plan.changes.push(change);
                 }
                 (Some(_), None) => {
                     plan.outcome.inserted += 1;
-                    plan.changes.push((record, rev));
+                    plan.changes.push(change);
                 }
                 (None, Some(_)) => {
                     plan.outcome.deleted += 1;
-                    plan.changes.push((record, rev));
+                    plan.changes.push(change);
                 }
                 (None, None) => plan.outcome.unchanged += 1,
             }
@@ -302,12 +316,7 @@ macro_rules! impl_store {
                         .fetch_all(&mut *tx)
                         .await?;
                 let plan = $crate::store::shared::StreamPlan::new(existing, source.spec);
-                for stream_id in plan.remove {
-                    sqlx::query("DELETE FROM streams WHERE id = $1")
-                        .bind(stream_id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                remove_streams(&mut *tx, &plan.remove).await?;
                 for (stream_id, strategy) in plan.reset {
                     sqlx::query(
                         "UPDATE streams SET strategy = $2, cursor = NULL, \
@@ -385,11 +394,27 @@ macro_rules! impl_store {
                 &self,
                 name: &$crate::spec::SourceName,
             ) -> $crate::store::StoreResult<bool> {
-                let done = sqlx::query("DELETE FROM sources WHERE name = $1")
+                let mut tx = self.write.begin().await?;
+                // Locked, so that no stream is added to it meanwhile.
+                let id: Option<i64> = sqlx::query_scalar(LOCK_SOURCE_SQL)
                     .bind(name.as_str())
-                    .execute(&self.write)
+                    .fetch_optional(&mut *tx)
                     .await?;
-                Ok(done.rows_affected() > 0)
+                let Some(id) = id else {
+                    return Ok(false);
+                };
+                let streams: Vec<i64> =
+                    sqlx::query_scalar("SELECT id FROM streams WHERE source_id = $1")
+                        .bind(id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                remove_streams(&mut *tx, &streams).await?;
+                sqlx::query("DELETE FROM sources WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             #[tracing::instrument(skip_all, fields(source = %source, stream = %stream))]
@@ -835,29 +860,8 @@ macro_rules! impl_store {
                     .bind(n)
                     .fetch_one(&mut *tx)
                     .await?;
-                    let first = last - n + 1;
-                    for (chunk_no, chunk) in plan.changes.chunks(1000).enumerate() {
-                        let base = first + (chunk_no as i64) * 1000;
-                        let mut insert = sqlx::QueryBuilder::new(
-                            "INSERT INTO records (stream_id, key, rev, seq, hash, body, synced_at, changed_at) ",
-                        );
-                        insert.push_values(chunk.iter().enumerate(), |mut row, (i, (record, rev))| {
-                            row.push_bind(page.target_stream_id)
-                                .push_bind(record.key.as_str())
-                                .push_bind(*rev)
-                                .push_bind(base + i as i64)
-                                .push_bind(record.hash_bytes())
-                                .push_bind(record.body.as_deref())
-                                .push_bind(now)
-                                .push_bind(now);
-                        });
-                        insert.push(
-                            " ON CONFLICT (stream_id, key) DO UPDATE SET rev = excluded.rev, \
-                             seq = excluded.seq, hash = excluded.hash, body = excluded.body, \
-                             synced_at = excluded.synced_at, changed_at = excluded.changed_at",
-                        );
-                        insert.build().execute(&mut *tx).await?;
-                    }
+                    write_changes(&mut *tx, page.target_stream_id, last - n + 1, &plan.changes, now)
+                        .await?;
                     self.announce(&mut *tx, page.target_stream_id, last).await?;
                     last_seq = Some(last);
                 }
@@ -1049,6 +1053,29 @@ macro_rules! impl_store {
             )
             .fetch_one(conn)
             .await?)
+        }
+
+        /// Removes streams with their jobs, then their records (on PostgreSQL the mirror
+        /// has no foreign key to cascade along; on SQLite the cascade finds nothing left).
+        /// Jobs go first: deleting a job row waits for a page commit of that job in flight
+        /// (it holds the row), and a later one finds no job and writes nothing, so each
+        /// records `DELETE`, a statement of its own that sees every page committed before
+        /// it started, leaves nothing behind. A deletions stream writing into a removed
+        /// stream only updates rows its lookup locked, which the `DELETE` waits for.
+        async fn remove_streams(conn: &mut $conn, ids: &[i64]) -> $crate::store::StoreResult<()> {
+            for id in ids {
+                sqlx::query("DELETE FROM streams WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            for id in ids {
+                sqlx::query("DELETE FROM records WHERE stream_id = $1")
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(())
         }
 
         /// The id of a stream, by names.

@@ -8,9 +8,11 @@ use sqlx::SqlitePool;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
+use chrono::{DateTime, Utc};
+
 use super::feed::{change_select, impl_feed_store};
 use super::sealed::Sealer;
-use super::shared::impl_store;
+use super::shared::{Change, impl_store};
 use crate::feed::notify::Notifier;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -89,6 +91,10 @@ const CLAIM_SQL: &str = "UPDATE jobs SET status = 'running', attempts = attempts
                  ORDER BY created_at, id LIMIT 1) \
      RETURNING id";
 
+/// A source's id. The one writer connection serializes every write, so there is
+/// nothing to lock.
+const LOCK_SOURCE_SQL: &str = "SELECT id FROM sources WHERE name = $1";
+
 /// What the mirror holds for a page's keys (bound as one JSON array).
 const EXISTING_SQL: &str = "SELECT key, hash, rev FROM records WHERE stream_id = $1 \
      AND key IN (SELECT value FROM json_each($2))";
@@ -101,6 +107,40 @@ fn key_list(records: &[crate::store::PageRecord]) -> String {
             .collect(),
     )
     .to_string()
+}
+
+/// Writes a page's changes, the `i`-th at feed position `first + i`, in multi-row upserts
+/// of up to 1000 rows (8 bound values each, below SQLite's limit of 32766 per statement).
+async fn write_changes(
+    conn: &mut sqlx::SqliteConnection,
+    stream_id: i64,
+    first: i64,
+    changes: &[Change<'_>],
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    for (chunk_no, chunk) in changes.chunks(1000).enumerate() {
+        let base = first + (chunk_no as i64) * 1000;
+        let mut insert = sqlx::QueryBuilder::new(
+            "INSERT INTO records (stream_id, key, rev, seq, hash, body, synced_at, changed_at) ",
+        );
+        insert.push_values(chunk.iter().enumerate(), |mut row, (i, change)| {
+            row.push_bind(stream_id)
+                .push_bind(change.record.key.as_str())
+                .push_bind(change.rev)
+                .push_bind(base + i as i64)
+                .push_bind(change.record.hash_bytes())
+                .push_bind(change.record.body.as_deref())
+                .push_bind(now)
+                .push_bind(now);
+        });
+        insert.push(
+            " ON CONFLICT (stream_id, key) DO UPDATE SET rev = excluded.rev, \
+             seq = excluded.seq, hash = excluded.hash, body = excluded.body, \
+             synced_at = excluded.synced_at, changed_at = excluded.changed_at",
+        );
+        insert.build().execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// A deferred transaction: in WAL mode its first read fixes the snapshot that every later

@@ -1,0 +1,118 @@
+//! The mirror has no foreign key to its stream (on PostgreSQL), so removing a stream or a
+//! source must delete its records itself: checked through the feed, on SQLite, or on
+//! PostgreSQL when `TIDEMARK_TEST_DATABASE_URL` names a server (a fresh database).
+
+use std::sync::Arc;
+
+use super::{CursorWrite, FeedQuery, NewSource, PageCommit, PageRecord, Store};
+use crate::spec::job::{JobMode, JobStats, Trigger};
+use crate::spec::{SourceName, SourceSpec, StreamName};
+
+async fn store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+    let url = match std::env::var("TIDEMARK_TEST_DATABASE_URL") {
+        Ok(admin_url) if !admin_url.is_empty() => {
+            let name = format!("tidemark_test_{}", uuid::Uuid::new_v4().simple());
+            let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&admin)
+                .await
+                .unwrap();
+            admin.close().await;
+            let mut url = url::Url::parse(&admin_url).unwrap();
+            url.set_path(&name);
+            url.to_string()
+        }
+        _ => format!("sqlite://{}", dir.path().join("tidemark.db").display()),
+    };
+    super::connect(&url, None).await.unwrap()
+}
+
+fn spec(streams: &[&str]) -> (SourceSpec, String) {
+    let streams: Vec<_> = streams
+        .iter()
+        .map(|name| {
+            serde_json::json!({"name": name, "request": {"path": "/x"},
+                               "records": {"path": "", "key": "/id"},
+                               "pagination": {"type": "none"}})
+        })
+        .collect();
+    let raw = serde_json::json!({"name": "shop", "base_url": "http://127.0.0.1:9",
+                                 "streams": streams})
+    .to_string();
+    (crate::spec::de::parse(raw.as_bytes()).unwrap(), raw)
+}
+
+/// Runs one job of `stream` that stores `keys`.
+async fn sync(store: &dyn Store, stream: &str, keys: &[&str]) {
+    let source: SourceName = crate::spec::de::parse(b"\"shop\"").unwrap();
+    let stream: StreamName = crate::spec::de::parse(format!("\"{stream}\"").as_bytes()).unwrap();
+    store
+        .enqueue_job(&source, &stream, JobMode::Full, Trigger::Api)
+        .await
+        .unwrap()
+        .unwrap();
+    let lease = chrono::TimeDelta::seconds(60);
+    let claim = store.claim_job("w", lease).await.unwrap().unwrap();
+    let records: Vec<PageRecord> = keys
+        .iter()
+        .map(|k| PageRecord::upsert((*k).to_owned(), format!("{{\"id\":{k}}}")))
+        .collect();
+    let outcome = store
+        .commit_page(PageCommit {
+            job: claim.job.id,
+            owner: "w",
+            lease,
+            target_stream_id: claim.target_stream_id,
+            cursor_stream_id: claim.stream_id,
+            records: &records,
+            cursor: &CursorWrite::Keep,
+            stats: &JobStats::default(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome.inserted, keys.len() as u64);
+    let (stats, end) = (JobStats::default(), super::JobEnd::Succeeded);
+    let finished = store.finish_job(claim.job.id, "w", &stats, end).await;
+    assert!(finished.unwrap());
+}
+
+/// The keys of every change in the unfiltered feed.
+async fn feed_keys(store: &dyn Store) -> Vec<String> {
+    let query = FeedQuery {
+        streams: &[],
+        after: 0,
+        limit: 1000,
+    };
+    let snapshot = store.read_feed(query).await.unwrap();
+    snapshot.changes.into_iter().map(|c| c.key).collect()
+}
+
+#[tokio::test]
+async fn removing_a_stream_or_its_source_removes_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let (both, raw) = spec(&["a", "b"]);
+    store
+        .create_source(NewSource {
+            spec: &both,
+            raw: &raw,
+        })
+        .await
+        .unwrap();
+    sync(&*store, "a", &["1", "2"]).await;
+    sync(&*store, "b", &["3"]).await;
+    assert_eq!(feed_keys(&*store).await, ["1", "2", "3"]);
+
+    let (only_b, raw) = spec(&["b"]);
+    let replaced = store.replace_source(NewSource {
+        spec: &only_b,
+        raw: &raw,
+    });
+    assert!(replaced.await.unwrap().is_some());
+    assert_eq!(feed_keys(&*store).await, ["3"]);
+
+    let name: SourceName = crate::spec::de::parse(b"\"shop\"").unwrap();
+    assert!(store.delete_source(&name).await.unwrap());
+    assert!(feed_keys(&*store).await.is_empty());
+}
