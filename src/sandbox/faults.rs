@@ -177,15 +177,13 @@ pub(super) fn rate_limited(mut response: Response, remaining: u32, reset: u32) -
 pub(super) fn huge_reply(bytes: u64, sent: Arc<AtomicU64>) -> Response {
     const CHUNK: u64 = 64 << 10;
     let pad = "x".repeat(HUGE_PAD);
-    let chunks = futures_util::stream::unfold((0_u64, 0_u64), move |(written, next_id)| {
+    // The state is (bytes written, next record id), `None` once the closing bracket is out.
+    let chunks = futures_util::stream::unfold(Some((0_u64, 0_u64)), move |state| {
         let sent = sent.clone();
         let pad = pad.clone();
         async move {
-            if written > bytes {
-                return None;
-            }
+            let (written, mut id) = state?;
             let mut chunk = String::with_capacity(CHUNK as usize + HUGE_PAD + 64);
-            let mut id = next_id;
             if written == 0 {
                 chunk.push('[');
             }
@@ -197,13 +195,14 @@ pub(super) fn huge_reply(bytes: u64, sent: Arc<AtomicU64>) -> Response {
                 id += 1;
             }
             let written = written + chunk.len() as u64;
-            if written >= bytes {
+            let next = if written >= bytes {
                 chunk.push(']');
-            }
+                None
+            } else {
+                Some((written, id))
+            };
             sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            // One past `bytes` ends the stream after the closing bracket.
-            let next = if written >= bytes { bytes + 1 } else { written };
-            Some((Ok::<_, std::convert::Infallible>(chunk), (next, id)))
+            Some((Ok::<_, std::convert::Infallible>(chunk), next))
         }
     });
     (

@@ -39,17 +39,16 @@ pub(super) async fn gate(
         _ => (body, None),
     };
     let at_ms = u64::try_from((arrived - sandbox.started).as_millis()).unwrap_or(u64::MAX);
-    let (seq, fault, denial, huge_sent) = {
+    let (seq, fault, denial) = {
         let mut world = sandbox.world();
         let world = &mut *world;
         let fault = world.faults.next(parts.uri.path(), &mut world.noise);
-        let huge_sent = world.faults.huge_sent.clone();
         let denial = world
             .credentials
             .check(&parts.headers, parts.uri.query(), arrived)
             .err();
         let entry = Entry::new(&parts, at_ms, fault.map(Fault::kind), variables);
-        (world.requests.push(entry), fault, denial, huge_sent)
+        (world.requests.push(entry), fault, denial)
     };
     let request = Request::from_parts(parts, body);
     let answer = async move {
@@ -84,7 +83,9 @@ pub(super) async fn gate(
         Some(Fault::Status { status }) => faults::error_reply(status),
         Some(Fault::RetryAfter { status, seconds }) => faults::retry_after(status, seconds),
         Some(Fault::Html { status }) => faults::html_reply(status),
-        Some(Fault::Huge { bytes }) => faults::huge_reply(bytes, huge_sent),
+        Some(Fault::Huge { bytes }) => {
+            faults::huge_reply(bytes, sandbox.world().faults.huge_sent.clone())
+        }
     };
     sandbox.world().requests.finish(seq, response.status());
     response

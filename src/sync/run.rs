@@ -17,7 +17,7 @@ use crate::spec::job::{JobMode, JobStats};
 use crate::spec::names::JsonPointer;
 use crate::spec::pagination::Pagination;
 use crate::spec::source::RecordsSpec;
-use crate::store::{Claim, CursorWrite, JobEnd, PageCommit, PageRecord};
+use crate::store::{Claim, CursorWrite, JobEnd, PageCommit, PageOutcome, PageRecord, StoreResult};
 use crate::upstream::client::{BodyError, Request, SourceClient, Target, UpstreamError};
 use crate::upstream::extract::{ExtractError, Page, extract};
 use crate::upstream::link::next_from_header;
@@ -104,21 +104,7 @@ async fn run_pages(
             seen.extend(fetched.page.records.iter().map(|r| r.key.clone()));
         }
         let records = page_records(fetched.page, stream.deletes.is_some());
-        let (records_ref, cursor_ref, stats_ref) = (&records, &cursor, &*stats);
-        // Repeating a commit whose outcome was lost with the connection is harmless: the
-        // same records with the same content make no change.
-        let commit = engine.patiently("committing a page", move || {
-            engine.store.commit_page(PageCommit {
-                job: claim.job.id,
-                owner,
-                lease: engine.lease,
-                target_stream_id: claim.target_stream_id,
-                cursor_stream_id: claim.stream_id,
-                records: records_ref,
-                cursor: cursor_ref,
-                stats: stats_ref,
-            })
-        });
+        let commit = commit(engine, owner, claim, &records, &cursor, stats);
         // The next request depends only on this reply: fetch it while the page commits.
         let ask = (!done).then(|| strategy.ask());
         let prefetch = async {
@@ -237,21 +223,8 @@ async fn reconcile(
             .map(PageRecord::delete)
             .collect();
         if !missing.is_empty() {
-            let (missing_ref, stats_ref) = (&missing, &*stats);
-            let committed = engine
-                .patiently("committing tombstones", move || {
-                    engine.store.commit_page(PageCommit {
-                        job: claim.job.id,
-                        owner,
-                        lease: engine.lease,
-                        target_stream_id: claim.target_stream_id,
-                        cursor_stream_id: claim.stream_id,
-                        records: missing_ref,
-                        cursor: &CursorWrite::Keep,
-                        stats: stats_ref,
-                    })
-                })
-                .await?;
+            let committed =
+                commit(engine, owner, claim, &missing, &CursorWrite::Keep, stats).await?;
             match committed {
                 Some(outcome) => {
                     outcome.add_to(stats);
@@ -264,7 +237,34 @@ async fn reconcile(
     }
 }
 
-fn record_metrics(claim: &Claim, outcome: &crate::store::PageOutcome) {
+/// Commits records, their changes, the cursor and the counters in one transaction,
+/// riding out a database outage. Repeating a commit whose outcome was lost with the
+/// connection is harmless: the same records with the same content make no change.
+async fn commit(
+    engine: &Engine,
+    owner: &str,
+    claim: &Claim,
+    records: &[PageRecord],
+    cursor: &CursorWrite,
+    stats: &JobStats,
+) -> StoreResult<Option<PageOutcome>> {
+    engine
+        .patiently("committing a page", || {
+            engine.store.commit_page(PageCommit {
+                job: claim.job.id,
+                owner,
+                lease: engine.lease,
+                target_stream_id: claim.target_stream_id,
+                cursor_stream_id: claim.stream_id,
+                records,
+                cursor,
+                stats,
+            })
+        })
+        .await
+}
+
+fn record_metrics(claim: &Claim, outcome: &PageOutcome) {
     let source = claim.job.source.to_string();
     metrics::counter!("tidemark_pages_total", "source" => source).increment(1);
     for (name, n) in [

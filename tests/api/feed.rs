@@ -10,29 +10,13 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::support::{
-    ADMIN, READER, Sandbox, TestApp, assert_problem, database_url, sandbox, spawn, spawn_on,
-    spawn_syncing, spawn_with,
+    ADMIN, READER, Sandbox, TestApp, assert_problem, database_url, keyset_source, sandbox, spawn,
+    spawn_on, spawn_syncing, spawn_with,
 };
-
-/// A keyset (InSales-style) source named `name`, with archived products as deletions.
-fn keyset_source(name: &str, upstream: &Sandbox) -> Value {
-    json!({
-        "name": name,
-        "base_url": upstream.base,
-        "retry": {"max_attempts": 3, "initial_backoff_ms": 10, "max_backoff_ms": 50},
-        "streams": [{
-            "name": "products",
-            "request": {"path": "/insales/products.json", "query": {"with_deleted": "true"}},
-            "records": {"path": "", "key": "/id", "updated_at": "/updated_at",
-                        "deleted": {"pointer": "/archived", "equals": true}},
-            "pagination": {"type": "keyset", "limit": 50}
-        }]
-    })
-}
 
 async fn register(app: &TestApp, name: &str, upstream: &Sandbox) {
     let response = app
-        .post("/v1/sources", &keyset_source(name, upstream))
+        .post("/v1/sources", &keyset_source(upstream, name, 50))
         .await;
     assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
 }

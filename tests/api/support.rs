@@ -320,6 +320,23 @@ impl Sandbox {
     }
 }
 
+/// A keyset (InSales-style) source `name` on `upstream`, archived products as deletions,
+/// pages of `limit`.
+pub fn keyset_source(upstream: &Sandbox, name: &str, limit: u32) -> Value {
+    serde_json::json!({
+        "name": name,
+        "base_url": upstream.base,
+        "retry": {"max_attempts": 3, "initial_backoff_ms": 10, "max_backoff_ms": 50},
+        "streams": [{
+            "name": "products",
+            "request": {"path": "/insales/products.json", "query": {"with_deleted": "true"}},
+            "records": {"path": "", "key": "/id", "updated_at": "/updated_at",
+                        "deleted": {"pointer": "/archived", "equals": true}},
+            "pagination": {"type": "keyset", "limit": limit}
+        }]
+    })
+}
+
 /// The source of DESIGN.md §6, verbatim.
 pub fn design_source() -> Value {
     serde_json::from_str(include_str!("fixtures/design_source.json")).unwrap()

@@ -3,23 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Sandbox, TestApp, sandbox, spawn_syncing};
-
-/// The keyset (InSales-style) source used by these tests, with pages of `limit`.
-fn keyset_source(upstream: &Sandbox, limit: u32) -> Value {
-    json!({
-        "name": "shop",
-        "base_url": upstream.base,
-        "retry": {"max_attempts": 3, "initial_backoff_ms": 10, "max_backoff_ms": 50},
-        "streams": [{
-            "name": "products",
-            "request": {"path": "/insales/products.json", "query": {"with_deleted": "true"}},
-            "records": {"path": "", "key": "/id", "updated_at": "/updated_at",
-                        "deleted": {"pointer": "/archived", "equals": true}},
-            "pagination": {"type": "keyset", "limit": limit}
-        }]
-    })
-}
+use crate::support::{TestApp, keyset_source, sandbox, spawn_syncing};
 
 async fn register(app: &TestApp, source: &Value) {
     let response = app.post("/v1/sources", source).await;
@@ -34,7 +18,7 @@ fn stat(job: &Value, name: &str) -> u64 {
 async fn a_full_keyset_sync_mirrors_the_upstream_byte_for_byte() {
     let upstream = sandbox(1, 450).await;
     let app = spawn_syncing().await;
-    register(&app, &keyset_source(&upstream, 100)).await;
+    register(&app, &keyset_source(&upstream, "shop", 100)).await;
 
     let job = app.sync_ok("shop", "products", "incremental").await;
     let truth = upstream.truth("keyset").await;
@@ -64,7 +48,7 @@ async fn a_full_keyset_sync_mirrors_the_upstream_byte_for_byte() {
 async fn keyset_syncs_converge_under_churn_and_mass_updates() {
     let upstream = sandbox(2, 600).await;
     let app = spawn_syncing().await;
-    register(&app, &keyset_source(&upstream, 100)).await;
+    register(&app, &keyset_source(&upstream, "shop", 100)).await;
     app.sync_ok("shop", "products", "incremental").await;
 
     for round in 0..5 {
@@ -93,7 +77,7 @@ async fn keyset_syncs_converge_under_churn_and_mass_updates() {
 async fn an_incremental_sync_reads_only_what_changed() {
     let upstream = sandbox(3, 500).await;
     let app = spawn_syncing().await;
-    register(&app, &keyset_source(&upstream, 50)).await;
+    register(&app, &keyset_source(&upstream, "shop", 50)).await;
     app.sync_ok("shop", "products", "incremental").await;
     // Move the upstream clock past the lookback window of the first run.
     upstream
@@ -126,7 +110,7 @@ async fn an_incremental_sync_reads_only_what_changed() {
 async fn asking_twice_returns_the_active_job_and_jobs_are_listed() {
     let upstream = sandbox(4, 50).await;
     let app = spawn_syncing().await;
-    register(&app, &keyset_source(&upstream, 10)).await;
+    register(&app, &keyset_source(&upstream, "shop", 10)).await;
     let first: Value = app
         .post("/v1/sources/shop/sync", &json!({}))
         .await
@@ -160,7 +144,7 @@ async fn asking_twice_returns_the_active_job_and_jobs_are_listed() {
 async fn cancel_stops_a_running_job_at_a_page_boundary() {
     let upstream = sandbox(5, 400).await;
     let app = spawn_syncing().await;
-    let mut source = keyset_source(&upstream, 10);
+    let mut source = keyset_source(&upstream, "shop", 10);
     source["rate_limit"] = json!({"min_interval_ms": 50});
     register(&app, &source).await;
     let job: Value = app
@@ -207,7 +191,7 @@ async fn a_webhook_with_the_right_secret_queues_a_sync() {
         Some(crate::support::ADMIN),
     )
     .await;
-    let mut source = keyset_source(&upstream, 10);
+    let mut source = keyset_source(&upstream, "shop", 10);
     source["webhook_secret"] = json!({"value": "hook-secret-1"});
     register(&app, &source).await;
     let url = format!("{}/v1/sources/shop/webhook", app.base);
@@ -240,7 +224,7 @@ async fn a_webhook_with_the_right_secret_queues_a_sync() {
 async fn a_scheduled_stream_syncs_by_itself() {
     let upstream = sandbox(7, 25).await;
     let app = spawn_syncing().await;
-    let mut source = keyset_source(&upstream, 10);
+    let mut source = keyset_source(&upstream, "shop", 10);
     source["streams"][0]["schedule"] = json!({"every_seconds": 1});
     register(&app, &source).await;
     let mut runs = Vec::new();
@@ -263,7 +247,7 @@ async fn a_scheduled_stream_syncs_by_itself() {
 async fn more_records_on_one_timestamp_than_a_page_on_a_since_only_api_fail_as_stuck() {
     let upstream = sandbox(8, 100).await;
     let app = spawn_syncing().await;
-    let mut source = keyset_source(&upstream, 50);
+    let mut source = keyset_source(&upstream, "shop", 50);
     // The upstream does not know this parameter: to it, the stream is since-only.
     source["streams"][0]["pagination"]["id_param"] = json!("ignored_from_id");
     register(&app, &source).await;
@@ -281,13 +265,13 @@ async fn more_records_on_one_timestamp_than_a_page_on_a_since_only_api_fail_as_s
 async fn a_reply_without_the_records_path_fails_and_keeps_the_cursor() {
     let upstream = sandbox(9, 40).await;
     let app = spawn_syncing().await;
-    register(&app, &keyset_source(&upstream, 10)).await;
+    register(&app, &keyset_source(&upstream, "shop", 10)).await;
     app.sync_ok("shop", "products", "incremental").await;
     let before = app
         .get_json("/v1/sources/shop/streams/products/cursor")
         .await;
 
-    let mut source = keyset_source(&upstream, 10);
+    let mut source = keyset_source(&upstream, "shop", 10);
     source["streams"][0]["records"]["path"] = json!("/products");
     assert_eq!(app.put("/v1/sources/shop", &source).await.status(), 200);
     let job = app.sync("shop", "products", "incremental").await;
