@@ -3,11 +3,9 @@
 
 pub mod api;
 pub mod config;
-pub mod error;
 pub mod feed;
-#[cfg(test)]
-mod fuzz;
-pub mod sandbox;
+pub mod paginate;
+pub mod problem;
 pub mod spec;
 pub mod store;
 pub mod sync;

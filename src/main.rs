@@ -1,8 +1,8 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tidemark::config::{Config, LogFormat};
-use tidemark::sandbox::{self, Sandbox};
 use tidemark::{App, api, store};
+use tidemark_sandbox::{self as sandbox, Sandbox};
 use tracing_subscriber::EnvFilter;
 
 /// tidemark: a sync gateway with a gap-free change feed.

@@ -8,8 +8,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use crate::api::error::ApiError;
 use crate::config::Role;
-use crate::error::ApiError;
 
 pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if state.tokens.is_empty() || !req.uri().path().starts_with("/v1/") || is_webhook(&req) {

@@ -7,7 +7,7 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::api::error::ApiError;
 use crate::spec::de::{ParseError, parse};
 use crate::spec::{SourceName, StreamName};
 

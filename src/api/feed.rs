@@ -17,8 +17,9 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::sources::page_limit;
-use crate::error::{ApiError, Problem};
+use crate::api::error::ApiError;
 use crate::feed::{MAX_WAIT, Scope};
+use crate::problem::Problem;
 use crate::spec::change::{ChangePage, FeedHead};
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -9,7 +9,7 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::error::{ApiError, PROBLEM_JSON};
+use crate::api::error::{ApiError, PROBLEM_JSON};
 
 /// Counts requests by method, route and status, and times them.
 pub async fn record_metrics(req: Request, next: Next) -> Response {

@@ -1,6 +1,7 @@
 //! HTTP only: routes, extractors, auth, handlers and the OpenAPI document.
 
 mod auth;
+pub mod error;
 mod extract;
 mod feed;
 mod jobs;

@@ -10,7 +10,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use crate::error::{ApiError, Problem};
+use crate::api::error::ApiError;
+use crate::problem::Problem;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

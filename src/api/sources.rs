@@ -12,7 +12,8 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::extract::{ApiJson, SourcePath, StreamPath};
-use crate::error::{ApiError, Problem};
+use crate::api::error::ApiError;
+use crate::problem::Problem;
 use crate::spec::auth::Auth;
 use crate::spec::cursor::{self, CursorUpdate, CursorView};
 use crate::spec::de::ParseError;

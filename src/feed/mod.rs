@@ -1,7 +1,6 @@
-//! The change feed (DESIGN.md §5): reads of the compacted mirror through opaque tokens,
+//! The change feed (docs/design.md §5): reads of the compacted mirror through opaque tokens,
 //! long-polls woken by commits, Server-Sent Events, and tombstone retention.
 
-pub mod notify;
 pub mod token;
 
 use std::collections::VecDeque;
@@ -21,8 +20,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::spec::change::{Change, ChangePage, Op, StreamRef};
+use crate::store::Commit;
 use crate::store::{FeedQuery, FeedSnapshot, Store, StoreError, StoredChange};
-use notify::Commit;
 use token::{Epoch, FeedToken, InvalidToken, ScopeHash, TokenKey};
 
 /// Streams one `stream` filter may name.

@@ -1,4 +1,4 @@
-//! The change feed as consumers see it (DESIGN.md §5).
+//! The change feed as consumers see it (docs/design.md §5).
 
 use std::fmt;
 use std::str::FromStr;

@@ -11,6 +11,14 @@ use super::de::{ParseError, escape_token};
 use super::names::HttpUrl;
 use super::pagination::Pagination;
 
+/// What a page does to the stream's cursor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CursorWrite {
+    Keep,
+    Set(Value),
+    Clear,
+}
+
 /// `GET .../cursor`: the checkpoint and who wrote it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CursorView {

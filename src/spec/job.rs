@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::error::Problem;
+use crate::problem::Problem;
 
 use super::names::{SourceName, StreamName};
 

@@ -1,4 +1,4 @@
-//! How a stream pages through its upstream endpoint (DESIGN.md §4). Every parameter name
+//! How a stream pages through its upstream endpoint (docs/design.md §4). Every parameter name
 //! defaults to the spelling of the API the strategy was modelled on.
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -18,7 +18,7 @@ ranged!(
 
 ranged!(
     /// Seconds subtracted from a run's start before it is stored as the next resume point,
-    /// because upstream timestamps settle late (DESIGN.md §4).
+    /// because upstream timestamps settle late (docs/design.md §4).
     LookbackSeconds,
     u32,
     0,

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::StoreResult;
-use crate::feed::notify::Notifier;
+use super::notify::Notifier;
 use crate::spec::change::StreamRef;
 
 /// The settings key of the purge horizon.
@@ -139,7 +139,7 @@ macro_rules! impl_feed_store {
     ($store:ty) => {
         #[async_trait::async_trait]
         impl $crate::store::feed::FeedStore for $store {
-            fn notifier(&self) -> &$crate::feed::notify::Notifier {
+            fn notifier(&self) -> &$crate::store::Notifier {
                 &self.notifier
             }
 

@@ -2,12 +2,11 @@
 //! and workers never build SQL; the store never makes HTTP calls.
 
 mod feed;
+mod notify;
 mod postgres;
 mod sealed;
 mod shared;
 mod sqlite;
-#[cfg(test)]
-mod tests;
 
 use std::sync::Arc;
 
@@ -15,16 +14,17 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::config::SecretKey;
-use crate::error::Problem;
+use crate::problem::{Problem, ProblemType};
+use crate::spec::cursor::CursorWrite;
 use crate::spec::job::{JobMode, JobStats, JobStatus, Trigger};
 use crate::spec::names::HttpUrl;
 use crate::spec::source::Schedule;
 use crate::spec::{Job, SourceName, SourceSpec, StreamName, StreamSpec};
 
 pub use feed::{FeedQuery, FeedSnapshot, FeedStore, FeedStream, Purged, StoredChange};
+pub use notify::{Commit, Notifier};
 pub use postgres::PgStore;
-pub use sealed::Sealer;
+pub use sealed::{Sealer, SecretKey};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +69,22 @@ impl StoreError {
                 _ => code.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6)),
             }),
             _ => false,
+        }
+    }
+}
+
+impl StoreError {
+    /// The problem a job reports when this error keeps it from starting: a secret that
+    /// does not decrypt says so; anything else is the server's fault, told in its logs.
+    pub fn problem(&self) -> Problem {
+        match self {
+            StoreError::Unreadable(detail) => {
+                Problem::new(ProblemType::StoredSecretUnreadable, detail.clone())
+            }
+            _ => Problem::new(
+                ProblemType::Internal,
+                "the server failed to handle the request; see its logs",
+            ),
         }
     }
 }
@@ -122,14 +138,6 @@ pub struct Claim {
     pub source: SourceSpec,
     pub stream: StreamSpec,
     pub cursor: Option<Cursor>,
-}
-
-/// What a page does to the stream's cursor.
-#[derive(Debug, Clone, PartialEq)]
-pub enum CursorWrite {
-    Keep,
-    Set(Value),
-    Clear,
 }
 
 /// One record of a page: its key and verbatim JSON text, or `None` for a deletion.

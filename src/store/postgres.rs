@@ -9,9 +9,9 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 
 use super::feed::{change_select, impl_feed_store};
+use super::notify::Notifier;
 use super::sealed::Sealer;
 use super::shared::{Change, impl_store};
-use crate::feed::notify::Notifier;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 

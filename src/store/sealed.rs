@@ -11,7 +11,9 @@
 //! encrypted secrets does not read without the right key, and says so.
 
 use std::collections::BTreeSet;
+use std::fmt;
 use std::ops::Range;
+use std::str::FromStr;
 
 use aes_gcm::aead::{Aead, Generate, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
@@ -22,7 +24,6 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::{StoreError, StoreResult};
-use crate::config::SecretKey;
 use crate::spec::SourceSpec;
 use crate::spec::de::{escape_token, parse};
 
@@ -40,6 +41,56 @@ const SECRET_POINTERS: &[&str] = &[
 ];
 
 const NONCE_BYTES: usize = 12;
+
+/// The key that encrypts stored upstream secrets: 32 bytes. Never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretKey([u8; 32]);
+
+impl SecretKey {
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey(<redacted>)")
+    }
+}
+
+impl FromStr for SecretKey {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let hex = || -> Option<Vec<u8>> {
+            (s.len() == 64 && s.is_ascii()).then_some(())?;
+            (0..64)
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+                .collect()
+        };
+        let base64 = || {
+            use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+            let unpadded = s.trim_end_matches('=');
+            let padded = format!("{unpadded}{}", "=".repeat((4 - unpadded.len() % 4) % 4));
+            STANDARD
+                .decode(&padded)
+                .or_else(|_| URL_SAFE.decode(&padded))
+                .ok()
+        };
+        // The message never repeats the value: it is a secret, even when malformed.
+        hex()
+            .or_else(base64)
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .map(SecretKey)
+            .ok_or_else(|| {
+                "the secret key must be 32 bytes, written as 64 hex characters or in base64 \
+                 (e.g. the output of `openssl rand -base64 32`)"
+                    .to_owned()
+            })
+    }
+}
 
 /// Encrypts and decrypts the inline secrets of stored source specs.
 #[derive(Clone)]
@@ -301,6 +352,34 @@ fn splice(text: &str, mut edits: Vec<(Range<usize>, String)>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_keys_are_32_bytes_in_hex_or_base64() {
+        let hex = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF";
+        let key: SecretKey = hex.parse().unwrap();
+        assert_eq!(key.bytes()[..3], [0x00, 0x11, 0x22]);
+        assert_eq!(key.bytes()[31], 0xff);
+        let b64 = "ABEiM0RVZneImaq7zN3u/wARIjNEVWZ3iJmqu8zd7v8=";
+        assert_eq!(b64.parse::<SecretKey>(), Ok(key.clone()));
+        assert_eq!(
+            b64.trim_end_matches('=').parse::<SecretKey>(),
+            Ok(key.clone())
+        );
+        let url_safe = b64.replace('/', "_");
+        assert_eq!(url_safe.parse::<SecretKey>(), Ok(key.clone()));
+        assert!(!format!("{key:?}").contains("00"));
+        for bad in [
+            "",
+            &hex[..62],
+            &format!("{hex}00"),
+            &hex.replace('0', "g"),
+            "c2hvcnQ=",
+            "not a key at all, not base64 either!!",
+        ] {
+            let e = bad.parse::<SecretKey>().unwrap_err();
+            assert!(bad.is_empty() || !e.contains(bad), "{e}");
+        }
+    }
 
     fn key(byte: u8) -> SecretKey {
         let hex: String = std::iter::repeat_n(format!("{byte:02x}"), 32).collect();

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{Sealer, StoreError, StoreResult, StoredSource};
-use crate::error::Problem;
+use crate::problem::Problem;
 use crate::spec::job::JobStats;
 use crate::spec::{Job, SourceSpec};
 
@@ -665,7 +665,7 @@ macro_rules! impl_store {
                         // Failed rather than left queued: the oldest queued job is claimed
                         // first, so one that cannot start would block every other.
                         tx.commit().await?;
-                        let problem = $crate::error::ApiError::from(e).problem();
+                        let problem = e.problem();
                         let end = $crate::store::JobEnd::Failed(problem);
                         $crate::store::Store::finish_job(self, job.id, owner, &job.stats, end)
                             .await?;
@@ -866,9 +866,9 @@ macro_rules! impl_store {
                     last_seq = Some(last);
                 }
                 let cursor = match page.cursor {
-                    $crate::store::CursorWrite::Keep => None,
-                    $crate::store::CursorWrite::Set(value) => Some(Some(value.to_string())),
-                    $crate::store::CursorWrite::Clear => Some(None),
+                    $crate::spec::cursor::CursorWrite::Keep => None,
+                    $crate::spec::cursor::CursorWrite::Set(value) => Some(Some(value.to_string())),
+                    $crate::spec::cursor::CursorWrite::Clear => Some(None),
                 };
                 if let Some(text) = cursor {
                     sqlx::query(

@@ -11,9 +11,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use chrono::{DateTime, Utc};
 
 use super::feed::{change_select, impl_feed_store};
+use super::notify::Notifier;
 use super::sealed::Sealer;
 use super::shared::{Change, impl_store};
-use crate::feed::notify::Notifier;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 

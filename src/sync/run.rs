@@ -1,4 +1,4 @@
-//! The page loop (DESIGN.md §4): fetch a page, let the strategy read it, commit its
+//! The page loop (docs/design.md §4): fetch a page, let the strategy read it, commit its
 //! records, their changes and the advanced cursor in one transaction, and fetch the next
 //! page while that commit runs.
 
@@ -12,16 +12,17 @@ use tokio::sync::watch;
 use url::Url;
 
 use super::Engine;
-use crate::error::Problem;
+use crate::paginate::extract::{ExtractError, Page, extract};
+use crate::paginate::link::next_from_header;
+use crate::paginate::strategy::{Ask, ReplyMeta, Strategy, StrategyError};
+use crate::problem::{Problem, ProblemType};
+use crate::spec::cursor::CursorWrite;
 use crate::spec::job::{JobMode, JobStats};
 use crate::spec::names::JsonPointer;
 use crate::spec::pagination::Pagination;
 use crate::spec::source::RecordsSpec;
-use crate::store::{Claim, CursorWrite, JobEnd, PageCommit, PageOutcome, PageRecord, StoreResult};
+use crate::store::{Claim, JobEnd, PageCommit, PageOutcome, PageRecord, StoreResult};
 use crate::upstream::client::{BodyError, Request, SourceClient, Target, UpstreamError};
-use crate::upstream::extract::{ExtractError, Page, extract};
-use crate::upstream::link::next_from_header;
-use crate::upstream::strategy::{Ask, ReplyMeta, Strategy, StrategyError};
 
 /// How a run ended.
 pub(super) enum Ending {
@@ -287,36 +288,21 @@ fn upstream_failed(claim: &Claim, from_cursor: bool, error: &UpstreamError) -> E
         && *status == rule.status.get()
         && body.contains(&rule.body_contains)
     {
-        return Ending::End(JobEnd::Resync(Problem {
-            kind: "upstream-token-stale".into(),
-            title: "The upstream refused the stored token".into(),
-            status: 502,
-            detail: format!(
+        return Ending::End(JobEnd::Resync(Problem::new(
+            ProblemType::UpstreamTokenStale,
+            format!(
                 "the upstream answered {status} with `{}`: the cursor was reset and a full resync queued",
                 rule.body_contains
             ),
-            pointer: None,
-        }));
+        )));
     }
     fail(error.problem())
 }
 
 fn strategy_problem(error: StrategyError) -> Problem {
     match error {
-        StrategyError::Stuck(detail) => Problem {
-            kind: "upstream-cursor-stuck".into(),
-            title: "The upstream's paging does not advance".into(),
-            status: 502,
-            detail,
-            pointer: None,
-        },
-        StrategyError::Shape(detail) => Problem {
-            kind: "upstream-bad-body".into(),
-            title: "The upstream's reply is not what the stream describes".into(),
-            status: 502,
-            detail,
-            pointer: None,
-        },
+        StrategyError::Stuck(detail) => Problem::new(ProblemType::UpstreamCursorStuck, detail),
+        StrategyError::Shape(detail) => Problem::new(ProblemType::UpstreamBadBody, detail),
     }
 }
 
@@ -330,13 +316,10 @@ fn database_failed(error: &crate::store::StoreError) -> Ending {
         return Ending::Released;
     }
     tracing::error!(error = %error, "committing a page failed");
-    fail(Problem {
-        kind: "database-error".into(),
-        title: "The database failed".into(),
-        status: 503,
-        detail: "committing a page failed; nothing of that page was written".into(),
-        pointer: None,
-    })
+    fail(Problem::new(
+        ProblemType::DatabaseError,
+        "committing a page failed; nothing of that page was written",
+    ))
 }
 
 /// The stream's request template: method, path, static query and headers.
@@ -353,12 +336,11 @@ impl Template {
     fn new(claim: &Claim) -> Result<Self, Problem> {
         let request = &claim.stream.request;
         let base = claim.source.base_url.as_str().trim_end_matches('/');
-        let url = Url::parse(&format!("{base}{}", request.path)).map_err(|e| Problem {
-            kind: "invalid-request".into(),
-            title: "The stream's URL is not valid".into(),
-            status: 422,
-            detail: format!("`{base}{}`: {e}", request.path),
-            pointer: None,
+        let url = Url::parse(&format!("{base}{}", request.path)).map_err(|e| {
+            Problem::new(
+                ProblemType::InvalidRequest,
+                format!("`{base}{}`: {e}", request.path),
+            )
         })?;
         Ok(Template {
             method: request.method,

@@ -1,13 +1,5 @@
-//! Talking to upstream APIs: the HTTP client (auth, throttle, retry), record extraction,
-//! and one state machine per pagination strategy.
+//! Talking to upstream APIs: the HTTP client (auth, throttle, retry, errors) and the
+//! SSRF guard. What to ask for and how to read the replies is [`crate::paginate`]'s.
 
 pub mod client;
-pub mod extract;
-pub mod keyset;
-pub mod link;
-pub mod offset;
 pub mod policy;
-pub mod position;
-pub mod strategy;
-pub mod time;
-pub mod token;

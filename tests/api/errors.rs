@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::support::{assert_problem, design_source, spawn, spawn_with};
 
-/// Applies `edit` to the DESIGN.md source.
+/// Applies `edit` to the docs/design.md source.
 fn edited(edit: impl FnOnce(&mut Value)) -> Value {
     let mut spec = design_source();
     edit(&mut spec);

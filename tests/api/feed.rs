@@ -1,4 +1,4 @@
-//! The change feed (DESIGN.md §5) end to end: records get into the mirror by real syncs
+//! The change feed (docs/design.md §5) end to end: records get into the mirror by real syncs
 //! from the sandbox upstream, and consumers read them back over HTTP.
 
 use std::collections::{BTreeMap, HashMap};
@@ -836,7 +836,7 @@ async fn a_consumer_following_until_misses_nothing_while_streams_sync_concurrent
     }
 }
 
-/// Why positions come from a counter row (DESIGN.md §5), shown on PostgreSQL with two
+/// Why positions come from a counter row (docs/design.md §5), shown on PostgreSQL with two
 /// writers: with a plain sequence, a writer that took a smaller number but commits later
 /// is passed over by a reader following `seq > x`, for good; with the feed's counter row,
 /// the later writer cannot even take a position until the earlier one has committed.

@@ -1,4 +1,4 @@
-//! Sources, streams and cursors: the control plane of DESIGN.md §6.
+//! Sources, streams and cursors: the control plane of docs/design.md §6.
 
 use reqwest::Method;
 use serde_json::{Value, json};

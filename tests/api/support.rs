@@ -229,8 +229,8 @@ pub struct Sandbox {
 pub async fn sandbox(seed: u64, records: usize) -> Sandbox {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let sandbox = tidemark::sandbox::Sandbox::new(seed, records);
-    tokio::spawn(tidemark::sandbox::serve(
+    let sandbox = tidemark_sandbox::Sandbox::new(seed, records);
+    tokio::spawn(tidemark_sandbox::serve(
         listener,
         sandbox,
         std::future::pending(),
@@ -337,7 +337,7 @@ pub fn keyset_source(upstream: &Sandbox, name: &str, limit: u32) -> Value {
     })
 }
 
-/// The source of DESIGN.md §6, verbatim.
+/// The source of docs/design.md §6, verbatim.
 pub fn design_source() -> Value {
     serde_json::from_str(include_str!("fixtures/design_source.json")).unwrap()
 }

@@ -1,6 +1,6 @@
 //! Why a request to an upstream failed, and the problem document a job records for it.
 
-use crate::error::Problem;
+use crate::problem::{Problem, ProblemType};
 use crate::upstream::policy::Refused;
 
 /// How much of an error body a problem's detail repeats; [`UpstreamError::Status`] keeps
@@ -78,21 +78,15 @@ impl UpstreamError {
     /// The problem document of a job that failed with this error. Its status is 502: the
     /// gateway's upstream failed, whatever status the upstream itself answered.
     pub fn problem(&self) -> Problem {
-        let (kind, title) = match self {
-            UpstreamError::Status { .. } => ("upstream-status", "Upstream answered an error"),
-            UpstreamError::Transport { .. } => ("upstream-unreachable", "Upstream unreachable"),
-            UpstreamError::Body { .. } => ("upstream-bad-body", "Upstream sent an unusable body"),
-            UpstreamError::TooLarge { .. } => ("upstream-too-large", "Upstream body too large"),
-            UpstreamError::ForeignHost { .. } => {
-                ("upstream-foreign-host", "URL outside the source's origin")
-            }
-            UpstreamError::ForbiddenHost(_) => {
-                ("upstream-forbidden-host", "Upstream host not allowed")
-            }
-            UpstreamError::Credentials { .. } => {
-                ("upstream-credentials", "Upstream credentials unavailable")
-            }
-            UpstreamError::Request { .. } => ("upstream-bad-request", "Invalid upstream request"),
+        let kind = match self {
+            UpstreamError::Status { .. } => ProblemType::UpstreamStatus,
+            UpstreamError::Transport { .. } => ProblemType::UpstreamUnreachable,
+            UpstreamError::Body { .. } => ProblemType::UpstreamBadBody,
+            UpstreamError::TooLarge { .. } => ProblemType::UpstreamTooLarge,
+            UpstreamError::ForeignHost { .. } => ProblemType::UpstreamForeignHost,
+            UpstreamError::ForbiddenHost(_) => ProblemType::UpstreamForbiddenHost,
+            UpstreamError::Credentials { .. } => ProblemType::UpstreamCredentials,
+            UpstreamError::Request { .. } => ProblemType::UpstreamBadRequest,
         };
         let mut detail = self.to_string();
         if let UpstreamError::Credentials { attempts, .. } = self
@@ -116,12 +110,6 @@ impl UpstreamError {
                 detail.push_str(&shown);
             }
         }
-        Problem {
-            kind: kind.to_owned(),
-            title: title.to_owned(),
-            status: 502,
-            detail,
-            pointer: None,
-        }
+        Problem::new(kind, detail)
     }
 }

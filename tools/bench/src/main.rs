@@ -3,7 +3,7 @@
 //! sandbox's raw serve rate and the database's raw bulk-insert rate).
 //!
 //! ```sh
-//! cargo run --release --example bench -- --records 1000000 [--database sqlite|postgres|both] \
+//! cargo run --release -p tidemark-bench -- --records 1000000 [--database sqlite|postgres|both] \
 //!     [--postgres-url postgres://postgres@127.0.0.1:5432/postgres] [--out bench.json]
 //! ```
 //!

@@ -10,10 +10,10 @@ use reqwest::{Client, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use tidemark::sandbox::{self, Sandbox};
+use tidemark_sandbox::{self as sandbox, Sandbox};
 use tokio::net::TcpListener;
 
-/// The first `updated_since` of a keyset run (DESIGN.md §4).
+/// The first `updated_since` of a keyset run (docs/design.md §4).
 const EPOCH: &str = "1970-01-01T00:00:00Z";
 /// Far more pages than any test needs, so a paging bug fails instead of looping.
 const MAX_PAGES: usize = 500;

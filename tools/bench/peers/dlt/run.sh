@@ -3,7 +3,7 @@
 # (release binary) with the same records as the benchmark's JSON, and runs sync.py: a full
 # sync, then an incremental sync after 1% changed, and the tidemark/dlt ratios.
 #
-#   bash bench/peers/dlt/run.sh [bench.json]
+#   bash tools/bench/peers/dlt/run.sh [bench.json]
 #
 # DLT_VENV (default target/dlt-venv) is where the venv goes; DLT_TIMEOUT (default 3600)
 # bounds the dlt run in seconds.
@@ -35,6 +35,6 @@ for _ in $(seq 600); do
     sleep 0.5
 done
 
-timeout "$TIMEOUT" "$VENV/bin/python" bench/peers/dlt/sync.py \
+timeout "$TIMEOUT" "$VENV/bin/python" tools/bench/peers/dlt/sync.py \
     --base "$BASE" --records "$RECORDS" --tidemark "$BENCH_JSON" \
     --out "${BENCH_JSON%.json}.dlt.json"

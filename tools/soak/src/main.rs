@@ -3,7 +3,7 @@
 //! moments; a consumer follows the change feed throughout. At the end the consumer's
 //! replica must equal the sandbox's truth for every strategy.
 //!
-//! `cargo run --release --example soak -- --seconds 120 --restarts 10`
+//! `cargo run --release -p tidemark-soak -- --seconds 120 --restarts 10`
 //! (`--postgres-url postgres://...` to run on a fresh PostgreSQL database instead of a
 //! SQLite file; with `--outages N --db-stop CMD --db-start CMD` the PostgreSQL server is
 //! also stopped and started again N times, between the kills). Loopback only; every phase
@@ -20,8 +20,8 @@ use clap::Parser;
 use rand::{Rng, SeedableRng};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use tidemark::sandbox::{self, Sandbox};
 use tidemark::{App, Config};
+use tidemark_sandbox::{self as sandbox, Sandbox};
 use tokio::sync::Mutex;
 
 /// The child runs the gateway when this variable names its database.
@@ -297,7 +297,7 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
     let base = gateway.base.clone();
     for (example, _, _, _) in STYLES {
         let path = format!(
-            "{}/examples/sources/{example}.json",
+            "{}/../../examples/sources/{example}.json",
             env!("CARGO_MANIFEST_DIR")
         );
         let mut source: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;

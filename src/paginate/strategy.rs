@@ -1,4 +1,4 @@
-//! Pagination strategies as small state machines (DESIGN.md §4): *state → next request*,
+//! Pagination strategies as small state machines (docs/design.md §4): *state → next request*,
 //! *reply → records + cursor to commit + done?*. They never touch the network or the
 //! database; the page loop in `sync` drives them.
 
@@ -8,10 +8,10 @@ use url::Url;
 
 use super::extract::Page;
 use super::{keyset, link, offset, position, token};
+use crate::spec::cursor::CursorWrite;
 use crate::spec::names::JsonPointer;
 use crate::spec::pagination::Pagination;
 use crate::spec::source::RequestSpec;
-use crate::store::CursorWrite;
 
 /// What the next request adds to the stream's request template.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -159,7 +159,7 @@ pub(super) fn field<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::extract::Item;
+    use crate::paginate::extract::Item;
 
     fn strategy(pagination: Value, request: Value, cursor: Option<Value>) -> Strategy {
         let pagination: Pagination = serde_json::from_value(pagination).unwrap();

@@ -4,27 +4,17 @@
 
 use std::sync::Arc;
 
-use super::{CursorWrite, FeedQuery, NewSource, PageCommit, PageRecord, Store};
-use crate::spec::job::{JobMode, JobStats, Trigger};
-use crate::spec::{SourceName, SourceSpec, StreamName};
+use tidemark::spec::cursor::CursorWrite;
+use tidemark::spec::job::{JobMode, JobStats, Trigger};
+use tidemark::spec::{SourceName, SourceSpec, StreamName};
+use tidemark::store::{FeedQuery, JobEnd, NewSource, PageCommit, PageRecord, Store};
+
+use crate::support::database_url;
 
 async fn store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
-    let url = match std::env::var("TIDEMARK_TEST_DATABASE_URL") {
-        Ok(admin_url) if !admin_url.is_empty() => {
-            let name = format!("tidemark_test_{}", uuid::Uuid::new_v4().simple());
-            let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&admin)
-                .await
-                .unwrap();
-            admin.close().await;
-            let mut url = url::Url::parse(&admin_url).unwrap();
-            url.set_path(&name);
-            url.to_string()
-        }
-        _ => format!("sqlite://{}", dir.path().join("tidemark.db").display()),
-    };
-    super::connect(&url, None).await.unwrap()
+    tidemark::store::connect(&database_url(dir).await, None)
+        .await
+        .unwrap()
 }
 
 fn spec(streams: &[&str]) -> (SourceSpec, String) {
@@ -39,13 +29,13 @@ fn spec(streams: &[&str]) -> (SourceSpec, String) {
     let raw = serde_json::json!({"name": "shop", "base_url": "http://127.0.0.1:9",
                                  "streams": streams})
     .to_string();
-    (crate::spec::de::parse(raw.as_bytes()).unwrap(), raw)
+    (tidemark::spec::de::parse(raw.as_bytes()).unwrap(), raw)
 }
 
 /// Runs one job of `stream` that stores `keys`.
 async fn sync(store: &dyn Store, stream: &str, keys: &[&str]) {
-    let source: SourceName = crate::spec::de::parse(b"\"shop\"").unwrap();
-    let stream: StreamName = crate::spec::de::parse(format!("\"{stream}\"").as_bytes()).unwrap();
+    let source: SourceName = tidemark::spec::de::parse(b"\"shop\"").unwrap();
+    let stream: StreamName = tidemark::spec::de::parse(format!("\"{stream}\"").as_bytes()).unwrap();
     store
         .enqueue_job(&source, &stream, JobMode::Full, Trigger::Api)
         .await
@@ -72,7 +62,7 @@ async fn sync(store: &dyn Store, stream: &str, keys: &[&str]) {
         .unwrap()
         .unwrap();
     assert_eq!(outcome.inserted, keys.len() as u64);
-    let (stats, end) = (JobStats::default(), super::JobEnd::Succeeded);
+    let (stats, end) = (JobStats::default(), JobEnd::Succeeded);
     let finished = store.finish_job(claim.job.id, "w", &stats, end).await;
     assert!(finished.unwrap());
 }
@@ -112,7 +102,7 @@ async fn removing_a_stream_or_its_source_removes_its_records() {
     assert!(replaced.await.unwrap().is_some());
     assert_eq!(feed_keys(&*store).await, ["3"]);
 
-    let name: SourceName = crate::spec::de::parse(b"\"shop\"").unwrap();
+    let name: SourceName = tidemark::spec::de::parse(b"\"shop\"").unwrap();
     assert!(store.delete_source(&name).await.unwrap());
     assert!(feed_keys(&*store).await.is_empty());
 }

@@ -6,8 +6,8 @@ use serde_json::{Map, Value};
 use super::extract::Page;
 use super::strategy::{Ask, ReplyMeta, Step, StrategyError, field, scalar_text};
 use super::time::TimeStyle;
+use crate::spec::cursor::CursorWrite;
 use crate::spec::pagination;
-use crate::store::CursorWrite;
 
 #[derive(Debug)]
 pub struct Keyset {

@@ -4,9 +4,9 @@ use serde_json::{Map, Value};
 
 use super::extract::Page;
 use super::strategy::{Ask, Step, StrategyError, field, scalar_text};
+use crate::spec::cursor::CursorWrite;
 use crate::spec::names::JsonPointer;
 use crate::spec::pagination;
-use crate::store::CursorWrite;
 
 #[derive(Debug)]
 pub struct Token {

@@ -3,7 +3,7 @@
 # request that does not go to 127.0.0.1 fails: the picture shows the UI rendering from
 # the assets embedded in the binary alone, with no CDN and no internet.
 #
-#   scripts/docs-screenshot.sh [TIDEMARK_BINARY] [OUTPUT_PNG]
+#   tools/docs-screenshot.sh [TIDEMARK_BINARY] [OUTPUT_PNG]
 #
 # TIDEMARK_BINARY defaults to target/release/tidemark, else target/debug/tidemark (both
 # relative to the repository); OUTPUT_PNG defaults to docs-screenshot.png in the current

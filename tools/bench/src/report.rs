@@ -70,7 +70,7 @@ impl Machine {
 
 impl Report {
     pub fn new(args: &RunArgs, load_start: String, results: Vec<(&'static str, Results)>) -> Self {
-        let mut command = String::from("cargo run --release --example bench --");
+        let mut command = String::from("cargo run --release -p tidemark-bench --");
         for arg in std::env::args().skip(1) {
             command.push(' ');
             command.push_str(&arg);

@@ -5,9 +5,9 @@ use url::Url;
 
 use super::extract::Page;
 use super::strategy::{Ask, ReplyMeta, Step, StrategyError, field};
+use crate::spec::cursor::CursorWrite;
 use crate::spec::names::JsonPointer;
 use crate::spec::pagination;
-use crate::store::CursorWrite;
 
 #[derive(Debug)]
 pub struct Link {

@@ -6,8 +6,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
-use tidemark::sandbox::{self, Sandbox};
 use tidemark::{App, Config};
+use tidemark_sandbox::{self as sandbox, Sandbox};
 use tokio::net::TcpListener;
 
 /// How long a child may take to start listening (the sandbox generates its data first).

@@ -10,20 +10,20 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-use crate::config::SecretKey;
-use crate::feed::token::{Epoch, FeedToken, ScopeHash, TokenKey};
-use crate::spec::SourceSpec;
-use crate::spec::de::parse;
-use crate::spec::names::JsonPointer;
-use crate::spec::source::RecordsSpec;
-use crate::store::Sealer;
-use crate::upstream::extract::extract;
-use crate::upstream::policy::HostPolicy;
+use tidemark::feed::token::{Epoch, FeedToken, ScopeHash, TokenKey};
+use tidemark::paginate::extract::extract;
+use tidemark::spec::SourceSpec;
+use tidemark::spec::de::parse;
+use tidemark::spec::names::JsonPointer;
+use tidemark::spec::source::RecordsSpec;
+use tidemark::store::Sealer;
+use tidemark::store::SecretKey;
+use tidemark::upstream::policy::HostPolicy;
 
 const SEED: u64 = 0x71de_4a2c;
 
-/// The source of DESIGN.md §6.
-const DESIGN_SOURCE: &str = include_str!("../tests/api/fixtures/design_source.json");
+/// The source of docs/design.md §6.
+const DESIGN_SOURCE: &str = include_str!("fixtures/design_source.json");
 
 /// Names a spec or a reply is made of, so random objects often look almost right.
 #[rustfmt::skip]
