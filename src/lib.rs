@@ -1,5 +1,29 @@
-//! tidemark: a sync gateway. [`App`] builds the whole service from a [`Config`]; `main`
-//! and the integration tests both use it.
+//! tidemark: a sync gateway that keeps a faithful mirror of upstream REST APIs and hands
+//! every change on through a gap-free change feed (`docs/design.md`). [`App`] builds the
+//! whole service from a [`Config`]; `main` and the integration tests both use it.
+//!
+//! # Module map
+//!
+//! Data flows one way: HTTP API → store for the control plane; scheduler → job queue →
+//! worker → upstream client → pagination → store (one transaction per page) → commit
+//! notifier → waiting feed readers. Each module may use only the ones listed before it,
+//! so the graph has no cycles:
+//!
+//! | module | owns | a change of this kind goes here |
+//! |---|---|---|
+//! | [`problem`] | the problem catalogue: every `type`, its status and title | a new problem type |
+//! | [`spec`] | the public types: source and stream specs, jobs, cursors, changes | a new spec field (and its validation) |
+//! | [`store`] | persistence: the `Store` trait, SQL per aggregate, one backend per database, the commit notifier, secrets at rest | a new query |
+//! | [`paginate`] | pure pagination state machines, since formats, record extraction: no network, no database | a new pagination option |
+//! | [`upstream`] | the HTTP client: auth, pacing, retry, SSRF guard, upstream errors | a new auth kind or retry rule |
+//! | [`feed`] | feed tokens, reads, long-poll waiting, SSE, background tasks | a new feed behaviour |
+//! | [`sync`] | scheduler, workers (claim, lease, heartbeat), the page loop | how jobs run |
+//! | [`config`] | settings from the environment and flags | a new setting |
+//! | [`api`] | HTTP only: routes, extractors, auth, handlers, `ApiError`, the OpenAPI document | a new route |
+//!
+//! Beside the service: `crates/sandbox` (the simulated upstream that `tidemark sandbox`
+//! serves; a new sandbox dialect goes there), `tools/` (bench and soak), `tests/api`
+//! (integration tests over real HTTP), `migrations/` (one folder per database).
 
 pub mod api;
 pub mod config;

@@ -43,7 +43,7 @@ impl Problem {
     }
 }
 
-/// Every kind of problem. A new kind is a new variant here and a row in [`ProblemType::row`].
+/// Every kind of problem. A new kind is a new variant here and a row in `ProblemType::row`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProblemType {
     // The API's own: the request is at fault, or the server is.
