@@ -5,7 +5,8 @@
 //! - `token.rs`: the token codec, the text of `since` and `until`.
 //! - `scope.rs`: the `stream` filter of a request, and the hash of it a token carries.
 //! - `position.rs`: where a read starts: `since` decoded against this database's epoch
-//!   and the request's scope; tokens issued, and the "from now on" token.
+//!   and the request's scope, checked against each snapshot's streams, head and purge
+//!   horizon; tokens issued, and the "from now on" token.
 //! - `read.rs`: one feed read, a snapshot turned into a page of changes.
 //! - `wait.rs`: long-poll waiting, the cap on waiting requests, the jitter, and shutdown
 //!   ending every wait.

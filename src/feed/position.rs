@@ -1,9 +1,12 @@
 //! Positions in the feed: decoded from `since` against this database's epoch and the
-//! request's scope, and issued as tokens.
+//! request's scope, checked against each snapshot's streams, head and purge horizon, and
+//! issued as tokens.
 
 use super::read::Batch;
 use super::token::{FeedToken, InvalidToken};
 use super::{Feed, FeedError, Scope};
+use crate::spec::change::StreamRef;
+use crate::store::FeedStream;
 
 /// Where a read starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +29,49 @@ impl Position {
         at: 0,
         issued: None,
     };
+
+    /// The id of the scope's stream `name` as a snapshot found it (`None`: it does not
+    /// exist), if this position can still follow that stream.
+    pub(super) fn stream_id(
+        &self,
+        name: &StreamRef,
+        found: Option<FeedStream>,
+    ) -> Result<i64, FeedError> {
+        match (found, self.issued) {
+            (None, None) => Err(FeedError::NoStream(name.clone())),
+            (None, Some(_)) => Err(FeedError::Expired(format!(
+                "stream `{name}` of this token's filter no longer exists"
+            ))),
+            (Some(stream), Some(issued)) if stream.created_seq > issued.head => {
+                Err(FeedError::Expired(format!(
+                    "stream `{name}` was removed and created again since this token was issued"
+                )))
+            }
+            (Some(stream), _) => Ok(stream.id),
+        }
+    }
+
+    /// Whether a snapshot with this `head` and purge `horizon` still holds every change
+    /// after this position.
+    pub(super) fn followable(&self, head: i64, horizon: i64) -> Result<(), FeedError> {
+        // Tombstones purged before the holder started reading were never its concern; a
+        // purge since its last read that reached past its position may have taken a
+        // deletion it still needs.
+        if let Some(issued) = self.issued
+            && horizon > issued.horizon
+            && horizon > self.at
+        {
+            return Err(FeedError::Expired(
+                "deletions after this token's position were purged (tombstone retention)".into(),
+            ));
+        }
+        if self.at > head {
+            return Err(FeedError::Expired(
+                "this token is ahead of the feed: the database was restored or reset".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Feed {

@@ -69,39 +69,13 @@ impl Feed {
             streams,
             mut changes,
         } = snapshot;
-        let mut ids = Vec::with_capacity(streams.len());
-        for (name, found) in scope.streams().iter().zip(streams) {
-            match (found, from.issued) {
-                (None, None) => return Err(FeedError::NoStream(name.clone())),
-                (None, Some(_)) => {
-                    return Err(FeedError::Expired(format!(
-                        "stream `{name}` of this token's filter no longer exists"
-                    )));
-                }
-                (Some(stream), Some(issued)) if stream.created_seq > issued.head => {
-                    return Err(FeedError::Expired(format!(
-                        "stream `{name}` was removed and created again since this token was issued"
-                    )));
-                }
-                (Some(stream), _) => ids.push(stream.id),
-            }
-        }
-        // Tombstones purged before the holder started reading were never its concern; a
-        // purge since its last read that reached past its position may have taken a
-        // deletion it still needs.
-        if let Some(issued) = from.issued
-            && horizon > issued.horizon
-            && horizon > from.at
-        {
-            return Err(FeedError::Expired(
-                "deletions after this token's position were purged (tombstone retention)".into(),
-            ));
-        }
-        if from.at > head {
-            return Err(FeedError::Expired(
-                "this token is ahead of the feed: the database was restored or reset".into(),
-            ));
-        }
+        let ids = scope
+            .streams()
+            .iter()
+            .zip(streams)
+            .map(|(name, found)| from.stream_id(name, found))
+            .collect::<Result<Vec<_>, _>>()?;
+        from.followable(head, horizon)?;
         let has_more = changes.len() > limit as usize;
         changes.truncate(limit as usize);
         Ok(Batch {
