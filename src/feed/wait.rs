@@ -1,0 +1,108 @@
+//! Long-poll waiting: a request with nothing to hand out waits for a commit in its scope,
+//! holding a waiting slot (their number is capped per instance) but no database
+//! connection, with a little jitter on its end; shutdown ends every wait.
+
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
+
+use super::{Feed, FeedError, Position, Scope};
+use crate::spec::change::ChangePage;
+
+/// The longest long-poll.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// How long a refused waiter is asked to wait before trying again.
+const RETRY_AFTER_SECONDS: u32 = 2;
+
+/// A feed request that holds a waiting slot; the slot is freed when it is dropped (also
+/// when axum drops a handler whose client went away).
+pub struct Waiter {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        metrics::gauge!("tidemark_feed_waiters").decrement(1.0);
+    }
+}
+
+impl Feed {
+    /// Ends every wait: long-polls answer with what they have, event streams end.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once [`Feed::close`] was called.
+    pub(super) fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut closing = self.closing.subscribe();
+        async move {
+            // An error means the feed is gone, which is closed too.
+            let _ = closing.wait_for(|c| *c).await;
+        }
+    }
+
+    /// Takes a waiting slot, or refuses when every slot of this instance is taken.
+    pub(super) fn waiter(&self) -> Result<Waiter, FeedError> {
+        let permit =
+            self.waiters
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| FeedError::TooManyWaiters {
+                    retry_after: RETRY_AFTER_SECONDS,
+                })?;
+        metrics::gauge!("tidemark_feed_waiters").increment(1.0);
+        Ok(Waiter { _permit: permit })
+    }
+
+    /// A page of changes after `since`. With nothing to hand out and a `wait`, the
+    /// request waits, holding no database connection, until a commit in its scope (then
+    /// answers at once) or the end of the wait, shortened by up to a tenth so that many
+    /// consumers do not come back in lockstep (then answers with no changes).
+    pub async fn poll(
+        &self,
+        scope: &Scope,
+        since: Position,
+        limit: u32,
+        wait: Duration,
+    ) -> Result<ChangePage, FeedError> {
+        // Subscribed before reading: a commit between the read and the wait still wakes.
+        let mut commits = self.store.notifier().subscribe();
+        let mut batch = self.read(scope, since, limit).await?;
+        if !batch.changes.is_empty() || wait.is_zero() {
+            return Ok(self.page(scope, batch));
+        }
+        let _waiter = self.waiter()?;
+        let deadline = Instant::now() + wait.mul_f64(rand::rng().random_range(0.9..=1.0));
+        let closed = self.closed();
+        tokio::pin!(closed);
+        loop {
+            let woke = tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return Ok(self.page(scope, batch)),
+                () = &mut closed => return Ok(self.page(scope, batch)),
+                commit = commits.recv() => commit,
+            };
+            let at = match woke {
+                Ok(commit) if batch.concerns(&commit) => commit.at,
+                Ok(_) => continue,
+                // Missed some commits: any of them may concern this scope.
+                Err(RecvError::Lagged(_)) => Instant::now(),
+                Err(RecvError::Closed) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(deadline) => {}
+                        () = &mut closed => {}
+                    }
+                    return Ok(self.page(scope, batch));
+                }
+            };
+            batch = self.read(scope, since, limit).await?;
+            if !batch.changes.is_empty() {
+                metrics::histogram!("tidemark_feed_wake_seconds")
+                    .record(at.elapsed().as_secs_f64());
+                return Ok(self.page(scope, batch));
+            }
+        }
+    }
+}
