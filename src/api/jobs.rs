@@ -12,9 +12,9 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::extract::{JobPath, JsonOrEmpty, SourcePath, StreamPath};
+use super::problems;
 use super::sources::{no_source, no_stream, page_limit};
 use crate::api::error::ApiError;
-use crate::problem::Problem;
 use crate::spec::job::{JobList, JobStatus, SourceJobs, SyncRequest, Trigger};
 use crate::spec::secret::Secret;
 use crate::spec::{Job, SourceName, StreamName};
@@ -38,12 +38,9 @@ pub fn router() -> OpenApiRouter<AppState> {
     request_body(content = Option<SyncRequest>, description = "Empty for an incremental sync"),
     responses(
         (status = 202, description = "Queued (or already queued or running)", body = SourceJobs),
-        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such source", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid request; `pointer` names the field", body = Problem, content_type = "application/problem+json"),
+        problems::Admin,
+        problems::JsonBody,
+        problems::NoSource,
     )
 )]
 #[tracing::instrument(skip_all, fields(source = %source))]
@@ -84,12 +81,9 @@ async fn sync_source(
     request_body(content = Option<SyncRequest>, description = "Empty for an incremental sync"),
     responses(
         (status = 202, description = "Queued (or already queued or running)", body = Job),
-        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such source or stream", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid request; `pointer` names the field", body = Problem, content_type = "application/problem+json"),
+        problems::Admin,
+        problems::JsonBody,
+        problems::NoStream,
     )
 )]
 #[tracing::instrument(skip_all, fields(source = %source, stream = %stream))]
@@ -137,8 +131,8 @@ pub struct JobParams {
     params(JobParams),
     responses(
         (status = 200, description = "A page of jobs", body = JobList),
-        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        problems::Reader,
+        problems::BadParameter,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -206,8 +200,8 @@ async fn list_jobs(
     params(("id" = uuid::Uuid, Path, description = "Job id")),
     responses(
         (status = 200, description = "The job", body = Job),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        problems::Reader,
+        problems::NoJob,
     )
 )]
 #[tracing::instrument(skip_all, fields(job = %id))]
@@ -230,10 +224,9 @@ async fn get_job(
     params(("id" = uuid::Uuid, Path, description = "Job id")),
     responses(
         (status = 200, description = "Cancelled", body = Job),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The job has already finished", body = Problem, content_type = "application/problem+json"),
+        problems::Admin,
+        problems::NoJob,
+        problems::Conflict,
     )
 )]
 #[tracing::instrument(skip_all, fields(job = %id))]
@@ -271,9 +264,8 @@ const WEBHOOK_SECRET: &str = "x-webhook-secret";
     security(()),
     responses(
         (status = 202, description = "Syncs queued", body = SourceJobs),
-        (status = 401, description = "Missing or wrong webhook secret", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such source, or it has no webhook", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        problems::Webhook,
+        problems::BodyTooLarge,
     )
 )]
 #[tracing::instrument(skip_all, fields(source = %source))]

@@ -8,9 +8,9 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::extract::{RecordPath, StreamPath};
+use super::problems;
 use super::sources::{ListParams, no_stream};
 use crate::api::error::ApiError;
-use crate::problem::Problem;
 use crate::spec::record::{RecordEntry, RecordList};
 use crate::spec::{SourceName, StreamName};
 use crate::store::{StoreError, StoredRecord};
@@ -42,9 +42,9 @@ fn entry(record: StoredRecord) -> Result<RecordEntry, ApiError> {
     ),
     responses(
         (status = 200, description = "A page of records", body = RecordList),
-        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such source or stream", body = Problem, content_type = "application/problem+json"),
+        problems::Reader,
+        problems::BadParameter,
+        problems::NoStream,
     )
 )]
 #[tracing::instrument(skip_all, fields(source = %source, stream = %stream))]
@@ -78,8 +78,8 @@ async fn list_records(
     ),
     responses(
         (status = 200, description = "The record", body = RecordEntry),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such stream, or no live record with this key", body = Problem, content_type = "application/problem+json"),
+        problems::Reader,
+        problems::NoRecord,
     )
 )]
 #[tracing::instrument(skip_all, fields(source = %path.source, stream = %path.stream))]

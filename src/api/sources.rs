@@ -12,8 +12,8 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::extract::{ApiJson, SourcePath, StreamPath};
+use super::problems;
 use crate::api::error::ApiError;
-use crate::problem::Problem;
 use crate::spec::auth::Auth;
 use crate::spec::cursor::{self, CursorUpdate, CursorView};
 use crate::spec::de::ParseError;
@@ -78,13 +78,10 @@ pub(super) fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
     responses(
         (status = 201, description = "Registered", body = SourceView,
          headers(("location" = String, description = "The source's URL"))),
-        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A source with this name exists", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid spec; `pointer` names the field", body = Problem, content_type = "application/problem+json"),
+        problems::Admin,
+        problems::JsonBody,
+        problems::BodyTooLarge,
+        problems::Conflict,
     )
 )]
 #[tracing::instrument(skip_all, fields(source = %body.value.name))]
@@ -148,8 +145,8 @@ impl ListParams {
     params(SourceListParams),
     responses(
         (status = 200, description = "A page of sources", body = SourceList),
-        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        problems::Reader,
+        problems::BadParameter,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -181,8 +178,8 @@ async fn list_sources(
     params(("source" = SourceName, Path, description = "Source name")),
     responses(
         (status = 200, description = "The source", body = SourceView),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such source", body = Problem, content_type = "application/problem+json"),
+        problems::Reader,
+        problems::NoSource,
     )
 )]
 #[tracing::instrument(skip_all, fields(source = %name))]
@@ -207,14 +204,11 @@ async fn get_source(
     request_body = SourceSpec,
     responses(
         (status = 200, description = "Replaced", body = SourceView),
-        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such source", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The body names another source (sources cannot be renamed)", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid spec; `pointer` names the field", body = Problem, content_type = "application/problem+json"),
+        problems::Admin,
+        problems::JsonBody,
+        problems::BodyTooLarge,
+        problems::NoSource,
+        problems::Conflict,
     )
 )]
 #[tracing::instrument(skip_all, fields(source = %name))]
@@ -248,9 +242,8 @@ async fn replace_source(
     params(("source" = SourceName, Path, description = "Source name")),
     responses(
         (status = 204, description = "Removed"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such source", body = Problem, content_type = "application/problem+json"),
+        problems::Admin,
+        problems::NoSource,
     )
 )]
 #[tracing::instrument(skip_all, fields(source = %name))]
@@ -274,8 +267,8 @@ async fn delete_source(
     ),
     responses(
         (status = 200, description = "The stream", body = StreamView),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such source or stream", body = Problem, content_type = "application/problem+json"),
+        problems::Reader,
+        problems::NoStream,
     )
 )]
 #[tracing::instrument(skip_all, fields(source = %source, stream = %stream))]
@@ -309,8 +302,8 @@ async fn get_stream(
     ),
     responses(
         (status = 200, description = "The cursor", body = CursorView),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such source or stream", body = Problem, content_type = "application/problem+json"),
+        problems::Reader,
+        problems::NoStream,
     )
 )]
 #[tracing::instrument(skip_all, fields(source = %source, stream = %stream))]
@@ -346,13 +339,10 @@ async fn get_cursor(
     request_body = CursorUpdate,
     responses(
         (status = 200, description = "The new cursor", body = CursorView),
-        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such source or stream", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Not a cursor of this stream's strategy", body = Problem, content_type = "application/problem+json"),
+        problems::Admin,
+        problems::JsonBody,
+        problems::BodyTooLarge,
+        problems::NoStream,
     )
 )]
 #[tracing::instrument(skip_all, fields(source = %source, stream = %stream))]
@@ -395,9 +385,8 @@ async fn put_cursor(
     ),
     responses(
         (status = 204, description = "Reset"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such source or stream", body = Problem, content_type = "application/problem+json"),
+        problems::Admin,
+        problems::NoStream,
     )
 )]
 #[tracing::instrument(skip_all, fields(source = %source, stream = %stream))]
