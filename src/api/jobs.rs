@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::extract::{JobPath, JsonOrEmpty, SourcePath, StreamPath};
 use super::problems;
-use super::sources::{no_source, no_stream, page_limit};
+use super::sources::{found_source, no_stream, page_limit};
 use crate::api::error::ApiError;
 use crate::spec::job::{JobList, JobStatus, SourceJobs, SyncRequest, Trigger};
 use crate::spec::secret::Secret;
@@ -49,12 +49,7 @@ async fn sync_source(
     SourcePath(source): SourcePath,
     JsonOrEmpty(body): JsonOrEmpty<SyncRequest>,
 ) -> Result<(StatusCode, Json<SourceJobs>), ApiError> {
-    let spec = state
-        .store
-        .get_source(&source)
-        .await?
-        .ok_or_else(|| no_source(&source))?
-        .spec;
+    let spec = found_source(&state, &source).await?.spec;
     let mut jobs = Vec::new();
     for stream in spec.streams.iter() {
         // A stream removed meanwhile by a concurrent replace is simply skipped.
@@ -194,6 +189,10 @@ async fn list_jobs(
     }))
 }
 
+fn no_job(id: uuid::Uuid) -> ApiError {
+    ApiError::not_found(format!("there is no job {id}"))
+}
+
 /// Read a job.
 #[utoipa::path(
     get, path = "/v1/jobs/{id}", tag = "jobs",
@@ -214,7 +213,7 @@ async fn get_job(
         .get_job(id)
         .await?
         .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("there is no job {id}")))
+        .ok_or_else(|| no_job(id))
 }
 
 /// Cancel a queued or running job. A running job stops at its next page boundary: the
@@ -235,7 +234,7 @@ async fn cancel_job(
     JobPath(id): JobPath,
 ) -> Result<Json<Job>, ApiError> {
     match state.store.cancel_job(id).await? {
-        None => Err(ApiError::not_found(format!("there is no job {id}"))),
+        None => Err(no_job(id)),
         Some((job, true)) => Ok(Json(job)),
         Some((job, false)) => Err(ApiError::conflict(format!(
             "job {id} has already finished ({})",
@@ -274,12 +273,7 @@ async fn webhook(
     SourcePath(source): SourcePath,
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<SourceJobs>), ApiError> {
-    let spec = state
-        .store
-        .get_source(&source)
-        .await?
-        .ok_or_else(|| no_source(&source))?
-        .spec;
+    let spec = found_source(&state, &source).await?.spec;
     let Some(secret) = &spec.webhook_secret else {
         return Err(ApiError::not_found(format!(
             "source `{source}` has no webhook (set its `webhook_secret`)"

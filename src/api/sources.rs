@@ -18,7 +18,7 @@ use crate::spec::auth::Auth;
 use crate::spec::cursor::{self, CursorUpdate, CursorView};
 use crate::spec::de::ParseError;
 use crate::spec::{SourceList, SourceName, SourceSpec, SourceView, StreamName, StreamView};
-use crate::store::{NewSource, StoredSource};
+use crate::store::{NewSource, StoredSource, StreamState};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -36,12 +36,37 @@ fn view(source: StoredSource) -> SourceView {
     }
 }
 
-pub(super) fn no_source(name: &SourceName) -> ApiError {
+fn no_source(name: &SourceName) -> ApiError {
     ApiError::not_found(format!("there is no source named `{name}`"))
 }
 
 pub(super) fn no_stream(source: &SourceName, stream: &StreamName) -> ApiError {
     ApiError::not_found(format!("there is no stream `{source}/{stream}`"))
+}
+
+/// The source named `name`, or a 404.
+pub(super) async fn found_source(
+    state: &AppState,
+    name: &SourceName,
+) -> Result<StoredSource, ApiError> {
+    state
+        .store
+        .get_source(name)
+        .await?
+        .ok_or_else(|| no_source(name))
+}
+
+/// The stream `source/stream`, or a 404.
+async fn found_stream(
+    state: &AppState,
+    source: &SourceName,
+    stream: &StreamName,
+) -> Result<StreamState, ApiError> {
+    state
+        .store
+        .get_stream(source, stream)
+        .await?
+        .ok_or_else(|| no_stream(source, stream))
 }
 
 /// A source may only name hosts the upstream policy allows: its `base_url`, and its OAuth
@@ -187,12 +212,7 @@ async fn get_source(
     State(state): State<AppState>,
     SourcePath(name): SourcePath,
 ) -> Result<Json<SourceView>, ApiError> {
-    let source = state
-        .store
-        .get_source(&name)
-        .await?
-        .ok_or_else(|| no_source(&name))?;
-    Ok(Json(view(source)))
+    Ok(Json(view(found_source(&state, &name).await?)))
 }
 
 /// Replace a source's spec. Streams that keep their name and pagination type keep their
@@ -276,11 +296,7 @@ async fn get_stream(
     State(state): State<AppState>,
     StreamPath(source, stream): StreamPath,
 ) -> Result<Json<StreamView>, ApiError> {
-    let found = state
-        .store
-        .get_stream(&source, &stream)
-        .await?
-        .ok_or_else(|| no_stream(&source, &stream))?;
+    let found = found_stream(&state, &source, &stream).await?;
     let lag_seconds = found
         .last_success_at
         .map(|at| (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0);
@@ -311,11 +327,7 @@ async fn get_cursor(
     State(state): State<AppState>,
     StreamPath(source, stream): StreamPath,
 ) -> Result<Json<CursorView>, ApiError> {
-    let found = state
-        .store
-        .get_stream(&source, &stream)
-        .await?
-        .ok_or_else(|| no_stream(&source, &stream))?;
+    let found = found_stream(&state, &source, &stream).await?;
     let (cursor, updated_at, job) = match found.cursor {
         Some(c) => (Some(c.value), Some(c.updated_at), c.job),
         None => (None, None, None),
@@ -351,11 +363,7 @@ async fn put_cursor(
     StreamPath(source, stream): StreamPath,
     body: ApiJson<CursorUpdate>,
 ) -> Result<Json<CursorView>, ApiError> {
-    let found = state
-        .store
-        .get_stream(&source, &stream)
-        .await?
-        .ok_or_else(|| no_stream(&source, &stream))?;
+    let found = found_stream(&state, &source, &stream).await?;
     let cursor = Some(body.value.cursor).filter(|c| !c.is_null());
     if let Some(c) = &cursor {
         cursor::check(&found.spec.pagination, &found.base_url, c).map_err(|e| match e {
