@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::extract::{JobPath, JsonOrEmpty, SourcePath, StreamPath};
 use super::problems;
-use super::sources::{found_source, no_stream, page_limit};
+use super::sources::{found_source, next_after, no_stream, page_limit};
 use crate::api::error::ApiError;
 use crate::spec::job::{JobList, JobStatus, SourceJobs, SyncRequest, Trigger};
 use crate::spec::secret::Secret;
@@ -180,9 +180,7 @@ async fn list_jobs(
         })
         .transpose()?;
     let jobs = state.store.list_jobs(&filter, after, limit).await?;
-    let next = (jobs.len() == limit as usize)
-        .then(|| jobs.last().map(|j| j.id.to_string()))
-        .flatten();
+    let next = next_after(&jobs, limit, |j| j.id.to_string());
     Ok(Json(JobList {
         results: jobs,
         next,

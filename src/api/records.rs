@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::extract::{RecordPath, StreamPath};
 use super::problems;
-use super::sources::{ListParams, no_stream};
+use super::sources::{ListParams, next_after, no_stream};
 use crate::api::error::ApiError;
 use crate::spec::record::{RecordEntry, RecordList};
 use crate::spec::{SourceName, StreamName};
@@ -59,9 +59,7 @@ async fn list_records(
         .list_records(&source, &stream, params.after(), limit)
         .await?
         .ok_or_else(|| no_stream(&source, &stream))?;
-    let next = (records.len() == limit as usize)
-        .then(|| records.last().map(|r| r.key.clone()))
-        .flatten();
+    let next = next_after(&records, limit, |r| r.key.clone());
     Ok(Json(RecordList {
         results: records.into_iter().map(entry).collect::<Result<_, _>>()?,
         next,

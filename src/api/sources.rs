@@ -96,6 +96,18 @@ pub(super) fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
     }
 }
 
+/// A list's `next`: the key of the page's last item, unless the page is the last one
+/// (shorter than `limit`).
+pub(super) fn next_after<T>(
+    page: &[T],
+    limit: u32,
+    key: impl FnOnce(&T) -> String,
+) -> Option<String> {
+    page.last()
+        .filter(|_| page.len() == limit as usize)
+        .map(key)
+}
+
 /// Register a source with its streams.
 #[utoipa::path(
     post, path = "/v1/sources", tag = "sources",
@@ -188,9 +200,7 @@ async fn list_sources(
         None => None,
     };
     let sources = state.store.list_sources(after.as_ref(), limit).await?;
-    let next = (sources.len() == limit as usize)
-        .then(|| sources.last().map(|s| s.spec.name.to_string()))
-        .flatten();
+    let next = next_after(&sources, limit, |s| s.spec.name.to_string());
     Ok(Json(SourceList {
         results: sources.into_iter().map(view).collect(),
         next,
