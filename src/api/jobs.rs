@@ -34,7 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// running job gets no second one: that job is returned.
 #[utoipa::path(
     post, path = "/v1/sources/{source}/sync", tag = "jobs",
-    params(("source" = SourceName, Path, description = "Source name")),
+    params(SourcePath),
     request_body(content = Option<SyncRequest>, description = "Empty for an incremental sync"),
     responses(
         (status = 202, description = "Queued (or already queued or running)", body = SourceJobs),
@@ -69,10 +69,7 @@ async fn sync_source(
 /// again returns that job.
 #[utoipa::path(
     post, path = "/v1/sources/{source}/streams/{stream}/sync", tag = "jobs",
-    params(
-        ("source" = SourceName, Path, description = "Source name"),
-        ("stream" = StreamName, Path, description = "Stream name"),
-    ),
+    params(StreamPath),
     request_body(content = Option<SyncRequest>, description = "Empty for an incremental sync"),
     responses(
         (status = 202, description = "Queued (or already queued or running)", body = Job),
@@ -194,7 +191,7 @@ fn no_job(id: uuid::Uuid) -> ApiError {
 /// Read a job.
 #[utoipa::path(
     get, path = "/v1/jobs/{id}", tag = "jobs",
-    params(("id" = uuid::Uuid, Path, description = "Job id")),
+    params(JobPath),
     responses(
         (status = 200, description = "The job", body = Job),
         problems::Reader,
@@ -218,7 +215,7 @@ async fn get_job(
 /// page in flight is not committed, and the cursor stays at the last committed page.
 #[utoipa::path(
     post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
-    params(("id" = uuid::Uuid, Path, description = "Job id")),
+    params(JobPath),
     responses(
         (status = 200, description = "Cancelled", body = Job),
         problems::Admin,
@@ -255,7 +252,7 @@ const WEBHOOK_SECRET: &str = "x-webhook-secret";
 #[utoipa::path(
     post, path = "/v1/sources/{source}/webhook", tag = "jobs",
     params(
-        ("source" = SourceName, Path, description = "Source name"),
+        SourcePath,
         ("X-Webhook-Secret" = String, Header, description = "The source's webhook secret"),
     ),
     security(()),

@@ -12,7 +12,6 @@ use super::problems;
 use super::sources::{ListParams, next_after, no_stream};
 use crate::api::error::ApiError;
 use crate::spec::record::{RecordEntry, RecordList};
-use crate::spec::{SourceName, StreamName};
 use crate::store::{StoreError, StoredRecord};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -35,11 +34,7 @@ fn entry(record: StoredRecord) -> Result<RecordEntry, ApiError> {
 /// List a stream's mirrored records in key order (deleted records are not listed).
 #[utoipa::path(
     get, path = "/v1/sources/{source}/streams/{stream}/records", tag = "records",
-    params(
-        ("source" = SourceName, Path, description = "Source name"),
-        ("stream" = StreamName, Path, description = "Stream name"),
-        ListParams,
-    ),
+    params(StreamPath, ListParams),
     responses(
         (status = 200, description = "A page of records", body = RecordList),
         problems::Reader,
@@ -69,11 +64,7 @@ async fn list_records(
 /// Read one mirrored record by key.
 #[utoipa::path(
     get, path = "/v1/sources/{source}/streams/{stream}/records/{key}", tag = "records",
-    params(
-        ("source" = SourceName, Path, description = "Source name"),
-        ("stream" = StreamName, Path, description = "Stream name"),
-        ("key" = String, Path, description = "The record's key"),
-    ),
+    params(RecordPath),
     responses(
         (status = 200, description = "The record", body = RecordEntry),
         problems::Reader,

@@ -210,7 +210,7 @@ async fn list_sources(
 /// Read a source (inline secrets are redacted).
 #[utoipa::path(
     get, path = "/v1/sources/{source}", tag = "sources",
-    params(("source" = SourceName, Path, description = "Source name")),
+    params(SourcePath),
     responses(
         (status = 200, description = "The source", body = SourceView),
         problems::Reader,
@@ -230,7 +230,7 @@ async fn get_source(
 /// streams left out are removed with their records.
 #[utoipa::path(
     put, path = "/v1/sources/{source}", tag = "sources",
-    params(("source" = SourceName, Path, description = "Source name")),
+    params(SourcePath),
     request_body = SourceSpec,
     responses(
         (status = 200, description = "Replaced", body = SourceView),
@@ -269,7 +269,7 @@ async fn replace_source(
 /// nothing for the removed records.
 #[utoipa::path(
     delete, path = "/v1/sources/{source}", tag = "sources",
-    params(("source" = SourceName, Path, description = "Source name")),
+    params(SourcePath),
     responses(
         (status = 204, description = "Removed"),
         problems::Admin,
@@ -291,10 +291,7 @@ async fn delete_source(
 /// Read a stream with its cursor, last job and lag.
 #[utoipa::path(
     get, path = "/v1/sources/{source}/streams/{stream}", tag = "streams",
-    params(
-        ("source" = SourceName, Path, description = "Source name"),
-        ("stream" = StreamName, Path, description = "Stream name"),
-    ),
+    params(StreamPath),
     responses(
         (status = 200, description = "The stream", body = StreamView),
         problems::Reader,
@@ -322,10 +319,7 @@ async fn get_stream(
 /// Read a stream's cursor (checkpoint).
 #[utoipa::path(
     get, path = "/v1/sources/{source}/streams/{stream}/cursor", tag = "streams",
-    params(
-        ("source" = SourceName, Path, description = "Source name"),
-        ("stream" = StreamName, Path, description = "Stream name"),
-    ),
+    params(StreamPath),
     responses(
         (status = 200, description = "The cursor", body = CursorView),
         problems::Reader,
@@ -354,10 +348,7 @@ async fn get_cursor(
 /// depends on the stream's pagination type (see `CursorUpdate`); `null` resets.
 #[utoipa::path(
     put, path = "/v1/sources/{source}/streams/{stream}/cursor", tag = "streams",
-    params(
-        ("source" = SourceName, Path, description = "Source name"),
-        ("stream" = StreamName, Path, description = "Stream name"),
-    ),
+    params(StreamPath),
     request_body = CursorUpdate,
     responses(
         (status = 200, description = "The new cursor", body = CursorView),
@@ -397,10 +388,7 @@ async fn put_cursor(
 /// Reset a stream's cursor: the next incremental run starts from the beginning.
 #[utoipa::path(
     delete, path = "/v1/sources/{source}/streams/{stream}/cursor", tag = "streams",
-    params(
-        ("source" = SourceName, Path, description = "Source name"),
-        ("stream" = StreamName, Path, description = "Stream name"),
-    ),
+    params(StreamPath),
     responses(
         (status = 204, description = "Reset"),
         problems::Admin,
