@@ -24,10 +24,12 @@ fn problem(description: &str) -> ResponseBuilder {
     )
 }
 
-fn responses<const N: usize>(
-    set: [(u16, ResponseBuilder); N],
+/// The responses of a set, by status.
+fn set<const N: usize>(
+    responses: [(u16, ResponseBuilder); N],
 ) -> BTreeMap<String, RefOr<Response>> {
-    set.into_iter()
+    responses
+        .into_iter()
         .map(|(status, response)| (status.to_string(), response.build().into()))
         .collect()
 }
@@ -41,7 +43,7 @@ pub struct Reader;
 
 impl IntoResponses for Reader {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        responses([no_token()])
+        set([no_token()])
     }
 }
 
@@ -50,7 +52,7 @@ pub struct Admin;
 
 impl IntoResponses for Admin {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        responses([no_token(), (403, problem("Not an admin token"))])
+        set([no_token(), (403, problem("Not an admin token"))])
     }
 }
 
@@ -59,7 +61,7 @@ pub struct JsonBody;
 
 impl IntoResponses for JsonBody {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        responses([
+        set([
             (400, problem("Not JSON")),
             (415, problem("Body is not JSON")),
             (422, problem("Invalid body; `pointer` names the field")),
@@ -72,7 +74,7 @@ pub struct BodyTooLarge;
 
 impl IntoResponses for BodyTooLarge {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        responses([(413, problem("Body too large"))])
+        set([(413, problem("Body too large"))])
     }
 }
 
@@ -81,7 +83,7 @@ pub struct BadParameter;
 
 impl IntoResponses for BadParameter {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        responses([(400, problem("Invalid parameter"))])
+        set([(400, problem("Invalid parameter"))])
     }
 }
 
@@ -90,7 +92,7 @@ pub struct NoSource;
 
 impl IntoResponses for NoSource {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        responses([(404, problem("No such source"))])
+        set([(404, problem("No such source"))])
     }
 }
 
@@ -99,7 +101,7 @@ pub struct NoStream;
 
 impl IntoResponses for NoStream {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        responses([(404, problem("No such source or stream"))])
+        set([(404, problem("No such source or stream"))])
     }
 }
 
@@ -108,7 +110,7 @@ pub struct NoRecord;
 
 impl IntoResponses for NoRecord {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        responses([(
+        set([(
             404,
             problem("No such stream, or no live record with this key"),
         )])
@@ -120,7 +122,7 @@ pub struct NoJob;
 
 impl IntoResponses for NoJob {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        responses([(404, problem("No such job"))])
+        set([(404, problem("No such job"))])
     }
 }
 
@@ -129,7 +131,7 @@ pub struct Conflict;
 
 impl IntoResponses for Conflict {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        responses([(
+        set([(
             409,
             problem("Conflicts with the current state; `detail` says how"),
         )])
@@ -141,7 +143,7 @@ pub struct Webhook;
 
 impl IntoResponses for Webhook {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        responses([
+        set([
             (401, problem("Missing or wrong webhook secret")),
             (404, problem("No such source, or it has no webhook")),
         ])
@@ -157,7 +159,7 @@ pub struct FeedFilter;
 
 impl IntoResponses for FeedFilter {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        responses([(400, problem("Invalid filter")), no_filter_stream()])
+        set([(400, problem("Invalid filter")), no_filter_stream()])
     }
 }
 
@@ -166,7 +168,7 @@ pub struct FeedRead;
 
 impl IntoResponses for FeedRead {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        responses([
+        set([
             (
                 400,
                 problem(
@@ -197,6 +199,6 @@ pub struct Unavailable;
 
 impl IntoResponses for Unavailable {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        responses([(503, problem("Database unreachable or not migrated"))])
+        set([(503, problem("Database unreachable or not migrated"))])
     }
 }
