@@ -6,6 +6,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
+use utoipa::IntoParams;
 
 use crate::api::error::ApiError;
 use crate::spec::de::{ParseError, parse};
@@ -98,10 +99,22 @@ fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
 }
 
 /// The `{source}` path segment. A name that is not a valid slug cannot exist: 404.
-pub struct SourcePath(pub SourceName);
+#[derive(IntoParams)]
+#[into_params(names("source"), parameter_in = Path)]
+pub struct SourcePath(
+    /// Source name
+    pub SourceName,
+);
 
 /// The `{source}` and `{stream}` path segments.
-pub struct StreamPath(pub SourceName, pub StreamName);
+#[derive(IntoParams)]
+#[into_params(names("source", "stream"), parameter_in = Path)]
+pub struct StreamPath(
+    /// Source name
+    pub SourceName,
+    /// Stream name
+    pub StreamName,
+);
 
 impl<S: Send + Sync> FromRequestParts<S> for SourcePath {
     type Rejection = ApiError;
@@ -149,7 +162,12 @@ fn source_name(params: &[(String, String)]) -> Result<SourceName, ApiError> {
 }
 
 /// The `{id}` path segment of a job. An id that is not a UUID cannot exist: 404.
-pub struct JobPath(pub uuid::Uuid);
+#[derive(IntoParams)]
+#[into_params(names("id"), parameter_in = Path)]
+pub struct JobPath(
+    /// Job id
+    pub uuid::Uuid,
+);
 
 impl<S: Send + Sync> FromRequestParts<S> for JobPath {
     type Rejection = ApiError;
@@ -164,9 +182,14 @@ impl<S: Send + Sync> FromRequestParts<S> for JobPath {
 }
 
 /// The `{source}`, `{stream}` and `{key}` path segments.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
 pub struct RecordPath {
+    /// Source name
     pub source: SourceName,
+    /// Stream name
     pub stream: StreamName,
+    /// The record's key
     pub key: String,
 }
 

@@ -16,10 +16,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::problems;
 use super::sources::page_limit;
 use crate::api::error::ApiError;
 use crate::feed::{MAX_WAIT, Scope};
-use crate::problem::Problem;
 use crate::spec::change::{ChangePage, FeedHead};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -143,12 +143,8 @@ fn wait_param(wait: Option<f64>) -> Result<Duration, ApiError> {
     responses(
         (status = 200, description = "A page of changes", body = ChangePage,
          headers(("cache-control" = String, description = "`no-store`"))),
-        (status = 400, description = "Invalid parameter, `invalid-since-format` or `since-scope-mismatch`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "A stream of the filter does not exist", body = Problem, content_type = "application/problem+json"),
-        (status = 410, description = "`since-expired`: read again from a blank `since`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many waiting requests on this instance", body = Problem, content_type = "application/problem+json",
-         headers(("retry-after" = u32, description = "Seconds to wait before retrying"))),
+        problems::Reader,
+        problems::FeedRead,
     )
 )]
 #[tracing::instrument(skip_all, fields(limit = params.limit, wait = params.wait))]
@@ -177,9 +173,8 @@ async fn list_changes(
     responses(
         (status = 200, description = "The head token", body = FeedHead,
          headers(("cache-control" = String, description = "`no-store`"))),
-        (status = 400, description = "Invalid filter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "A stream of the filter does not exist", body = Problem, content_type = "application/problem+json"),
+        problems::Reader,
+        problems::FeedFilter,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -214,12 +209,8 @@ async fn head(
     responses(
         (status = 200, description = "An event stream; the schema describes each event", body = FeedEvent, content_type = "text/event-stream",
          headers(("cache-control" = String, description = "`no-store`"))),
-        (status = 400, description = "Invalid filter, `invalid-since-format` or `since-scope-mismatch`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "A stream of the filter does not exist", body = Problem, content_type = "application/problem+json"),
-        (status = 410, description = "`since-expired`: start again from a blank `since`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many waiting requests on this instance", body = Problem, content_type = "application/problem+json",
-         headers(("retry-after" = u32, description = "Seconds to wait before retrying"))),
+        problems::Reader,
+        problems::FeedRead,
     )
 )]
 #[tracing::instrument(skip_all)]

@@ -12,9 +12,9 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::extract::{JobPath, JsonOrEmpty, SourcePath, StreamPath};
-use super::sources::{no_source, no_stream, page_limit};
+use super::problems;
+use super::sources::{found_source, next_after, no_stream, page_limit};
 use crate::api::error::ApiError;
-use crate::problem::Problem;
 use crate::spec::job::{JobList, JobStatus, SourceJobs, SyncRequest, Trigger};
 use crate::spec::secret::Secret;
 use crate::spec::{Job, SourceName, StreamName};
@@ -34,16 +34,13 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// running job gets no second one: that job is returned.
 #[utoipa::path(
     post, path = "/v1/sources/{source}/sync", tag = "jobs",
-    params(("source" = SourceName, Path, description = "Source name")),
+    params(SourcePath),
     request_body(content = Option<SyncRequest>, description = "Empty for an incremental sync"),
     responses(
         (status = 202, description = "Queued (or already queued or running)", body = SourceJobs),
-        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such source", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid request; `pointer` names the field", body = Problem, content_type = "application/problem+json"),
+        problems::Admin,
+        problems::JsonBody,
+        problems::NoSource,
     )
 )]
 #[tracing::instrument(skip_all, fields(source = %source))]
@@ -52,12 +49,7 @@ async fn sync_source(
     SourcePath(source): SourcePath,
     JsonOrEmpty(body): JsonOrEmpty<SyncRequest>,
 ) -> Result<(StatusCode, Json<SourceJobs>), ApiError> {
-    let spec = state
-        .store
-        .get_source(&source)
-        .await?
-        .ok_or_else(|| no_source(&source))?
-        .spec;
+    let spec = found_source(&state, &source).await?.spec;
     let mut jobs = Vec::new();
     for stream in spec.streams.iter() {
         // A stream removed meanwhile by a concurrent replace is simply skipped.
@@ -77,19 +69,13 @@ async fn sync_source(
 /// again returns that job.
 #[utoipa::path(
     post, path = "/v1/sources/{source}/streams/{stream}/sync", tag = "jobs",
-    params(
-        ("source" = SourceName, Path, description = "Source name"),
-        ("stream" = StreamName, Path, description = "Stream name"),
-    ),
+    params(StreamPath),
     request_body(content = Option<SyncRequest>, description = "Empty for an incremental sync"),
     responses(
         (status = 202, description = "Queued (or already queued or running)", body = Job),
-        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such source or stream", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid request; `pointer` names the field", body = Problem, content_type = "application/problem+json"),
+        problems::Admin,
+        problems::JsonBody,
+        problems::NoStream,
     )
 )]
 #[tracing::instrument(skip_all, fields(source = %source, stream = %stream))]
@@ -137,8 +123,8 @@ pub struct JobParams {
     params(JobParams),
     responses(
         (status = 200, description = "A page of jobs", body = JobList),
-        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        problems::Reader,
+        problems::BadParameter,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -191,23 +177,25 @@ async fn list_jobs(
         })
         .transpose()?;
     let jobs = state.store.list_jobs(&filter, after, limit).await?;
-    let next = (jobs.len() == limit as usize)
-        .then(|| jobs.last().map(|j| j.id.to_string()))
-        .flatten();
+    let next = next_after(&jobs, limit, |j| j.id.to_string());
     Ok(Json(JobList {
         results: jobs,
         next,
     }))
 }
 
+fn no_job(id: uuid::Uuid) -> ApiError {
+    ApiError::not_found(format!("there is no job {id}"))
+}
+
 /// Read a job.
 #[utoipa::path(
     get, path = "/v1/jobs/{id}", tag = "jobs",
-    params(("id" = uuid::Uuid, Path, description = "Job id")),
+    params(JobPath),
     responses(
         (status = 200, description = "The job", body = Job),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        problems::Reader,
+        problems::NoJob,
     )
 )]
 #[tracing::instrument(skip_all, fields(job = %id))]
@@ -220,20 +208,19 @@ async fn get_job(
         .get_job(id)
         .await?
         .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("there is no job {id}")))
+        .ok_or_else(|| no_job(id))
 }
 
 /// Cancel a queued or running job. A running job stops at its next page boundary: the
 /// page in flight is not committed, and the cursor stays at the last committed page.
 #[utoipa::path(
     post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
-    params(("id" = uuid::Uuid, Path, description = "Job id")),
+    params(JobPath),
     responses(
         (status = 200, description = "Cancelled", body = Job),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The job has already finished", body = Problem, content_type = "application/problem+json"),
+        problems::Admin,
+        problems::NoJob,
+        problems::Conflict,
     )
 )]
 #[tracing::instrument(skip_all, fields(job = %id))]
@@ -242,7 +229,7 @@ async fn cancel_job(
     JobPath(id): JobPath,
 ) -> Result<Json<Job>, ApiError> {
     match state.store.cancel_job(id).await? {
-        None => Err(ApiError::not_found(format!("there is no job {id}"))),
+        None => Err(no_job(id)),
         Some((job, true)) => Ok(Json(job)),
         Some((job, false)) => Err(ApiError::conflict(format!(
             "job {id} has already finished ({})",
@@ -265,15 +252,14 @@ const WEBHOOK_SECRET: &str = "x-webhook-secret";
 #[utoipa::path(
     post, path = "/v1/sources/{source}/webhook", tag = "jobs",
     params(
-        ("source" = SourceName, Path, description = "Source name"),
+        SourcePath,
         ("X-Webhook-Secret" = String, Header, description = "The source's webhook secret"),
     ),
     security(()),
     responses(
         (status = 202, description = "Syncs queued", body = SourceJobs),
-        (status = 401, description = "Missing or wrong webhook secret", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such source, or it has no webhook", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        problems::Webhook,
+        problems::BodyTooLarge,
     )
 )]
 #[tracing::instrument(skip_all, fields(source = %source))]
@@ -282,12 +268,7 @@ async fn webhook(
     SourcePath(source): SourcePath,
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<SourceJobs>), ApiError> {
-    let spec = state
-        .store
-        .get_source(&source)
-        .await?
-        .ok_or_else(|| no_source(&source))?
-        .spec;
+    let spec = found_source(&state, &source).await?.spec;
     let Some(secret) = &spec.webhook_secret else {
         return Err(ApiError::not_found(format!(
             "source `{source}` has no webhook (set its `webhook_secret`)"

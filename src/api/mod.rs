@@ -7,6 +7,7 @@ mod feed;
 mod jobs;
 mod middleware;
 mod ops;
+mod problems;
 mod records;
 pub mod server;
 mod sources;
@@ -56,8 +57,13 @@ pub struct AppState {
                        switch on their `type`. Send `Authorization: Bearer <token>`: `reader` \
                        tokens may read, `admin` tokens may do everything."
     ),
-    // Path parameters refer to these by `$ref`, which does not collect them.
-    components(schemas(crate::spec::SourceName, crate::spec::StreamName)),
+    // Path parameters and the problem responses refer to these by `$ref`, which does not
+    // collect them.
+    components(schemas(
+        crate::spec::SourceName,
+        crate::spec::StreamName,
+        crate::problem::Problem
+    )),
     modifiers(&BearerScheme),
     security(("bearer" = [])),
     tags(

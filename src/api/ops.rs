@@ -10,8 +10,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::problems;
 use crate::api::error::ApiError;
-use crate::problem::Problem;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -39,7 +39,7 @@ async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
     responses(
         (status = 200, description = "Ready", body = Health),
-        (status = 503, description = "Database unreachable or not migrated", body = Problem, content_type = "application/problem+json"),
+        problems::Unavailable,
     ))]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     // Answer a probe even while the database does not answer at all (the pool would wait

@@ -8,11 +8,10 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::extract::{RecordPath, StreamPath};
-use super::sources::{ListParams, no_stream};
+use super::problems;
+use super::sources::{ListParams, next_after, no_stream};
 use crate::api::error::ApiError;
-use crate::problem::Problem;
 use crate::spec::record::{RecordEntry, RecordList};
-use crate::spec::{SourceName, StreamName};
 use crate::store::{StoreError, StoredRecord};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -35,16 +34,12 @@ fn entry(record: StoredRecord) -> Result<RecordEntry, ApiError> {
 /// List a stream's mirrored records in key order (deleted records are not listed).
 #[utoipa::path(
     get, path = "/v1/sources/{source}/streams/{stream}/records", tag = "records",
-    params(
-        ("source" = SourceName, Path, description = "Source name"),
-        ("stream" = StreamName, Path, description = "Stream name"),
-        ListParams,
-    ),
+    params(StreamPath, ListParams),
     responses(
         (status = 200, description = "A page of records", body = RecordList),
-        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such source or stream", body = Problem, content_type = "application/problem+json"),
+        problems::Reader,
+        problems::BadParameter,
+        problems::NoStream,
     )
 )]
 #[tracing::instrument(skip_all, fields(source = %source, stream = %stream))]
@@ -59,9 +54,7 @@ async fn list_records(
         .list_records(&source, &stream, params.after(), limit)
         .await?
         .ok_or_else(|| no_stream(&source, &stream))?;
-    let next = (records.len() == limit as usize)
-        .then(|| records.last().map(|r| r.key.clone()))
-        .flatten();
+    let next = next_after(&records, limit, |r| r.key.clone());
     Ok(Json(RecordList {
         results: records.into_iter().map(entry).collect::<Result<_, _>>()?,
         next,
@@ -71,15 +64,11 @@ async fn list_records(
 /// Read one mirrored record by key.
 #[utoipa::path(
     get, path = "/v1/sources/{source}/streams/{stream}/records/{key}", tag = "records",
-    params(
-        ("source" = SourceName, Path, description = "Source name"),
-        ("stream" = StreamName, Path, description = "Stream name"),
-        ("key" = String, Path, description = "The record's key"),
-    ),
+    params(RecordPath),
     responses(
         (status = 200, description = "The record", body = RecordEntry),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such stream, or no live record with this key", body = Problem, content_type = "application/problem+json"),
+        problems::Reader,
+        problems::NoRecord,
     )
 )]
 #[tracing::instrument(skip_all, fields(source = %path.source, stream = %path.stream))]

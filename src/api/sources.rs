@@ -12,13 +12,13 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::extract::{ApiJson, SourcePath, StreamPath};
+use super::problems;
 use crate::api::error::ApiError;
-use crate::problem::Problem;
 use crate::spec::auth::Auth;
 use crate::spec::cursor::{self, CursorUpdate, CursorView};
 use crate::spec::de::ParseError;
 use crate::spec::{SourceList, SourceName, SourceSpec, SourceView, StreamName, StreamView};
-use crate::store::{NewSource, StoredSource};
+use crate::store::{NewSource, StoredSource, StreamState};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -36,12 +36,37 @@ fn view(source: StoredSource) -> SourceView {
     }
 }
 
-pub(super) fn no_source(name: &SourceName) -> ApiError {
+fn no_source(name: &SourceName) -> ApiError {
     ApiError::not_found(format!("there is no source named `{name}`"))
 }
 
 pub(super) fn no_stream(source: &SourceName, stream: &StreamName) -> ApiError {
     ApiError::not_found(format!("there is no stream `{source}/{stream}`"))
+}
+
+/// The source named `name`, or a 404.
+pub(super) async fn found_source(
+    state: &AppState,
+    name: &SourceName,
+) -> Result<StoredSource, ApiError> {
+    state
+        .store
+        .get_source(name)
+        .await?
+        .ok_or_else(|| no_source(name))
+}
+
+/// The stream `source/stream`, or a 404.
+async fn found_stream(
+    state: &AppState,
+    source: &SourceName,
+    stream: &StreamName,
+) -> Result<StreamState, ApiError> {
+    state
+        .store
+        .get_stream(source, stream)
+        .await?
+        .ok_or_else(|| no_stream(source, stream))
 }
 
 /// A source may only name hosts the upstream policy allows: its `base_url`, and its OAuth
@@ -71,6 +96,18 @@ pub(super) fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
     }
 }
 
+/// A list's `next`: the key of the page's last item, unless the page is the last one
+/// (shorter than `limit`).
+pub(super) fn next_after<T>(
+    page: &[T],
+    limit: u32,
+    key: impl FnOnce(&T) -> String,
+) -> Option<String> {
+    page.last()
+        .filter(|_| page.len() == limit as usize)
+        .map(key)
+}
+
 /// Register a source with its streams.
 #[utoipa::path(
     post, path = "/v1/sources", tag = "sources",
@@ -78,13 +115,10 @@ pub(super) fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
     responses(
         (status = 201, description = "Registered", body = SourceView,
          headers(("location" = String, description = "The source's URL"))),
-        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A source with this name exists", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid spec; `pointer` names the field", body = Problem, content_type = "application/problem+json"),
+        problems::Admin,
+        problems::JsonBody,
+        problems::BodyTooLarge,
+        problems::Conflict,
     )
 )]
 #[tracing::instrument(skip_all, fields(source = %body.value.name))]
@@ -148,8 +182,8 @@ impl ListParams {
     params(SourceListParams),
     responses(
         (status = 200, description = "A page of sources", body = SourceList),
-        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        problems::Reader,
+        problems::BadParameter,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -166,9 +200,7 @@ async fn list_sources(
         None => None,
     };
     let sources = state.store.list_sources(after.as_ref(), limit).await?;
-    let next = (sources.len() == limit as usize)
-        .then(|| sources.last().map(|s| s.spec.name.to_string()))
-        .flatten();
+    let next = next_after(&sources, limit, |s| s.spec.name.to_string());
     Ok(Json(SourceList {
         results: sources.into_iter().map(view).collect(),
         next,
@@ -178,11 +210,11 @@ async fn list_sources(
 /// Read a source (inline secrets are redacted).
 #[utoipa::path(
     get, path = "/v1/sources/{source}", tag = "sources",
-    params(("source" = SourceName, Path, description = "Source name")),
+    params(SourcePath),
     responses(
         (status = 200, description = "The source", body = SourceView),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such source", body = Problem, content_type = "application/problem+json"),
+        problems::Reader,
+        problems::NoSource,
     )
 )]
 #[tracing::instrument(skip_all, fields(source = %name))]
@@ -190,12 +222,7 @@ async fn get_source(
     State(state): State<AppState>,
     SourcePath(name): SourcePath,
 ) -> Result<Json<SourceView>, ApiError> {
-    let source = state
-        .store
-        .get_source(&name)
-        .await?
-        .ok_or_else(|| no_source(&name))?;
-    Ok(Json(view(source)))
+    Ok(Json(view(found_source(&state, &name).await?)))
 }
 
 /// Replace a source's spec. Streams that keep their name and pagination type keep their
@@ -203,18 +230,15 @@ async fn get_source(
 /// streams left out are removed with their records.
 #[utoipa::path(
     put, path = "/v1/sources/{source}", tag = "sources",
-    params(("source" = SourceName, Path, description = "Source name")),
+    params(SourcePath),
     request_body = SourceSpec,
     responses(
         (status = 200, description = "Replaced", body = SourceView),
-        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such source", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The body names another source (sources cannot be renamed)", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid spec; `pointer` names the field", body = Problem, content_type = "application/problem+json"),
+        problems::Admin,
+        problems::JsonBody,
+        problems::BodyTooLarge,
+        problems::NoSource,
+        problems::Conflict,
     )
 )]
 #[tracing::instrument(skip_all, fields(source = %name))]
@@ -245,12 +269,11 @@ async fn replace_source(
 /// nothing for the removed records.
 #[utoipa::path(
     delete, path = "/v1/sources/{source}", tag = "sources",
-    params(("source" = SourceName, Path, description = "Source name")),
+    params(SourcePath),
     responses(
         (status = 204, description = "Removed"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such source", body = Problem, content_type = "application/problem+json"),
+        problems::Admin,
+        problems::NoSource,
     )
 )]
 #[tracing::instrument(skip_all, fields(source = %name))]
@@ -268,14 +291,11 @@ async fn delete_source(
 /// Read a stream with its cursor, last job and lag.
 #[utoipa::path(
     get, path = "/v1/sources/{source}/streams/{stream}", tag = "streams",
-    params(
-        ("source" = SourceName, Path, description = "Source name"),
-        ("stream" = StreamName, Path, description = "Stream name"),
-    ),
+    params(StreamPath),
     responses(
         (status = 200, description = "The stream", body = StreamView),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such source or stream", body = Problem, content_type = "application/problem+json"),
+        problems::Reader,
+        problems::NoStream,
     )
 )]
 #[tracing::instrument(skip_all, fields(source = %source, stream = %stream))]
@@ -283,11 +303,7 @@ async fn get_stream(
     State(state): State<AppState>,
     StreamPath(source, stream): StreamPath,
 ) -> Result<Json<StreamView>, ApiError> {
-    let found = state
-        .store
-        .get_stream(&source, &stream)
-        .await?
-        .ok_or_else(|| no_stream(&source, &stream))?;
+    let found = found_stream(&state, &source, &stream).await?;
     let lag_seconds = found
         .last_success_at
         .map(|at| (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0);
@@ -303,14 +319,11 @@ async fn get_stream(
 /// Read a stream's cursor (checkpoint).
 #[utoipa::path(
     get, path = "/v1/sources/{source}/streams/{stream}/cursor", tag = "streams",
-    params(
-        ("source" = SourceName, Path, description = "Source name"),
-        ("stream" = StreamName, Path, description = "Stream name"),
-    ),
+    params(StreamPath),
     responses(
         (status = 200, description = "The cursor", body = CursorView),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such source or stream", body = Problem, content_type = "application/problem+json"),
+        problems::Reader,
+        problems::NoStream,
     )
 )]
 #[tracing::instrument(skip_all, fields(source = %source, stream = %stream))]
@@ -318,11 +331,7 @@ async fn get_cursor(
     State(state): State<AppState>,
     StreamPath(source, stream): StreamPath,
 ) -> Result<Json<CursorView>, ApiError> {
-    let found = state
-        .store
-        .get_stream(&source, &stream)
-        .await?
-        .ok_or_else(|| no_stream(&source, &stream))?;
+    let found = found_stream(&state, &source, &stream).await?;
     let (cursor, updated_at, job) = match found.cursor {
         Some(c) => (Some(c.value), Some(c.updated_at), c.job),
         None => (None, None, None),
@@ -339,20 +348,14 @@ async fn get_cursor(
 /// depends on the stream's pagination type (see `CursorUpdate`); `null` resets.
 #[utoipa::path(
     put, path = "/v1/sources/{source}/streams/{stream}/cursor", tag = "streams",
-    params(
-        ("source" = SourceName, Path, description = "Source name"),
-        ("stream" = StreamName, Path, description = "Stream name"),
-    ),
+    params(StreamPath),
     request_body = CursorUpdate,
     responses(
         (status = 200, description = "The new cursor", body = CursorView),
-        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such source or stream", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Not a cursor of this stream's strategy", body = Problem, content_type = "application/problem+json"),
+        problems::Admin,
+        problems::JsonBody,
+        problems::BodyTooLarge,
+        problems::NoStream,
     )
 )]
 #[tracing::instrument(skip_all, fields(source = %source, stream = %stream))]
@@ -361,11 +364,7 @@ async fn put_cursor(
     StreamPath(source, stream): StreamPath,
     body: ApiJson<CursorUpdate>,
 ) -> Result<Json<CursorView>, ApiError> {
-    let found = state
-        .store
-        .get_stream(&source, &stream)
-        .await?
-        .ok_or_else(|| no_stream(&source, &stream))?;
+    let found = found_stream(&state, &source, &stream).await?;
     let cursor = Some(body.value.cursor).filter(|c| !c.is_null());
     if let Some(c) = &cursor {
         cursor::check(&found.spec.pagination, &found.base_url, c).map_err(|e| match e {
@@ -389,15 +388,11 @@ async fn put_cursor(
 /// Reset a stream's cursor: the next incremental run starts from the beginning.
 #[utoipa::path(
     delete, path = "/v1/sources/{source}/streams/{stream}/cursor", tag = "streams",
-    params(
-        ("source" = SourceName, Path, description = "Source name"),
-        ("stream" = StreamName, Path, description = "Stream name"),
-    ),
+    params(StreamPath),
     responses(
         (status = 204, description = "Reset"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such source or stream", body = Problem, content_type = "application/problem+json"),
+        problems::Admin,
+        problems::NoStream,
     )
 )]
 #[tracing::instrument(skip_all, fields(source = %source, stream = %stream))]
