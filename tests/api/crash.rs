@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Sandbox, database_url, read_mirror, sandbox};
+use crate::support::{
+    Sandbox, database_url, eventually, read_mirror, ready_if, sandbox, wait_until_serving,
+};
 
 /// A tidemark process (the real binary) on a free loopback port.
 pub struct Process {
@@ -42,15 +44,8 @@ impl Process {
             base: format!("http://127.0.0.1:{port}"),
             client: reqwest::Client::new(),
         };
-        for _ in 0..500 {
-            if let Ok(r) = process.client.get(process.url("/healthz")).send().await
-                && r.status() == 200
-            {
-                return process;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("tidemark did not start");
+        wait_until_serving(&process.client, &process.base).await;
+        process
     }
 
     fn url(&self, path: &str) -> String {
@@ -169,18 +164,16 @@ async fn a_sync_killed_mid_run_resumes_to_an_exact_mirror() {
         assert_cursor_covered(&cursor["cursor"], &truth, &mirror);
         process = restarted;
     }
-    let mut finished = None;
-    for _ in 0..600 {
+    let job = eventually(Duration::from_secs(30), "the job to succeed", || async {
         let jobs = process.get("/v1/jobs?stream=products").await;
         let job = jobs["results"][0].clone();
         if job["status"] == "succeeded" {
-            finished = Some(job);
-            break;
+            return Ok(job);
         }
         assert_ne!(job["status"], "failed", "{job:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let job = finished.expect("the job finished within 30 s");
+        Err(job)
+    })
+    .await;
     assert!(job["attempts"].as_u64().unwrap() >= 2, "{job:#}");
     assert_eq!(process.mirror().await, truth_text);
 }
@@ -203,28 +196,26 @@ async fn sigterm_commits_the_page_in_flight_and_hands_the_job_back() {
         .status()
         .unwrap();
     assert!(term.success());
-    let mut exited = None;
-    for _ in 0..250 {
-        if let Some(status) = process.child.try_wait().unwrap() {
-            exited = Some(status);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let status = exited.expect("tidemark exited within 5 s of SIGTERM");
+    let status = eventually(
+        Duration::from_secs(5),
+        "tidemark to exit on SIGTERM",
+        || std::future::ready(process.child.try_wait().unwrap().ok_or("still running")),
+    )
+    .await;
     assert!(status.success(), "{status}");
 
     // The job went back to the queue with what it committed, so a new process resumes
     // it at once (no lease to wait out) and completes the mirror.
     let restarted = Process::start(&database).await;
-    let mut finished = Value::Null;
-    for _ in 0..400 {
-        finished = restarted.get(&format!("/v1/jobs/{id}")).await;
-        if finished["status"] == "succeeded" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let finished = eventually(
+        Duration::from_secs(10),
+        &format!("job {id} to succeed"),
+        || async {
+            let job = restarted.get(&format!("/v1/jobs/{id}")).await;
+            ready_if(job["status"] == "succeeded", job)
+        },
+    )
+    .await;
     assert_eq!(finished["status"], "succeeded", "{finished:#}");
     assert_eq!(finished["attempts"], 2, "{finished:#}");
     assert_eq!(restarted.mirror().await, upstream.truth("keyset").await);

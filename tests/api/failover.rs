@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::crash::{Process, slow_source};
-use crate::support::{database_url, sandbox};
+use crate::support::{database_url, eventually, ready_if, sandbox};
 
 #[tokio::test]
 async fn a_second_instance_takes_over_the_job_of_a_dead_one() {
@@ -35,19 +35,20 @@ async fn a_second_instance_takes_over_the_job_of_a_dead_one() {
     assert!(before["stats"]["pages"].as_u64().unwrap() > 0, "{before:#}");
     first.kill();
 
-    let mut done = Value::Null;
-    for _ in 0..600 {
-        let running = second.get("/v1/jobs?stream=products&status=running").await;
-        assert!(
-            running["results"].as_array().unwrap().len() <= 1,
-            "two jobs running for one stream: {running:#}"
-        );
-        done = second.get(&format!("/v1/jobs/{id}")).await;
-        if done["status"] != "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let done = eventually(
+        Duration::from_secs(15),
+        &format!("job {id} to stop running"),
+        || async {
+            let running = second.get("/v1/jobs?stream=products&status=running").await;
+            assert!(
+                running["results"].as_array().unwrap().len() <= 1,
+                "two jobs running for one stream: {running:#}"
+            );
+            let job = second.get(&format!("/v1/jobs/{id}")).await;
+            ready_if(job["status"] != "running", job)
+        },
+    )
+    .await;
     assert_eq!(done["status"], "succeeded", "{done:#}");
     assert_eq!(done["attempts"], 2, "{done:#}");
     // The takeover continued the same job rather than queueing another.

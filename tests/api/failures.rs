@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Sandbox, TestApp, sandbox, spawn_syncing};
+use crate::support::{Sandbox, TestApp, eventually, ready_if, sandbox, spawn_syncing};
 
 async fn app_with(upstream: &Sandbox, example: &str, limit: u32) -> (TestApp, Value) {
     let app = spawn_syncing().await;
@@ -175,15 +175,16 @@ async fn a_stale_token_resets_the_cursor_and_resyncs_in_full() {
     assert_eq!(stale["status"], "failed", "{stale:#}");
     assert_eq!(stale["error"]["type"], "upstream-token-stale", "{stale:#}");
     // The resync was queued in the same transaction; wait for it.
-    let mut resync = Value::Null;
-    for _ in 0..500 {
-        let jobs = app.get_json("/v1/jobs?stream=sales").await;
-        resync = jobs["results"][0].clone();
-        if resync["status"] == "succeeded" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let resync = eventually(
+        std::time::Duration::from_secs(5),
+        "the latest job of sales to succeed",
+        || async {
+            let jobs = app.get_json("/v1/jobs?stream=sales").await;
+            let job = jobs["results"][0].clone();
+            ready_if(job["status"] == "succeeded", job)
+        },
+    )
+    .await;
     assert_eq!(resync["trigger"], "resync", "{resync:#}");
     assert_eq!(resync["mode"], "full");
     assert_eq!(resync["status"], "succeeded", "{resync:#}");

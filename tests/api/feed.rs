@@ -10,8 +10,8 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::support::{
-    ADMIN, READER, Sandbox, TestApp, assert_problem, database_url, keyset_source, sandbox, spawn,
-    spawn_on, spawn_syncing, spawn_with,
+    ADMIN, READER, Sandbox, TestApp, assert_problem, database_url, eventually, keyset_source,
+    sandbox, spawn, spawn_on, spawn_syncing, spawn_with,
 };
 
 async fn register(app: &TestApp, name: &str, upstream: &Sandbox) {
@@ -527,15 +527,17 @@ async fn waiters_are_capped_and_a_client_that_leaves_frees_its_slot() {
     assert_eq!(app.get("/v1/changes").await.status(), 200);
     assert!(impatient.await.unwrap().is_err(), "the client timed out");
     // The server dropped the abandoned request: its slot is free again.
-    let mut freed = false;
-    for _ in 0..50 {
-        let response = app.get("/v1/changes?wait=0.05").await;
-        if response.status() == 200 {
-            freed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let freed = eventually(
+        Duration::from_secs(1),
+        "the slot to be free again",
+        || async {
+            match app.get("/v1/changes?wait=0.05").await.status() {
+                reqwest::StatusCode::OK => Ok(true),
+                status => Err(status),
+            }
+        },
+    )
+    .await;
     assert!(freed, "the slot of the client that left was not freed");
 }
 
@@ -685,18 +687,21 @@ async fn retention_purges_tombstones_and_expires_older_tokens() {
         .await;
     app.sync_ok("shop", "products", "incremental").await;
     // Purged within a second and a quarter after they are a second old.
-    let mut expired = false;
-    for _ in 0..60 {
-        let response = app.get(&format!("/v1/changes?since={old}")).await;
-        if response.status() == 410 {
-            assert_no_store(&response);
-            assert_problem(response, 410, "since-expired").await;
-            expired = true;
-            break;
-        }
-        assert_eq!(response.status(), 200);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let expired = eventually(
+        Duration::from_secs(6),
+        "the token to expire with the purged tombstones",
+        || async {
+            let response = app.get(&format!("/v1/changes?since={old}")).await;
+            if response.status() == 410 {
+                assert_no_store(&response);
+                assert_problem(response, 410, "since-expired").await;
+                return Ok(true);
+            }
+            assert_eq!(response.status(), 200);
+            Err(response.status())
+        },
+    )
+    .await;
     assert!(
         expired,
         "the token outlived the retention of the tombstones after it"

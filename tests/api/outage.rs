@@ -6,6 +6,8 @@
 //! consumer's replica converge on the upstream's truth.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
@@ -14,7 +16,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::crash::slow_source;
-use crate::support::{Sandbox, TestApp, assert_problem, database_url, sandbox, spawn_on};
+use crate::support::{
+    Sandbox, TestApp, assert_problem, database_url, eventually, ready_if, sandbox, spawn_on,
+};
 
 /// A loopback TCP proxy to the database that can be cut and restored.
 struct Proxy {
@@ -74,34 +78,30 @@ async fn job(app: &TestApp, id: &str) -> Value {
     app.get_json(&format!("/v1/jobs/{id}")).await
 }
 
-/// Polls the job until `ready` holds (the database may be down meanwhile: failed reads
-/// are retried); panics after `within`.
+/// Waits until the job is as `ready` says (the database may be down meanwhile: failed
+/// reads are retried); panics after `within`, saying `what` it waited for.
 async fn wait_job(
     app: &TestApp,
     id: &str,
     within: Duration,
+    what: &str,
     ready: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
+    eventually(within, &format!("job {id} {what}"), || async {
         let response = app.get(&format!("/v1/jobs/{id}")).await;
-        if response.status() == 200 {
-            let job: Value = response.json().await.unwrap();
-            if ready(&job) {
-                return job;
-            }
+        if response.status() != 200 {
+            return Err(format!("the job read answered {}", response.status()));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "job {id} not as expected after {within:?}: {:#}",
-        job(app, id).await
-    );
+        let job: Value = response.json().await.unwrap();
+        ready_if(ready(&job), job).map_err(|job| format!("{job:#}"))
+    })
+    .await
 }
 
-/// Follows the feed with long-polls until told to stop, riding out the outage (a failed
-/// request is retried with the same token), and returns the replica: key → record text.
-async fn consume(base: String, mut stop: watch::Receiver<bool>) -> (BTreeMap<String, String>, u32) {
+/// Follows the feed with long-polls until told to stop (120 s at most), riding out the
+/// outage (a failed request is retried with the same token), and returns the replica
+/// (key → record text) and how many reads failed.
+async fn consume(base: String, stop: watch::Receiver<bool>) -> (BTreeMap<String, String>, u32) {
     #[derive(serde::Deserialize)]
     struct Change {
         key: String,
@@ -115,42 +115,51 @@ async fn consume(base: String, mut stop: watch::Receiver<bool>) -> (BTreeMap<Str
         has_more: bool,
     }
     let client = reqwest::Client::new();
-    let mut replica = BTreeMap::new();
-    let mut since = String::new();
-    let mut failed = 0;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        // Only a read that began after the stop was asked for can end the loop: it sees
-        // every commit made before.
-        let stopping = *stop.borrow_and_update();
-        let request = client
-            .get(format!("{base}/v1/changes?since={since}&limit=100&wait=1"))
-            .send();
-        let page = match request.await {
-            Ok(response) if response.status() == 200 => response.json::<Page>().await.ok(),
-            _ => None,
-        };
-        let Some(page) = page else {
-            failed += 1;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        for change in page.results {
-            match (change.op.as_str(), change.record) {
-                ("upsert", Some(record)) => {
-                    replica.insert(change.key, record.get().to_owned());
-                }
-                _ => {
-                    replica.remove(&change.key);
+    // The replica and the token to read on from, kept between the reads.
+    let follower = Mutex::new((BTreeMap::new(), String::new()));
+    let failed = AtomicU32::new(0);
+    eventually(
+        Duration::from_secs(120),
+        "the consumer to catch up once told to stop",
+        || async {
+            // Only a read that began after the stop was asked for can end the wait: it
+            // sees every commit made before.
+            let stopping = *stop.borrow();
+            let since = follower.lock().unwrap().1.clone();
+            let request = client
+                .get(format!("{base}/v1/changes?since={since}&limit=100&wait=1"))
+                .send();
+            let page = match request.await {
+                Ok(response) if response.status() == 200 => response.json::<Page>().await.ok(),
+                _ => None,
+            };
+            let Some(page) = page else {
+                failed.fetch_add(1, Ordering::Relaxed);
+                return Err(format!("the read from since={since} failed"));
+            };
+            let (replica, since) = &mut *follower.lock().unwrap();
+            for change in page.results {
+                match (change.op.as_str(), change.record) {
+                    ("upsert", Some(record)) => {
+                        replica.insert(change.key, record.get().to_owned());
+                    }
+                    _ => {
+                        replica.remove(&change.key);
+                    }
                 }
             }
-        }
-        since = page.until;
-        if !page.has_more && stopping {
-            break;
-        }
-    }
-    (replica, failed)
+            *since = page.until;
+            ready_if(!page.has_more && stopping, ()).map_err(|()| {
+                format!(
+                    "since={since}, has_more: {}, stopping: {stopping}",
+                    page.has_more
+                )
+            })
+        },
+    )
+    .await;
+    let (replica, _) = follower.into_inner().unwrap();
+    (replica, failed.into_inner())
 }
 
 async fn cut_for(proxy: &Proxy, app: &TestApp, outage: Duration) {
@@ -171,13 +180,15 @@ async fn cut_for(proxy: &Proxy, app: &TestApp, outage: Duration) {
     tokio::time::sleep(outage.saturating_sub(cut.elapsed())).await;
     proxy.restore();
     let restored = Instant::now();
-    while app.get("/readyz").await.status() != 200 {
-        assert!(
-            restored.elapsed() < Duration::from_secs(15),
-            "not ready 15 s after the database came back"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(15),
+        "readiness after the database came back",
+        || async {
+            let status = app.get("/readyz").await.status();
+            ready_if(status == 200, status)
+        },
+    )
+    .await;
     eprintln!(
         "outage of {outage:?}: /readyz answered 503 in {not_ready_in:?}, 200 again {:?} after the database came back",
         restored.elapsed()
@@ -236,14 +247,25 @@ async fn a_database_outage_pauses_work_which_resumes_by_itself_and_converges() {
         .to_owned();
     let running =
         |job: &Value| job["status"] == "running" && job["stats"]["pages"].as_u64() > Some(10);
-    wait_job(&app, &id, Duration::from_secs(30), running).await;
+    wait_job(
+        &app,
+        &id,
+        Duration::from_secs(30),
+        "to run past page 10",
+        running,
+    )
+    .await;
 
     // A short outage (well within the 6 s lease): the job pauses and goes on.
     cut_for(&proxy, &app, Duration::from_millis(1500)).await;
     let before = job(&app, &id).await["stats"]["pages"].as_u64().unwrap();
-    let after_short = wait_job(&app, &id, Duration::from_secs(30), |job| {
-        job["stats"]["pages"].as_u64() > Some(before + 5) || job["status"] != "running"
-    })
+    let after_short = wait_job(
+        &app,
+        &id,
+        Duration::from_secs(30),
+        "to commit 5 more pages",
+        |job| job["stats"]["pages"].as_u64() > Some(before + 5) || job["status"] != "running",
+    )
     .await;
     assert_eq!(after_short["status"], "running", "{after_short:#}");
     assert_eq!(
@@ -256,7 +278,7 @@ async fn a_database_outage_pauses_work_which_resumes_by_itself_and_converges() {
     // back.
     truth_changes(&upstream).await;
     cut_for(&proxy, &app, Duration::from_secs(9)).await;
-    let done = wait_job(&app, &id, Duration::from_secs(60), |job| {
+    let done = wait_job(&app, &id, Duration::from_secs(60), "to finish", |job| {
         !matches!(job["status"].as_str(), Some("running" | "queued"))
     })
     .await;

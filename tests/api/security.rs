@@ -1,8 +1,13 @@
 //! Security: which upstream hosts a source may name and a job may reach.
 
+use std::time::Duration;
+
 use serde_json::json;
 
-use crate::support::{assert_problem, database_url, design_source, sandbox, spawn_on, spawn_with};
+use crate::support::{
+    assert_problem, database_url, design_source, eventually, ready_if, sandbox, spawn_on,
+    spawn_with, wait_until_serving,
+};
 
 #[tokio::test]
 async fn sources_naming_refused_hosts_are_not_registered() {
@@ -418,27 +423,13 @@ impl Logged {
             client: reqwest::Client::new(),
             bodies: Vec::new(),
         };
-        for _ in 0..500 {
-            if let Ok(r) = logged
-                .client
-                .get(format!("{}/healthz", logged.base))
-                .send()
-                .await
-                && r.status() == 200
-            {
-                return logged;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        panic!("tidemark did not start");
+        wait_until_serving(&logged.client, &logged.base).await;
+        logged
     }
 
     /// Sends a request and keeps its response body; returns the status and the body.
     async fn send(&mut self, request: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        let (status, value, text) = fetch(request).await;
         self.bodies.push(text);
         (status, value)
     }
@@ -468,32 +459,49 @@ impl Logged {
         let (status, job) = self.send(request).await;
         assert_eq!(status, 202, "{job}");
         let id = job["id"].as_str().unwrap().to_owned();
-        for _ in 0..1500 {
-            let job = self.get(&format!("/v1/jobs/{id}")).await;
-            if !matches!(job["status"].as_str(), Some("queued" | "running")) {
-                return job;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        panic!("job {id} did not finish");
+        // The bodies of the polls are kept too.
+        let polled = std::cell::RefCell::new(Vec::new());
+        let job = eventually(
+            Duration::from_secs(30),
+            &format!("job {id} to finish"),
+            || async {
+                let url = format!("{}/v1/jobs/{id}", self.base);
+                let (_, job, text) = fetch(self.client.get(url)).await;
+                polled.borrow_mut().push(text);
+                let finished = !matches!(job["status"].as_str(), Some("queued" | "running"));
+                ready_if(finished, job)
+            },
+        )
+        .await;
+        self.bodies.extend(polled.into_inner());
+        job
     }
 
     /// SIGTERM, so the log is complete.
-    fn stop(mut self) -> Vec<String> {
+    async fn stop(mut self) -> Vec<String> {
         let pid = self.child.id().to_string();
         let term = std::process::Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .unwrap();
         assert!(term.success());
-        for _ in 0..250 {
-            if self.child.try_wait().unwrap().is_some() {
-                return std::mem::take(&mut self.bodies);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        panic!("tidemark did not stop within 5 s of SIGTERM");
+        eventually(
+            Duration::from_secs(5),
+            "tidemark to stop on SIGTERM",
+            || std::future::ready(self.child.try_wait().unwrap().ok_or("still running")),
+        )
+        .await;
+        std::mem::take(&mut self.bodies)
     }
+}
+
+/// Sends a request; returns the status, the body as JSON (`Null` if it is not) and as text.
+async fn fetch(request: reqwest::RequestBuilder) -> (u16, serde_json::Value, String) {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+    (status, value, text)
 }
 
 impl Drop for Logged {
@@ -632,7 +640,7 @@ async fn secrets_never_show_in_logs_or_responses() {
         assert_eq!(tidemark.send(request).await.0, status);
     }
     tidemark.get("/v1/sources?limit=1000").await;
-    let mut bodies = tidemark.stop();
+    let mut bodies = tidemark.stop().await;
 
     // Again under a secret key: the stored sources read, are rewritten encrypted, and
     // sync; a read of all of them decrypts every secret.
@@ -649,7 +657,7 @@ async fn secrets_never_show_in_logs_or_responses() {
     assert_eq!(job["status"], "succeeded", "{job:#}");
     tidemark.get("/v1/sources?limit=1000").await;
     tidemark.get("/v1/jobs?limit=1000").await;
-    bodies.extend(tidemark.stop());
+    bodies.extend(tidemark.stop().await);
 
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(log.contains("DEBUG"), "the log is not at debug level");

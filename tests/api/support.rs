@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Once;
+use std::time::{Duration, Instant};
 
 use reqwest::{Client, Method, RequestBuilder, Response};
 use serde_json::Value;
@@ -137,20 +138,72 @@ impl TestApp {
     }
 }
 
-/// Far more polls than any job needs, so a stuck job fails the test instead of hanging it.
-const MAX_POLLS: usize = 3000;
+/// The first pause of [`eventually`] between probes; it doubles up to [`MAX_INTERVAL`].
+const FIRST_INTERVAL: Duration = Duration::from_millis(10);
+const MAX_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Waits until `probe` answers `Ok` and returns its value. The probe runs at once, then
+/// 10 ms later, the pause doubling up to 200 ms; an `Err` says what it saw instead. At
+/// `timeout` (a probe still running is cut off) it panics, naming `what` was awaited, for
+/// how long, and the last `Err`.
+///
+/// The one way the tests wait for something to happen, so every wait is bounded in time
+/// and says what it was waiting for when it fails.
+pub async fn eventually<T, E, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let started = Instant::now();
+    let mut last = None;
+    let mut probes = 0u32;
+    let polling = async {
+        let mut interval = FIRST_INTERVAL;
+        loop {
+            probes += 1;
+            match probe().await {
+                Ok(value) => return value,
+                Err(seen) => last = Some(seen),
+            }
+            tokio::time::sleep(interval).await;
+            interval = (interval * 2).min(MAX_INTERVAL);
+        }
+    };
+    match tokio::time::timeout(timeout, polling).await {
+        Ok(value) => value,
+        Err(_) => match last {
+            Some(seen) => panic!(
+                "waited {:?} (at most {timeout:?}, {probes} probes) for {what}; last seen: {seen:#}",
+                started.elapsed()
+            ),
+            None => panic!(
+                "waited {:?} (at most {timeout:?}) for {what}; the first probe did not answer",
+                started.elapsed()
+            ),
+        },
+    }
+}
+
+/// A probe's answer for [`eventually`]: `Ok(seen)` once `done`, else `Err(seen)`.
+pub fn ready_if<T>(done: bool, seen: T) -> Result<T, T> {
+    if done { Ok(seen) } else { Err(seen) }
+}
 
 impl TestApp {
-    /// Polls a job until it has finished (10 ms apart, 30 s at most); returns it.
+    /// Waits until a job has finished (30 s at most); returns it.
     pub async fn wait_job(&self, id: &str) -> Value {
-        for _ in 0..MAX_POLLS {
-            let job = self.get_json(&format!("/v1/jobs/{id}")).await;
-            if !matches!(job["status"].as_str(), Some("queued" | "running")) {
-                return job;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        panic!("job {id} did not finish within 30 s");
+        let path = format!("/v1/jobs/{id}");
+        eventually(
+            Duration::from_secs(30),
+            &format!("job {id} to finish"),
+            || async {
+                let job = self.get_json(&path).await;
+                let finished = !matches!(job["status"].as_str(), Some("queued" | "running"));
+                ready_if(finished, job)
+            },
+        )
+        .await
     }
 
     /// Queues a job of `mode` for `source/stream`, waits for it and returns it.
@@ -175,6 +228,25 @@ impl TestApp {
     }
 }
 
+/// Waits until the tidemark process at `base` answers `/healthz` (10 s at most).
+pub async fn wait_until_serving(client: &Client, base: &str) {
+    eventually(
+        Duration::from_secs(10),
+        &format!("tidemark at {base} to start"),
+        || async {
+            match client.get(format!("{base}/healthz")).send().await {
+                Ok(response) if response.status() == 200 => Ok(()),
+                Ok(response) => Err(format!("/healthz answered {}", response.status())),
+                Err(error) => Err(format!("/healthz: {error}")),
+            }
+        },
+    )
+    .await
+}
+
+/// Far more pages than any mirror in the tests has, so a paging bug fails instead of looping.
+const MAX_PAGES: usize = 3000;
+
 /// The whole mirror of `source/stream` of the tidemark at `base`, paged through
 /// `GET .../records`: key → the record's JSON text, byte for byte.
 pub async fn read_mirror(
@@ -186,7 +258,7 @@ pub async fn read_mirror(
 ) -> BTreeMap<String, String> {
     let mut mirror = BTreeMap::new();
     let mut after = String::new();
-    for _ in 0..MAX_POLLS {
+    for _ in 0..MAX_PAGES {
         let mut request = client.get(format!(
             "{base}/v1/sources/{source}/streams/{stream}/records?limit=1000&after={after}"
         ));

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, keyset_source, sandbox, spawn_syncing};
+use crate::support::{TestApp, eventually, keyset_source, sandbox, spawn_syncing};
 
 async fn register(app: &TestApp, source: &Value) {
     let response = app.post("/v1/sources", source).await;
@@ -227,17 +227,18 @@ async fn a_scheduled_stream_syncs_by_itself() {
     let mut source = keyset_source(&upstream, "shop", 10);
     source["streams"][0]["schedule"] = json!({"every_seconds": 1});
     register(&app, &source).await;
-    let mut runs = Vec::new();
-    for _ in 0..100 {
-        let jobs = app
-            .get_json("/v1/jobs?stream=products&status=succeeded")
-            .await;
-        runs = jobs["results"].as_array().unwrap().clone();
-        if runs.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let runs = eventually(
+        std::time::Duration::from_secs(5),
+        "two scheduled runs to succeed",
+        || async {
+            let jobs = app
+                .get_json("/v1/jobs?stream=products&status=succeeded")
+                .await;
+            let runs = jobs["results"].as_array().unwrap().clone();
+            if runs.len() >= 2 { Ok(runs) } else { Err(jobs) }
+        },
+    )
+    .await;
     assert!(runs.len() >= 2, "{runs:#?}");
     assert!(runs.iter().all(|j| j["trigger"] == "schedule"));
     assert_eq!(app.mirror("shop", "products").await.len(), 25);
