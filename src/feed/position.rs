@@ -85,15 +85,11 @@ impl Feed {
         let token = self.key.decode(text).map_err(|e| match e {
             // Its secret is another database's: this one cannot check it, but a token
             // that claims another epoch could at most make its holder start over.
-            InvalidToken::Unauthenticated { epoch } if epoch != self.epoch => FeedError::Expired(
-                "`since` was issued by another database (its feed epoch differs)".into(),
-            ),
+            InvalidToken::Unauthenticated { epoch } if epoch != self.epoch => other_epoch(),
             _ => FeedError::InvalidSince,
         })?;
         if token.epoch != self.epoch {
-            return Err(FeedError::Expired(
-                "`since` was issued by another database (its feed epoch differs)".into(),
-            ));
+            return Err(other_epoch());
         }
         if token.scope != scope.hash() {
             return Err(FeedError::ScopeMismatch);
@@ -123,4 +119,9 @@ impl Feed {
         let batch = self.read(scope, Position::START, 0).await?;
         Ok(self.token(scope, batch.head, &batch))
     }
+}
+
+/// A token of another database (or of this one before it was recreated).
+fn other_epoch() -> FeedError {
+    FeedError::Expired("`since` was issued by another database (its feed epoch differs)".into())
 }
