@@ -1,7 +1,7 @@
 //! Pagination as pure state machines (docs/design.md §4): *cursor → next request*,
-//! *reply → records + next cursor + done?*, one file per strategy, plus the since formats
-//! and record extraction. No network, no database: the page loop in [`crate::sync`] sends
-//! the requests and commits the pages.
+//! *reply → records + next cursor + done?*, one file per strategy, plus the since formats,
+//! the request template and record extraction. No network, no database: the upstream
+//! client sends the requests and the page loop in [`crate::sync`] commits the pages.
 //!
 //! Every strategy implements [`strategy::Paginator`]; [`strategy::Strategy`] picks one for
 //! a stream's spec and is all the page loop sees. Where a new pagination option goes:
@@ -17,6 +17,7 @@ pub mod link;
 pub mod none;
 pub mod offset;
 pub mod position;
+pub mod request;
 pub mod strategy;
 pub mod time;
 pub mod token;

@@ -8,6 +8,7 @@ use url::Url;
 
 use super::extract::Page;
 use super::{keyset, link, none, offset, position, token};
+use crate::problem::{Problem, ProblemType};
 use crate::spec::cursor::CursorWrite;
 use crate::spec::names::JsonPointer;
 use crate::spec::pagination::Pagination;
@@ -51,6 +52,16 @@ pub enum StrategyError {
     Stuck(String),
     /// The reply lacks what the strategy needs (e.g. an unreadable updated time).
     Shape(String),
+}
+
+impl StrategyError {
+    /// The problem document of a job that fails with this error.
+    pub fn problem(&self) -> Problem {
+        match self {
+            StrategyError::Stuck(detail) => Problem::new(ProblemType::UpstreamCursorStuck, detail),
+            StrategyError::Shape(detail) => Problem::new(ProblemType::UpstreamBadBody, detail),
+        }
+    }
 }
 
 /// One strategy's state machine (one file per strategy in [`crate::paginate`]): what to

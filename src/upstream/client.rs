@@ -1,7 +1,8 @@
 //! Sending one logical request to an upstream reliably: authentication, the per-source
 //! throttle, rate-limit headers, retries with backoff, a body size cap and same-origin
 //! redirects. What to ask and how to read the reply is the caller's (the pagination
-//! strategy's) business: it builds each [`Request`] and parses each [`Reply`].
+//! strategy's) business: it builds each [`Request`] and parses each [`Reply`];
+//! [`SourceClient::fetch_page`] is that for one page of a stream.
 
 mod auth;
 mod error;
@@ -24,6 +25,7 @@ use url::Url;
 
 pub use error::UpstreamError;
 
+use crate::paginate::request::{Request, Target};
 use crate::spec::SourceName;
 use crate::spec::auth::Auth;
 use crate::spec::source::{Method, SourceSpec};
@@ -165,41 +167,6 @@ pub struct SourceClient {
     policy: Arc<HostPolicy>,
     pace: Pace,
     tokens: Tokens,
-}
-
-/// One request, as a pagination strategy builds it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Request {
-    pub method: Method,
-    pub target: Target,
-    /// The stream's own headers; the source's headers and credentials are added.
-    pub headers: Vec<(String, String)>,
-    /// A JSON body, for POST.
-    pub body: Option<serde_json::Value>,
-}
-
-/// Where a request goes.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Target {
-    /// `base_url` + `path`, then `query` appended in order (values sent verbatim,
-    /// percent-encoded).
-    Path {
-        path: String,
-        query: Vec<(String, String)>,
-    },
-    /// A full URL, such as a `link` stream's next URL. It must be on the origin (scheme,
-    /// host and port) of `base_url`, or it is never requested.
-    Url(Url),
-}
-
-impl Target {
-    /// The URL path, for logs.
-    fn path(&self) -> &str {
-        match self {
-            Target::Path { path, .. } => path,
-            Target::Url(url) => url.path(),
-        }
-    }
 }
 
 /// A 2xx reply, as the caller's parser sees it.
