@@ -65,7 +65,8 @@ impl StrategyError {
 }
 
 /// One strategy's state machine (one file per strategy in [`crate::paginate`]): what to
-/// ask next, and what a reply does to the run. The page loop calls only these.
+/// ask next, and what a reply does to the run. The page loop reaches it only through
+/// [`Strategy`].
 pub trait Paginator: std::fmt::Debug + Send + Sync {
     /// The next request.
     fn ask(&self) -> Ask;

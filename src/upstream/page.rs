@@ -35,7 +35,7 @@ impl SourceClient {
     /// Sends the request `ask` makes of `template` and reads its reply as `records`
     /// describes, with the value at `next` besides. The reply's `Date` is the upstream's
     /// clock (the gateway's when there is none); its `Link: rel="next"` and relative next
-    /// URLs resolve against the URL requested.
+    /// URLs resolve against the request's URL as the template writes it.
     pub async fn fetch_page(
         &self,
         template: &RequestTemplate,
