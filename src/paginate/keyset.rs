@@ -4,7 +4,7 @@ use chrono::TimeDelta;
 use serde_json::{Map, Value};
 
 use super::extract::Page;
-use super::strategy::{Ask, ReplyMeta, Step, StrategyError, field, scalar_text};
+use super::strategy::{Ask, Paginator, ReplyMeta, Step, StrategyError, field, scalar_text};
 use super::time::TimeStyle;
 use crate::spec::cursor::CursorWrite;
 use crate::spec::pagination;
@@ -36,8 +36,10 @@ impl Keyset {
             horizon: None,
         })
     }
+}
 
-    pub fn ask(&self) -> Ask {
+impl Paginator for Keyset {
+    fn ask(&self) -> Ask {
         let mut query = vec![(self.cfg.since_param.to_string(), self.since.clone())];
         if let Some(id) = &self.from_id {
             query.push((self.cfg.id_param.to_string(), id.clone()));
@@ -52,9 +54,9 @@ impl Keyset {
         }
     }
 
-    pub fn advance(&mut self, page: &Page, meta: &ReplyMeta) -> Result<Step, StrategyError> {
+    fn advance(&mut self, page: &Page, reply: &ReplyMeta) -> Result<Step, StrategyError> {
         let lookback = TimeDelta::seconds(i64::from(self.cfg.lookback_seconds.get()));
-        let horizon = *self.horizon.get_or_insert(meta.upstream_now - lookback);
+        let horizon = *self.horizon.get_or_insert(reply.upstream_now - lookback);
         let Some(last) = page.records.last() else {
             return Ok(Step {
                 cursor: CursorWrite::Keep,

@@ -4,7 +4,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::extract::Page;
-use super::strategy::{Ask, ReplyMeta, Step, StrategyError, field};
+use super::strategy::{Ask, Paginator, ReplyMeta, Step, StrategyError, field};
 use crate::spec::cursor::CursorWrite;
 use crate::spec::names::JsonPointer;
 use crate::spec::pagination;
@@ -29,12 +29,10 @@ impl Link {
             next,
         })
     }
+}
 
-    pub fn next_pointer(&self) -> Option<&JsonPointer> {
-        self.cfg.next.as_ref()
-    }
-
-    pub fn ask(&self) -> Ask {
+impl Paginator for Link {
+    fn ask(&self) -> Ask {
         match &self.next {
             Some(url) => Ask {
                 url: Some(url.clone()),
@@ -52,10 +50,10 @@ impl Link {
         }
     }
 
-    pub fn advance(&mut self, page: &Page, meta: &ReplyMeta) -> Result<Step, StrategyError> {
+    fn advance(&mut self, page: &Page, reply: &ReplyMeta) -> Result<Step, StrategyError> {
         let next = match &self.cfg.next {
             Some(pointer) => match &page.next {
-                Some(Value::String(s)) => Some(resolve(meta, s).ok_or_else(|| {
+                Some(Value::String(s)) => Some(resolve(reply, s).ok_or_else(|| {
                     StrategyError::Shape(format!("`{pointer}` is not a URL: {s}"))
                 })?),
                 Some(other) => {
@@ -65,7 +63,7 @@ impl Link {
                 }
                 None => None,
             },
-            None => meta.link_next.clone(),
+            None => reply.link_next.clone(),
         };
         let Some(next) = next else {
             return Ok(Step {
@@ -86,13 +84,22 @@ impl Link {
             done: false,
         })
     }
+
+    /// Each run starts from the first URL again.
+    fn finish(&self) -> CursorWrite {
+        CursorWrite::Clear
+    }
+
+    fn next_pointer(&self) -> Option<&JsonPointer> {
+        self.cfg.next.as_ref()
+    }
 }
 
 /// A next URL from the body; relative ones resolve against the URL just read.
-fn resolve(meta: &ReplyMeta, text: &str) -> Option<Url> {
+fn resolve(reply: &ReplyMeta, text: &str) -> Option<Url> {
     Url::parse(text)
         .ok()
-        .or_else(|| meta.request_url.join(text).ok())
+        .or_else(|| reply.request_url.join(text).ok())
 }
 
 /// The `rel="next"` target of `Link` header values (RFC 8288), resolved against `base`.

@@ -1,13 +1,23 @@
 //! Pagination as pure state machines (docs/design.md §4): *cursor → next request*,
-//! *reply → records + next cursor + done?*, one file per strategy, plus the since formats
-//! and record extraction. No network, no database: the page loop in [`crate::sync`] sends
-//! the requests and commits the pages.
+//! *reply → records + next cursor + done?*, one file per strategy, plus the since formats,
+//! the request template and record extraction. No network, no database: the upstream
+//! client sends the requests and the page loop in [`crate::sync`] commits the pages.
+//!
+//! Every strategy implements [`strategy::Paginator`]; [`strategy::Strategy`] picks one for
+//! a stream's spec and is all the page loop sees. Where a new pagination option goes:
+//! - a new strategy: a file here with a type implementing `Paginator`, its configuration
+//!   in [`crate::spec::pagination`] and one arm in [`strategy::Strategy::new`];
+//! - an option of one strategy: a field of its configuration, read in its file here;
+//! - an option every strategy takes (docs/design.md §4a, e.g. `done`): in `Strategy`,
+//!   around the `Paginator` it holds, not once per file.
 
 pub mod extract;
 pub mod keyset;
 pub mod link;
+pub mod none;
 pub mod offset;
 pub mod position;
+pub mod request;
 pub mod strategy;
 pub mod time;
 pub mod token;

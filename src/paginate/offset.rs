@@ -6,7 +6,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Map, Value};
 
 use super::extract::Page;
-use super::strategy::{Ask, ReplyMeta, Step, StrategyError, field, scalar_text};
+use super::strategy::{Ask, Paginator, ReplyMeta, Step, StrategyError, field, scalar_text};
 use super::time::{TimeStyle, write_since};
 use crate::spec::cursor::CursorWrite;
 use crate::spec::pagination::{self, HighWaterFrom};
@@ -46,8 +46,10 @@ impl Offset {
             previous: None,
         })
     }
+}
 
-    pub fn ask(&self) -> Ask {
+impl Paginator for Offset {
+    fn ask(&self) -> Ask {
         let mut query = Vec::new();
         if let (Some(since), Some(value)) = (&self.cfg.since, &self.high_water) {
             query.push((since.param.to_string(), value.clone()));
@@ -76,8 +78,8 @@ impl Offset {
         }
     }
 
-    pub fn advance(&mut self, page: &Page, meta: &ReplyMeta) -> Result<Step, StrategyError> {
-        self.run_start.get_or_insert(meta.upstream_now);
+    fn advance(&mut self, page: &Page, reply: &ReplyMeta) -> Result<Step, StrategyError> {
+        self.run_start.get_or_insert(reply.upstream_now);
         let wants_max = self
             .cfg
             .since
@@ -121,7 +123,7 @@ impl Offset {
 
     /// The high-water of a completed run: the run's start, or the smaller of it and the
     /// newest record seen, minus the lookback, written in the configured format.
-    pub fn finish(&self) -> CursorWrite {
+    fn finish(&self) -> CursorWrite {
         let (Some(since), Some(start)) = (&self.cfg.since, self.run_start) else {
             return CursorWrite::Keep;
         };

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::extract::Page;
-use super::strategy::{Ask, Step, StrategyError, field};
+use super::strategy::{Ask, Paginator, ReplyMeta, Step, StrategyError, field};
 use crate::spec::cursor::CursorWrite;
 use crate::spec::names::JsonPointer;
 use crate::spec::pagination;
@@ -25,12 +25,10 @@ impl Position {
             position,
         })
     }
+}
 
-    pub fn next_pointer(&self) -> &JsonPointer {
-        &self.cfg.next
-    }
-
-    pub fn ask(&self) -> Ask {
+impl Paginator for Position {
+    fn ask(&self) -> Ask {
         let mut query = Vec::new();
         if let Some(position) = &self.position {
             query.push((self.cfg.position_param.to_string(), position.to_string()));
@@ -45,7 +43,7 @@ impl Position {
         }
     }
 
-    pub fn advance(&mut self, page: &Page) -> Result<Step, StrategyError> {
+    fn advance(&mut self, page: &Page, _reply: &ReplyMeta) -> Result<Step, StrategyError> {
         let (Some(next), false) = (&page.next, page.records.is_empty()) else {
             return Ok(Step {
                 cursor: CursorWrite::Keep,
@@ -70,5 +68,9 @@ impl Position {
             cursor: CursorWrite::Set(Value::Object(cursor)),
             done: false,
         })
+    }
+
+    fn next_pointer(&self) -> Option<&JsonPointer> {
+        Some(&self.cfg.next)
     }
 }

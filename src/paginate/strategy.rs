@@ -7,7 +7,8 @@ use serde_json::Value;
 use url::Url;
 
 use super::extract::Page;
-use super::{keyset, link, offset, position, token};
+use super::{keyset, link, none, offset, position, token};
+use crate::problem::{Problem, ProblemType};
 use crate::spec::cursor::CursorWrite;
 use crate::spec::names::JsonPointer;
 use crate::spec::pagination::Pagination;
@@ -53,16 +54,44 @@ pub enum StrategyError {
     Shape(String),
 }
 
-/// One stream's strategy, positioned at a start cursor.
-#[derive(Debug)]
-pub enum Strategy {
-    Keyset(keyset::Keyset),
-    Token(token::Token),
-    Position(position::Position),
-    Offset(offset::Offset),
-    Link(link::Link),
-    None { done: bool },
+impl StrategyError {
+    /// The problem document of a job that fails with this error.
+    pub fn problem(&self) -> Problem {
+        match self {
+            StrategyError::Stuck(detail) => Problem::new(ProblemType::UpstreamCursorStuck, detail),
+            StrategyError::Shape(detail) => Problem::new(ProblemType::UpstreamBadBody, detail),
+        }
+    }
 }
+
+/// One strategy's state machine (one file per strategy in [`crate::paginate`]): what to
+/// ask next, and what a reply does to the run. The page loop reaches it only through
+/// [`Strategy`].
+pub trait Paginator: std::fmt::Debug + Send + Sync {
+    /// The next request.
+    fn ask(&self) -> Ask;
+
+    /// Takes in one reply: its records and the value at [`Paginator::next_pointer`].
+    fn advance(&mut self, page: &Page, reply: &ReplyMeta) -> Result<Step, StrategyError>;
+
+    /// The cursor a completed run leaves for the next one, committed with the last page
+    /// instead of that page's own (unless it is `Keep`).
+    fn finish(&self) -> CursorWrite {
+        CursorWrite::Keep
+    }
+
+    /// The pointer of the reply the strategy reads besides the records ([`Page::next`]).
+    fn next_pointer(&self) -> Option<&JsonPointer> {
+        None
+    }
+}
+
+/// One stream's strategy, positioned at a start cursor. A trait object rather than an
+/// enum: [`Strategy::new`] is the one place that names the strategies, and each method
+/// below is one delegation instead of a match over all of them (once per page, the
+/// indirection costs nothing next to the request).
+#[derive(Debug)]
+pub struct Strategy(Box<dyn Paginator>);
 
 impl Strategy {
     /// The strategy for `pagination`, resuming from `cursor` (`None`: from the start).
@@ -71,65 +100,36 @@ impl Strategy {
         request: &RequestSpec,
         cursor: Option<&Value>,
     ) -> Result<Self, StrategyError> {
-        Ok(match pagination {
-            Pagination::Keyset(cfg) => Strategy::Keyset(keyset::Keyset::new(cfg, cursor)?),
+        Ok(Strategy(match pagination {
+            Pagination::Keyset(cfg) => Box::new(keyset::Keyset::new(cfg, cursor)?),
             Pagination::Token(cfg) => {
-                Strategy::Token(token::Token::new(cfg, request.body.as_ref(), cursor)?)
+                Box::new(token::Token::new(cfg, request.body.as_ref(), cursor)?)
             }
-            Pagination::Position(cfg) => Strategy::Position(position::Position::new(cfg, cursor)?),
-            Pagination::Offset(cfg) => Strategy::Offset(offset::Offset::new(cfg, cursor)?),
-            Pagination::Link(cfg) => Strategy::Link(link::Link::new(cfg, cursor)?),
-            Pagination::None => Strategy::None { done: false },
-        })
+            Pagination::Position(cfg) => Box::new(position::Position::new(cfg, cursor)?),
+            Pagination::Offset(cfg) => Box::new(offset::Offset::new(cfg, cursor)?),
+            Pagination::Link(cfg) => Box::new(link::Link::new(cfg, cursor)?),
+            Pagination::None => Box::new(none::Single),
+        }))
     }
 
     /// The next request.
     pub fn ask(&self) -> Ask {
-        match self {
-            Strategy::Keyset(s) => s.ask(),
-            Strategy::Token(s) => s.ask(),
-            Strategy::Position(s) => s.ask(),
-            Strategy::Offset(s) => s.ask(),
-            Strategy::Link(s) => s.ask(),
-            Strategy::None { .. } => Ask::default(),
-        }
+        self.0.ask()
     }
 
     /// The pointer of the reply the strategy reads besides the records.
     pub fn next_pointer(&self) -> Option<&JsonPointer> {
-        match self {
-            Strategy::Token(s) => Some(s.until_pointer()),
-            Strategy::Position(s) => Some(s.next_pointer()),
-            Strategy::Link(s) => s.next_pointer(),
-            _ => None,
-        }
+        self.0.next_pointer()
     }
 
     /// Takes in one reply.
-    pub fn advance(&mut self, page: &Page, meta: &ReplyMeta) -> Result<Step, StrategyError> {
-        match self {
-            Strategy::Keyset(s) => s.advance(page, meta),
-            Strategy::Token(s) => s.advance(page),
-            Strategy::Position(s) => s.advance(page),
-            Strategy::Offset(s) => s.advance(page, meta),
-            Strategy::Link(s) => s.advance(page, meta),
-            Strategy::None { done } => {
-                *done = true;
-                Ok(Step {
-                    cursor: CursorWrite::Keep,
-                    done: true,
-                })
-            }
-        }
+    pub fn advance(&mut self, page: &Page, reply: &ReplyMeta) -> Result<Step, StrategyError> {
+        self.0.advance(page, reply)
     }
 
     /// The cursor a completed run leaves for the next one, committed with the last page.
     pub fn finish(&self) -> CursorWrite {
-        match self {
-            Strategy::Offset(s) => s.finish(),
-            Strategy::Link(_) => CursorWrite::Clear,
-            _ => CursorWrite::Keep,
-        }
+        self.0.finish()
     }
 }
 

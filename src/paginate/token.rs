@@ -3,7 +3,7 @@
 use serde_json::{Map, Value};
 
 use super::extract::Page;
-use super::strategy::{Ask, Step, StrategyError, field, scalar_text};
+use super::strategy::{Ask, Paginator, ReplyMeta, Step, StrategyError, field, scalar_text};
 use crate::spec::cursor::CursorWrite;
 use crate::spec::names::JsonPointer;
 use crate::spec::pagination;
@@ -34,12 +34,10 @@ impl Token {
             token,
         })
     }
+}
 
-    pub fn until_pointer(&self) -> &JsonPointer {
-        &self.cfg.until
-    }
-
-    pub fn ask(&self) -> Ask {
+impl Paginator for Token {
+    fn ask(&self) -> Ask {
         match &self.template {
             Some(template) => Ask {
                 body: Some(fill(template, &self.token, self.cfg.limit.get())),
@@ -58,7 +56,7 @@ impl Token {
         }
     }
 
-    pub fn advance(&mut self, page: &Page) -> Result<Step, StrategyError> {
+    fn advance(&mut self, page: &Page, _reply: &ReplyMeta) -> Result<Step, StrategyError> {
         let done = Step {
             cursor: CursorWrite::Keep,
             done: true,
@@ -88,6 +86,10 @@ impl Token {
             cursor: CursorWrite::Set(Value::Object(cursor)),
             done: false,
         })
+    }
+
+    fn next_pointer(&self) -> Option<&JsonPointer> {
+        Some(&self.cfg.until)
     }
 }
 

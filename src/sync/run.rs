@@ -6,23 +6,19 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 
-use chrono::Utc;
 use serde_json::Value;
 use tokio::sync::watch;
-use url::Url;
 
 use super::Engine;
-use crate::paginate::extract::{ExtractError, Page, extract};
-use crate::paginate::link::next_from_header;
-use crate::paginate::strategy::{Ask, ReplyMeta, Strategy, StrategyError};
+use crate::paginate::extract::Page;
+use crate::paginate::request::RequestTemplate;
+use crate::paginate::strategy::Strategy;
 use crate::problem::{Problem, ProblemType};
 use crate::spec::cursor::CursorWrite;
 use crate::spec::job::{JobMode, JobStats};
-use crate::spec::names::JsonPointer;
 use crate::spec::pagination::Pagination;
-use crate::spec::source::RecordsSpec;
 use crate::store::{Claim, JobEnd, PageCommit, PageOutcome, PageRecord, StoreResult};
-use crate::upstream::client::{BodyError, Request, SourceClient, Target, UpstreamError};
+use crate::upstream::client::UpstreamError;
 
 /// How a run ended.
 pub(super) enum Ending {
@@ -61,22 +57,21 @@ async fn run_pages(
     let start = start_cursor(claim);
     let mut strategy = match Strategy::new(&stream.pagination, &stream.request, start) {
         Ok(strategy) => strategy,
-        Err(e) => return fail(strategy_problem(e)),
+        Err(e) => return fail(e.problem()),
     };
     let client = engine.upstream.source(&claim.source);
-    let template = match Template::new(claim) {
+    let template = match RequestTemplate::new(&claim.source.base_url, &stream.request) {
         Ok(template) => template,
         Err(problem) => return fail(problem),
     };
     // A deletions stream's records are tombstones; reconciling it means nothing more.
     let mut seen = (claim.job.mode == JobMode::Reconcile && stream.deletes.is_none())
         .then(HashSet::<String>::new);
-    let fetch_first = fetch(
-        &client,
+    let fetch_first = client.fetch_page(
         &template,
         strategy.ask(),
-        strategy.next_pointer().cloned(),
         &stream.records,
+        strategy.next_pointer(),
     );
     let Some(mut next) = guarded(engine, lost, fetch_first).await else {
         return interrupted(engine);
@@ -92,9 +87,9 @@ async fn run_pages(
         stats.requests += u64::from(fetched.attempts);
         stats.pages += 1;
         stats.records_seen += fetched.page.records.len() as u64;
-        let step = match strategy.advance(&fetched.page, &fetched.meta) {
+        let step = match strategy.advance(&fetched.page, &fetched.reply) {
             Ok(step) => step,
-            Err(e) => return fail(strategy_problem(e)),
+            Err(e) => return fail(e.problem()),
         };
         let done = step.done;
         let cursor = match (done, strategy.finish()) {
@@ -111,8 +106,8 @@ async fn run_pages(
         let prefetch = async {
             match ask {
                 Some(ask) if !engine.stopping() => {
-                    let pointer = strategy.next_pointer().cloned();
-                    let fetching = fetch(&client, &template, ask, pointer, &stream.records);
+                    let pointer = strategy.next_pointer();
+                    let fetching = client.fetch_page(&template, ask, &stream.records, pointer);
                     guarded(engine, &mut lost.clone(), fetching).await
                 }
                 _ => None,
@@ -299,13 +294,6 @@ fn upstream_failed(claim: &Claim, from_cursor: bool, error: &UpstreamError) -> E
     fail(error.problem())
 }
 
-fn strategy_problem(error: StrategyError) -> Problem {
-    match error {
-        StrategyError::Stuck(detail) => Problem::new(ProblemType::UpstreamCursorStuck, detail),
-        StrategyError::Shape(detail) => Problem::new(ProblemType::UpstreamBadBody, detail),
-    }
-}
-
 /// A store call failed for good. When the database stayed unreachable for a whole lease
 /// the job goes back to the queue (it is not the job's fault; if even that write fails,
 /// the lease runs out and a worker takes the job over once the database is back);
@@ -320,111 +308,4 @@ fn database_failed(error: &crate::store::StoreError) -> Ending {
         ProblemType::DatabaseError,
         "committing a page failed; nothing of that page was written",
     ))
-}
-
-/// The stream's request template: method, path, static query and headers.
-struct Template {
-    method: crate::spec::source::Method,
-    /// `base_url` + path, without a query.
-    url: Url,
-    path: String,
-    query: Vec<(String, String)>,
-    headers: Vec<(String, String)>,
-}
-
-impl Template {
-    fn new(claim: &Claim) -> Result<Self, Problem> {
-        let request = &claim.stream.request;
-        let base = claim.source.base_url.as_str().trim_end_matches('/');
-        let url = Url::parse(&format!("{base}{}", request.path)).map_err(|e| {
-            Problem::new(
-                ProblemType::InvalidRequest,
-                format!("`{base}{}`: {e}", request.path),
-            )
-        })?;
-        Ok(Template {
-            method: request.method,
-            url,
-            path: request.path.as_str().to_owned(),
-            query: request
-                .query
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            headers: request
-                .headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        })
-    }
-
-    /// The request for `ask`, and the URL it reads (relative next links resolve against it).
-    fn request(&self, ask: Ask) -> (Request, Url) {
-        let (target, url) = match ask.url {
-            Some(url) => (Target::Url(url.clone()), url),
-            None => {
-                let mut query = self.query.clone();
-                query.extend(ask.query);
-                let mut url = self.url.clone();
-                if !query.is_empty() {
-                    url.query_pairs_mut().extend_pairs(&query);
-                }
-                (
-                    Target::Path {
-                        path: self.path.clone(),
-                        query,
-                    },
-                    url,
-                )
-            }
-        };
-        let request = Request {
-            method: self.method,
-            target,
-            headers: self.headers.clone(),
-            body: ask.body,
-        };
-        (request, url)
-    }
-}
-
-/// One page, read.
-struct Fetched {
-    page: Page,
-    meta: ReplyMeta,
-    attempts: u32,
-}
-
-async fn fetch(
-    client: &SourceClient,
-    template: &Template,
-    ask: Ask,
-    next: Option<JsonPointer>,
-    records: &RecordsSpec,
-) -> Result<Fetched, UpstreamError> {
-    let (request, url) = template.request(ask);
-    let fetched = client
-        .fetch(&request, |reply| {
-            extract(&reply.body, records, next.as_ref()).map_err(|e| match e {
-                ExtractError::NotJson(detail) => BodyError::Transient(detail),
-                ExtractError::Shape(detail) => BodyError::Fatal(detail),
-            })
-        })
-        .await?;
-    let values = fetched
-        .headers
-        .get_all(reqwest::header::LINK)
-        .iter()
-        .filter_map(|v| v.to_str().ok());
-    let link_next = next_from_header(values, &url);
-    Ok(Fetched {
-        page: fetched.value,
-        meta: ReplyMeta {
-            upstream_now: fetched.reply_date.unwrap_or_else(Utc::now),
-            link_next,
-            request_url: url,
-        },
-        attempts: fetched.attempts,
-    })
 }

@@ -1,7 +1,8 @@
 //! Sending one logical request to an upstream reliably: authentication, the per-source
 //! throttle, rate-limit headers, retries with backoff, a body size cap and same-origin
 //! redirects. What to ask and how to read the reply is the caller's (the pagination
-//! strategy's) business: it builds each [`Request`] and parses each [`Reply`].
+//! strategy's) business: it builds each [`Request`] and parses each [`Reply`];
+//! [`SourceClient::fetch_page`] is that for one page of a stream.
 
 mod auth;
 mod error;
@@ -24,6 +25,7 @@ use url::Url;
 
 pub use error::UpstreamError;
 
+use crate::paginate::request::{Request, Target};
 use crate::spec::SourceName;
 use crate::spec::auth::Auth;
 use crate::spec::source::{Method, SourceSpec};
@@ -167,41 +169,6 @@ pub struct SourceClient {
     tokens: Tokens,
 }
 
-/// One request, as a pagination strategy builds it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Request {
-    pub method: Method,
-    pub target: Target,
-    /// The stream's own headers; the source's headers and credentials are added.
-    pub headers: Vec<(String, String)>,
-    /// A JSON body, for POST.
-    pub body: Option<serde_json::Value>,
-}
-
-/// Where a request goes.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Target {
-    /// `base_url` + `path`, then `query` appended in order (values sent verbatim,
-    /// percent-encoded).
-    Path {
-        path: String,
-        query: Vec<(String, String)>,
-    },
-    /// A full URL, such as a `link` stream's next URL. It must be on the origin (scheme,
-    /// host and port) of `base_url`, or it is never requested.
-    Url(Url),
-}
-
-impl Target {
-    /// The URL path, for logs.
-    fn path(&self) -> &str {
-        match self {
-            Target::Path { path, .. } => path,
-            Target::Url(url) => url.path(),
-        }
-    }
-}
-
 /// A 2xx reply, as the caller's parser sees it.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -233,8 +200,9 @@ pub enum BodyError {
     Fatal(String),
 }
 
-/// The outcome of one attempt.
-enum Step<T> {
+/// What one attempt came to.
+enum Outcome<T> {
+    /// A 2xx reply and what the parser made of it.
     Done(Reply, T),
     /// Transient: retry after `wait` (from `Retry-After`) or the backoff, unless the
     /// attempts are spent, in which case `error` is the answer.
@@ -248,12 +216,48 @@ enum Step<T> {
     Fail(UpstreamError),
 }
 
+/// What came back from sending a request once.
+enum Answer {
+    /// A reply: its head, its body as far as it was read, and how the body ended.
+    Reply {
+        head: Response,
+        body: Bytes,
+        end: BodyEnd,
+    },
+    /// No reply: the connection failed, or the policy refused the address.
+    Failed(reqwest::Error),
+    /// No complete reply within the source's timeout.
+    TimedOut,
+}
+
 /// How a reply body ended.
 enum BodyEnd {
     Complete,
     /// There was more than the cap; only the cap was read.
     OverCap,
     Broken(reqwest::Error),
+}
+
+/// Which attempt this is, as its errors name it.
+struct Try<'a> {
+    /// Counting from 1, the renewal of an OAuth 2.0 token included.
+    number: u32,
+    path: &'a str,
+}
+
+impl Try<'_> {
+    /// A transport failure: retried like any transient one.
+    fn transport<T>(&self, detail: String) -> Outcome<T> {
+        Outcome::Retry {
+            reason: detail.clone(),
+            wait: None,
+            error: UpstreamError::Transport {
+                detail,
+                attempts: self.number,
+                path: self.path.to_owned(),
+            },
+        }
+    }
 }
 
 impl SourceClient {
@@ -276,26 +280,17 @@ impl SourceClient {
         let mut renewed = false;
         loop {
             self.pace.wait_turn().await;
-            let credentials = auth::credentials(
-                &self.spec.auth,
-                &self.tokens,
-                auth::TokenRequests {
-                    http: &self.http,
-                    timeout: self.timeout(),
-                    retry: &self.spec.retry,
-                },
-            )
-            .await
-            .map_err(|e| match e {
-                Unavailable::Detail(detail) => UpstreamError::Credentials { detail, attempts },
-                Unavailable::Refused(refused) => UpstreamError::ForbiddenHost(refused),
-            })?;
+            let credentials = self.credentials(attempts).await?;
             attempts += 1;
-            let step = self
-                .attempt(request, &url, &headers, &credentials, attempts, &parse)
-                .await;
-            let (reason, wait, error) = match step {
-                Step::Done(reply, value) => {
+            let attempt = Try {
+                number: attempts,
+                path: url.path(),
+            };
+            let sent = self.build_request(request, &url, &headers, &credentials);
+            let answer = self.send(sent).await;
+            let outcome = self.classify(answer, &attempt, &credentials, &parse);
+            let (reason, wait, error) = match outcome {
+                Outcome::Done(reply, value) => {
                     return Ok(Fetched {
                         value,
                         reply_date: reply.date,
@@ -303,17 +298,16 @@ impl SourceClient {
                         attempts,
                     });
                 }
-                Step::Fail(error) => return Err(error),
-                Step::Unauthorized(error) => match (&self.spec.auth, credentials.secret()) {
-                    (Auth::Oauth2(_), Some(token)) if !renewed => {
-                        renewed = true;
-                        self.tokens.forget(token).await;
-                        tracing::warn!(attempt = attempts, "access token refused; renewing it");
-                        continue;
+                Outcome::Fail(error) => return Err(error),
+                Outcome::Unauthorized(error) => {
+                    if renewed || !self.forget_token(&credentials).await {
+                        return Err(error);
                     }
-                    _ => return Err(error),
-                },
-                Step::Retry {
+                    renewed = true;
+                    tracing::warn!(attempt = attempts, "access token refused; renewing it");
+                    continue;
+                }
+                Outcome::Retry {
                     reason,
                     wait,
                     error,
@@ -334,17 +328,43 @@ impl SourceClient {
         }
     }
 
-    /// Sends the request once and classifies the answer.
-    async fn attempt<T>(
+    /// The credentials of the next attempt (an OAuth 2.0 token is fetched when none is
+    /// cached); `attempts` were sent before it.
+    async fn credentials(&self, attempts: u32) -> Result<Credentials, UpstreamError> {
+        let requests = auth::TokenRequests {
+            http: &self.http,
+            timeout: self.timeout(),
+            retry: &self.spec.retry,
+        };
+        auth::credentials(&self.spec.auth, &self.tokens, requests)
+            .await
+            .map_err(|e| match e {
+                Unavailable::Detail(detail) => UpstreamError::Credentials { detail, attempts },
+                Unavailable::Refused(refused) => UpstreamError::ForbiddenHost(refused),
+            })
+    }
+
+    /// Forgets a refused OAuth 2.0 access token, so that the next attempt fetches a new
+    /// one; `false` when the credentials hold no such token.
+    async fn forget_token(&self, credentials: &Credentials) -> bool {
+        match (&self.spec.auth, credentials.secret()) {
+            (Auth::Oauth2(_), Some(token)) => {
+                self.tokens.forget(token).await;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The request as it goes out: `url` and `headers` with the credentials added, and the
+    /// JSON body.
+    fn build_request(
         &self,
         request: &Request,
         url: &Url,
         headers: &HeaderMap,
         credentials: &Credentials,
-        attempts: u32,
-        parse: &impl Fn(&Reply) -> Result<T, BodyError>,
-    ) -> Step<T> {
-        let path = url.path().to_owned();
+    ) -> reqwest::RequestBuilder {
         let method = match request.method {
             Method::Get => reqwest::Method::GET,
             Method::Post => reqwest::Method::POST,
@@ -370,11 +390,20 @@ impl SourceClient {
         if let Some(body) = &request.body {
             builder = builder.json(body);
         }
+        builder
+    }
 
+    /// Sends the request once, within the source's timeout, and counts it in the metrics.
+    async fn send(&self, builder: reqwest::RequestBuilder) -> Answer {
         let started = Instant::now();
-        let answer = tokio::time::timeout(self.timeout(), exchange(builder, self.max_body)).await;
+        let exchange = exchange(builder, self.max_body);
+        let answer = match tokio::time::timeout(self.timeout(), exchange).await {
+            Ok(Ok((head, body, end))) => Answer::Reply { head, body, end },
+            Ok(Err(e)) => Answer::Failed(e),
+            Err(_) => Answer::TimedOut,
+        };
         let status_label = match &answer {
-            Ok(Ok((response, ..))) => response.status().as_str().to_owned(),
+            Answer::Reply { head, .. } => head.status().as_str().to_owned(),
             _ => "error".to_owned(),
         };
         metrics::counter!(
@@ -388,88 +417,111 @@ impl SourceClient {
             "source" => self.spec.name.to_string()
         )
         .record(started.elapsed().as_secs_f64());
+        answer
+    }
 
-        let transport = |detail: String| Step::Retry {
-            reason: detail.clone(),
-            wait: None,
-            error: UpstreamError::Transport {
-                detail,
-                attempts,
-                path: path.clone(),
-            },
-        };
+    /// What the answer means: a value, a retry, a token renewal or a failure. Every reply
+    /// feeds the source's pace (rate-limit headers), whatever its status.
+    fn classify<T>(
+        &self,
+        answer: Answer,
+        attempt: &Try,
+        credentials: &Credentials,
+        parse: &impl Fn(&Reply) -> Result<T, BodyError>,
+    ) -> Outcome<T> {
         let (head, body, end) = match answer {
-            Err(_) => {
-                return transport(format!(
+            Answer::Reply { head, body, end } => (head, body, end),
+            Answer::Failed(e) => {
+                return match policy::refusal(&e) {
+                    Some(refused) => Outcome::Fail(UpstreamError::ForbiddenHost(refused.clone())),
+                    None => attempt.transport(transport_detail(e)),
+                };
+            }
+            Answer::TimedOut => {
+                return attempt.transport(format!(
                     "no complete reply within {} ms",
                     self.spec.timeout_ms.get()
                 ));
             }
-            Ok(Err(e)) => {
-                if let Some(refused) = policy::refusal(&e) {
-                    return Step::Fail(UpstreamError::ForbiddenHost(refused.clone()));
-                }
-                return transport(transport_detail(e));
-            }
-            Ok(Ok(answer)) => answer,
         };
-        let status = head.status();
         self.pace.observe(head.headers());
-
-        if status.is_success() {
-            match end {
-                BodyEnd::Complete => {}
-                BodyEnd::OverCap => {
-                    return Step::Fail(UpstreamError::TooLarge {
-                        limit: self.max_body,
-                        attempts,
-                        path,
-                    });
-                }
-                BodyEnd::Broken(e) => {
-                    return transport(format!("the body broke off: {}", transport_detail(e)));
-                }
-            }
-            let reply = Reply {
-                status: status.as_u16(),
-                date: head
-                    .headers()
-                    .get(DATE)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(pace::http_date),
-                headers: head.headers().clone(),
-                body,
-            };
-            return match parse(&reply) {
-                Ok(value) => Step::Done(reply, value),
-                Err(BodyError::Transient(detail)) => Step::Retry {
-                    reason: format!("unusable body: {detail}"),
-                    wait: None,
-                    error: UpstreamError::Body {
-                        detail,
-                        attempts,
-                        path,
-                    },
-                },
-                Err(BodyError::Fatal(detail)) => Step::Fail(UpstreamError::Body {
-                    detail,
-                    attempts,
-                    path,
-                }),
-            };
+        if head.status().is_success() {
+            self.classify_success(&head, body, end, attempt, parse)
+        } else {
+            self.classify_error(&head, &body, attempt, credentials)
         }
+    }
 
+    /// A 2xx reply: its whole body, under the cap, goes to the parser.
+    fn classify_success<T>(
+        &self,
+        head: &Response,
+        body: Bytes,
+        end: BodyEnd,
+        attempt: &Try,
+        parse: &impl Fn(&Reply) -> Result<T, BodyError>,
+    ) -> Outcome<T> {
+        match end {
+            BodyEnd::Complete => {}
+            BodyEnd::OverCap => {
+                return Outcome::Fail(UpstreamError::TooLarge {
+                    limit: self.max_body,
+                    attempts: attempt.number,
+                    path: attempt.path.to_owned(),
+                });
+            }
+            BodyEnd::Broken(e) => {
+                return attempt.transport(format!("the body broke off: {}", transport_detail(e)));
+            }
+        }
+        let reply = Reply {
+            status: head.status().as_u16(),
+            date: head
+                .headers()
+                .get(DATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(pace::http_date),
+            headers: head.headers().clone(),
+            body,
+        };
+        let error = |detail| UpstreamError::Body {
+            detail,
+            attempts: attempt.number,
+            path: attempt.path.to_owned(),
+        };
+        match parse(&reply) {
+            Ok(value) => Outcome::Done(reply, value),
+            Err(BodyError::Transient(detail)) => Outcome::Retry {
+                reason: format!("unusable body: {detail}"),
+                wait: None,
+                error: error(detail),
+            },
+            Err(BodyError::Fatal(detail)) => Outcome::Fail(error(detail)),
+        }
+    }
+
+    /// A non-2xx reply: a 401 may renew the token; 408, 425, 429 and 5xx are retried,
+    /// after the `Retry-After` of a 429 or 503 (which pauses the whole source) unless it
+    /// asks for longer than tidemark waits; anything else fails.
+    fn classify_error<T>(
+        &self,
+        head: &Response,
+        body: &[u8],
+        attempt: &Try,
+        credentials: &Credentials,
+    ) -> Outcome<T> {
+        let status = head.status();
         let error = UpstreamError::Status {
             status: status.as_u16(),
-            body: scrub(&String::from_utf8_lossy(&body), &credentials.echoes()),
-            attempts,
-            path,
+            body: scrub(&String::from_utf8_lossy(body), &credentials.echoes()),
+            attempts: attempt.number,
+            path: attempt.path.to_owned(),
         };
         if status == StatusCode::UNAUTHORIZED {
-            return Step::Unauthorized(error);
+            return Outcome::Unauthorized(error);
         }
         if !retryable(status) {
-            return Step::Fail(error);
+            return Outcome::Fail(error);
         }
         let wait = match status {
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
@@ -483,12 +535,12 @@ impl SourceClient {
                     wait_s = wait.as_secs(),
                     "the upstream asks to retry later than tidemark waits"
                 );
-                return Step::Fail(error);
+                return Outcome::Fail(error);
             }
             // The whole source waits, not only this request.
             self.pace.pause_until(Instant::now() + wait);
         }
-        Step::Retry {
+        Outcome::Retry {
             reason: format!("status {status}"),
             wait,
             error,

@@ -1,0 +1,112 @@
+//! The request of one page: the stream's request template (method, path, static query and
+//! headers) with what its strategy asks added, as the upstream client sends it.
+
+use url::Url;
+
+use super::strategy::Ask;
+use crate::problem::{Problem, ProblemType};
+use crate::spec::names::HttpUrl;
+use crate::spec::source::{Method, RequestSpec};
+
+/// One request, as a pagination strategy builds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub method: Method,
+    pub target: Target,
+    /// The stream's own headers; the source's headers and credentials are added.
+    pub headers: Vec<(String, String)>,
+    /// A JSON body, for POST.
+    pub body: Option<serde_json::Value>,
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// `base_url` + `path`, then `query` appended in order (values sent verbatim,
+    /// percent-encoded).
+    Path {
+        path: String,
+        query: Vec<(String, String)>,
+    },
+    /// A full URL, such as a `link` stream's next URL. It must be on the origin (scheme,
+    /// host and port) of `base_url`, or it is never requested.
+    Url(Url),
+}
+
+impl Target {
+    /// The URL path, for logs.
+    pub fn path(&self) -> &str {
+        match self {
+            Target::Path { path, .. } => path,
+            Target::Url(url) => url.path(),
+        }
+    }
+}
+
+/// A stream's request template: method, path, static query and headers.
+#[derive(Debug)]
+pub struct RequestTemplate {
+    method: Method,
+    /// `base_url` + path, without a query.
+    url: Url,
+    path: String,
+    query: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+}
+
+impl RequestTemplate {
+    /// The template of `request` on a source at `base_url`.
+    pub fn new(base_url: &HttpUrl, request: &RequestSpec) -> Result<Self, Problem> {
+        let base = base_url.as_str().trim_end_matches('/');
+        let url = Url::parse(&format!("{base}{}", request.path)).map_err(|e| {
+            Problem::new(
+                ProblemType::InvalidRequest,
+                format!("`{base}{}`: {e}", request.path),
+            )
+        })?;
+        Ok(RequestTemplate {
+            method: request.method,
+            url,
+            path: request.path.as_str().to_owned(),
+            query: request
+                .query
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            headers: request
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        })
+    }
+
+    /// The request for `ask`, and the URL it reads (relative next links resolve against it).
+    pub fn request(&self, ask: Ask) -> (Request, Url) {
+        let (target, url) = match ask.url {
+            Some(url) => (Target::Url(url.clone()), url),
+            None => {
+                let mut query = self.query.clone();
+                query.extend(ask.query);
+                let mut url = self.url.clone();
+                if !query.is_empty() {
+                    url.query_pairs_mut().extend_pairs(&query);
+                }
+                (
+                    Target::Path {
+                        path: self.path.clone(),
+                        query,
+                    },
+                    url,
+                )
+            }
+        };
+        let request = Request {
+            method: self.method,
+            target,
+            headers: self.headers.clone(),
+            body: ask.body,
+        };
+        (request, url)
+    }
+}
