@@ -2,14 +2,18 @@
 //! is the position of its latest change and a NULL body is a tombstone, so a feed page is
 //! the records past a position, in position order.
 
-use chrono::{DateTime, Utc};
+use std::collections::HashMap;
 
-use super::StoreResult;
+use chrono::{DateTime, Utc};
+use sqlx::{ColumnIndex, Encode, Executor, Type};
+
+use super::backend::{Backend, Conn, Db, Row, RowsAffected, Scalar, SqlStore, join, label};
 use super::notify::Notifier;
+use super::{StoreError, StoreResult};
 use crate::spec::change::StreamRef;
 
 /// The settings key of the purge horizon.
-pub(super) const HORIZON: &str = "feed_horizon";
+const HORIZON: &str = "feed_horizon";
 
 /// One read of the feed.
 #[derive(Debug, Clone, Copy)]
@@ -88,211 +92,213 @@ pub trait FeedStore: Send + Sync {
     async fn relay_commits(&self) -> StoreResult<()>;
 }
 
-/// A feed row as `query_as` decodes it: seq, stream id, key, rev, body, changed_at.
-pub(super) type ChangeTuple = (i64, i64, String, i64, Option<String>, DateTime<Utc>);
+/// The columns of a feed row, as [`ChangeRow`] reads them; followed by a `WHERE` clause.
+pub(super) const CHANGE_SELECT: &str =
+    "SELECT r.seq, r.stream_id, r.key, r.rev, r.body, r.changed_at FROM records r ";
+
+/// A record's latest change as the mirror holds it.
+#[derive(sqlx::FromRow)]
+struct ChangeRow {
+    seq: i64,
+    stream_id: i64,
+    key: String,
+    rev: i64,
+    body: Option<String>,
+    changed_at: DateTime<Utc>,
+}
 
 /// The feed rows with their streams' names, which are read once per stream of the page
 /// (`names`: stream id, source name, stream name) rather than joined and parsed per row.
-pub(super) fn changes(
-    rows: Vec<ChangeTuple>,
+fn changes(
+    rows: Vec<ChangeRow>,
     names: Vec<(i64, String, String)>,
 ) -> StoreResult<Vec<StoredChange>> {
-    let mut streams = std::collections::HashMap::with_capacity(names.len());
+    let mut streams = HashMap::with_capacity(names.len());
     for (id, source, stream) in names {
         let stream = StreamRef {
-            source: super::shared::label(&source)?,
-            stream: super::shared::label(&stream)?,
+            source: label(&source)?,
+            stream: label(&stream)?,
         };
         streams.insert(id, stream);
     }
     rows.into_iter()
-        .map(|(seq, stream_id, key, rev, body, changed_at)| {
-            let stream = streams.get(&stream_id).cloned().ok_or_else(|| {
-                super::StoreError::Corrupt(format!("feed row {seq} names no stream"))
+        .map(|row| {
+            let stream = streams.get(&row.stream_id).cloned().ok_or_else(|| {
+                StoreError::Corrupt(format!("feed row {} names no stream", row.seq))
             })?;
             Ok(StoredChange {
-                seq,
+                seq: row.seq,
                 stream,
-                key,
-                rev,
-                body,
-                changed_at,
+                key: row.key,
+                rev: row.rev,
+                body: row.body,
+                changed_at: row.changed_at,
             })
         })
         .collect()
 }
 
-/// The columns of a feed row; followed by a `WHERE` clause.
-macro_rules! change_select {
-    () => {
-        "SELECT r.seq, r.stream_id, r.key, r.rev, r.body, r.changed_at FROM records r "
-    };
-}
-pub(super) use change_select;
+/// Feed rows after `$1`, at most `$2`, of every stream.
+const CHANGES_SQL: &str =
+    join(&[CHANGE_SELECT, "WHERE r.seq > $1 ORDER BY r.seq LIMIT $2"]).as_str();
 
-/// Writes the [`FeedStore`] implementation for one backend. Besides the fields `read` and
-/// `write`, `$store` has `notifier`; the backend module defines `SNAPSHOT_SQL` (begins a
-/// read-only transaction that reads one snapshot), `CHANGES_IN_SQL` (feed rows of a list
-/// of streams), `STREAM_NAMES_SQL` (the names of a list of streams), `id_list`, and
-/// `relay` (the body of `relay_commits`).
-macro_rules! impl_feed_store {
-    ($store:ty) => {
-        #[async_trait::async_trait]
-        impl $crate::store::feed::FeedStore for $store {
-            fn notifier(&self) -> &$crate::store::Notifier {
-                &self.notifier
-            }
+/// An instance-wide setting's value, by key (`$1`).
+const SETTING_SQL: &str = "SELECT value FROM settings WHERE key = $1";
 
-            #[tracing::instrument(skip_all, fields(key))]
-            async fn setting_or_insert(
-                &self,
-                key: &str,
-                value: &str,
-            ) -> $crate::store::StoreResult<String> {
-                sqlx::query(
-                    "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-                )
-                .bind(key)
-                .bind(value)
-                .execute(&self.write)
-                .await?;
-                Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
-                    .bind(key)
-                    .fetch_one(&self.write)
-                    .await?)
-            }
+/// The last feed position handed out.
+const HEAD_SQL: &str = "SELECT last_seq FROM feed_head WHERE id = 1";
 
-            #[tracing::instrument(skip_all, fields(after = query.after, limit = query.limit))]
-            async fn read_feed(
-                &self,
-                query: $crate::store::feed::FeedQuery<'_>,
-            ) -> $crate::store::StoreResult<$crate::store::feed::FeedSnapshot> {
-                use $crate::store::feed::{ChangeTuple, FeedStream, change_select, changes};
-                let mut tx = self.read.begin_with(SNAPSHOT_SQL).await?;
-                let head: i64 = sqlx::query_scalar("SELECT last_seq FROM feed_head WHERE id = 1")
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let horizon: Option<String> =
-                    sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
-                        .bind($crate::store::feed::HORIZON)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                let horizon = match horizon {
-                    Some(text) => text.parse().map_err(|e| {
-                        $crate::store::StoreError::Corrupt(format!("stored feed horizon: {e}"))
-                    })?,
-                    None => 0,
-                };
-                let mut streams = Vec::with_capacity(query.streams.len());
-                for stream in query.streams {
-                    let found: Option<(i64, i64)> = sqlx::query_as(
-                        "SELECT st.id, st.created_seq FROM streams st \
-                         JOIN sources so ON so.id = st.source_id WHERE so.name = $1 AND st.name = $2",
-                    )
-                    .bind(stream.source.as_str())
-                    .bind(stream.stream.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    streams.push(found.map(|(id, created_seq)| FeedStream { id, created_seq }));
-                }
-                let ids: Option<Vec<i64>> = streams.iter().map(|s| s.map(|s| s.id)).collect();
-                let rows: Vec<ChangeTuple> = match ids {
-                    _ if query.limit == 0 => Vec::new(),
-                    // A missing stream makes the read an error; its rows do not matter.
-                    None => Vec::new(),
-                    Some(ids) if ids.is_empty() => sqlx::query_as(concat!(
-                        change_select!(),
-                        "WHERE r.seq > $1 ORDER BY r.seq LIMIT $2"
-                    ))
+// The driver bounds of the store's generic impls (see `backend.rs`).
+#[async_trait::async_trait]
+impl<B: Backend> FeedStore for SqlStore<B>
+where
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = Db<B>>,
+    for<'a> &'a str: Encode<'a, Db<B>> + Type<Db<B>> + ColumnIndex<Row<B>>,
+    usize: ColumnIndex<Row<B>>,
+    i32: Scalar<Db<B>>,
+    i64: Scalar<Db<B>>,
+    bool: Scalar<Db<B>>,
+    String: Scalar<Db<B>>,
+    Vec<u8>: Scalar<Db<B>>,
+    DateTime<Utc>: Scalar<Db<B>>,
+    Option<String>: Scalar<Db<B>>,
+    Option<DateTime<Utc>>: Scalar<Db<B>>,
+{
+    fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
+    #[tracing::instrument(skip_all, fields(key))]
+    async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.write)
+        .await?;
+        Ok(sqlx::query_scalar(SETTING_SQL)
+            .bind(key)
+            .fetch_one(&self.write)
+            .await?)
+    }
+
+    #[tracing::instrument(skip_all, fields(after = query.after, limit = query.limit))]
+    async fn read_feed(&self, query: FeedQuery<'_>) -> StoreResult<FeedSnapshot> {
+        let mut tx = self.read.begin_with(B::SNAPSHOT_SQL).await?;
+        let head: i64 = sqlx::query_scalar(HEAD_SQL).fetch_one(&mut *tx).await?;
+        let horizon: Option<String> = sqlx::query_scalar(SETTING_SQL)
+            .bind(HORIZON)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let horizon = match horizon {
+            Some(text) => text
+                .parse()
+                .map_err(|e| StoreError::Corrupt(format!("stored feed horizon: {e}")))?,
+            None => 0,
+        };
+        let mut streams = Vec::with_capacity(query.streams.len());
+        for stream in query.streams {
+            let found: Option<(i64, i64)> = sqlx::query_as(
+                "SELECT st.id, st.created_seq FROM streams st \
+                 JOIN sources so ON so.id = st.source_id WHERE so.name = $1 AND st.name = $2",
+            )
+            .bind(stream.source.as_str())
+            .bind(stream.stream.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            streams.push(found.map(|(id, created_seq)| FeedStream { id, created_seq }));
+        }
+        let ids: Option<Vec<i64>> = streams.iter().map(|s| s.map(|s| s.id)).collect();
+        let rows: Vec<ChangeRow> = match ids {
+            _ if query.limit == 0 => Vec::new(),
+            // A missing stream makes the read an error; its rows do not matter.
+            None => Vec::new(),
+            Some(ids) if ids.is_empty() => {
+                sqlx::query_as(CHANGES_SQL)
                     .bind(query.after)
                     .bind(i64::from(query.limit))
                     .fetch_all(&mut *tx)
-                    .await?,
-                    Some(ids) => sqlx::query_as(CHANGES_IN_SQL)
-                        .bind(query.after)
-                        .bind(i64::from(query.limit))
-                        .bind(id_list(&ids))
-                        .fetch_all(&mut *tx)
-                        .await?,
-                };
-                let mut row_streams: Vec<i64> = rows.iter().map(|r| r.1).collect();
-                row_streams.sort_unstable();
-                row_streams.dedup();
-                let names: Vec<(i64, String, String)> = if row_streams.is_empty() {
-                    Vec::new()
-                } else {
-                    sqlx::query_as(STREAM_NAMES_SQL)
-                        .bind(id_list(&row_streams))
-                        .fetch_all(&mut *tx)
-                        .await?
-                };
-                tx.commit().await?;
-                Ok($crate::store::feed::FeedSnapshot {
-                    head,
-                    horizon,
-                    streams,
-                    changes: changes(rows, names)?,
-                })
-            }
-
-            #[tracing::instrument(skip_all)]
-            async fn feed_head(&self) -> $crate::store::StoreResult<i64> {
-                Ok(sqlx::query_scalar("SELECT last_seq FROM feed_head WHERE id = 1")
-                    .fetch_one(&self.read)
-                    .await?)
-            }
-
-            #[tracing::instrument(skip_all)]
-            async fn purge_tombstones(
-                &self,
-                before: chrono::DateTime<chrono::Utc>,
-            ) -> $crate::store::StoreResult<$crate::store::feed::Purged> {
-                let mut tx = self.write.begin().await?;
-                let highest: Option<i64> = sqlx::query_scalar(
-                    "SELECT MAX(seq) FROM records WHERE body IS NULL AND changed_at < $1",
-                )
-                .bind(before)
-                .fetch_one(&mut *tx)
-                .await?;
-                let mut tombstones = 0;
-                if let Some(highest) = highest {
-                    // Raised before deleting, in the same transaction: no snapshot sees the
-                    // tombstones gone and the horizon still low.
-                    sqlx::query(
-                        "INSERT INTO settings (key, value) VALUES ($1, $2) \
-                         ON CONFLICT (key) DO UPDATE SET value = CASE \
-                         WHEN CAST(settings.value AS BIGINT) < CAST(excluded.value AS BIGINT) \
-                         THEN excluded.value ELSE settings.value END",
-                    )
-                    .bind($crate::store::feed::HORIZON)
-                    .bind(highest.to_string())
-                    .execute(&mut *tx)
-                    .await?;
-                    tombstones = sqlx::query(
-                        "DELETE FROM records WHERE body IS NULL AND changed_at < $1 AND seq <= $2",
-                    )
-                    .bind(before)
-                    .bind(highest)
-                    .execute(&mut *tx)
                     .await?
-                    .rows_affected();
-                }
-                let horizon: Option<String> =
-                    sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
-                        .bind($crate::store::feed::HORIZON)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                tx.commit().await?;
-                Ok($crate::store::feed::Purged {
-                    tombstones,
-                    horizon: horizon.and_then(|h| h.parse().ok()).unwrap_or(0),
-                })
             }
+            Some(ids) => {
+                sqlx::query_as(B::CHANGES_IN_SQL)
+                    .bind(query.after)
+                    .bind(i64::from(query.limit))
+                    .bind(B::id_list(&ids))
+                    .fetch_all(&mut *tx)
+                    .await?
+            }
+        };
+        let mut row_streams: Vec<i64> = rows.iter().map(|r| r.stream_id).collect();
+        row_streams.sort_unstable();
+        row_streams.dedup();
+        let names: Vec<(i64, String, String)> = if row_streams.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_as(B::STREAM_NAMES_SQL)
+                .bind(B::id_list(&row_streams))
+                .fetch_all(&mut *tx)
+                .await?
+        };
+        tx.commit().await?;
+        Ok(FeedSnapshot {
+            head,
+            horizon,
+            streams,
+            changes: changes(rows, names)?,
+        })
+    }
 
-            async fn relay_commits(&self) -> $crate::store::StoreResult<()> {
-                relay(self).await
-            }
+    #[tracing::instrument(skip_all)]
+    async fn feed_head(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(HEAD_SQL).fetch_one(&self.read).await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn purge_tombstones(&self, before: DateTime<Utc>) -> StoreResult<Purged> {
+        let mut tx = self.write.begin().await?;
+        let highest: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(seq) FROM records WHERE body IS NULL AND changed_at < $1",
+        )
+        .bind(before)
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut tombstones = 0;
+        if let Some(highest) = highest {
+            // Raised before deleting, in the same transaction: no snapshot sees the
+            // tombstones gone and the horizon still low.
+            sqlx::query(
+                "INSERT INTO settings (key, value) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET value = CASE \
+                 WHEN CAST(settings.value AS BIGINT) < CAST(excluded.value AS BIGINT) \
+                 THEN excluded.value ELSE settings.value END",
+            )
+            .bind(HORIZON)
+            .bind(highest.to_string())
+            .execute(&mut *tx)
+            .await?;
+            tombstones = sqlx::query(
+                "DELETE FROM records WHERE body IS NULL AND changed_at < $1 AND seq <= $2",
+            )
+            .bind(before)
+            .bind(highest)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         }
-    };
+        let horizon: Option<String> = sqlx::query_scalar(SETTING_SQL)
+            .bind(HORIZON)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Purged {
+            tombstones,
+            horizon: horizon.and_then(|h| h.parse().ok()).unwrap_or(0),
+        })
+    }
+
+    async fn relay_commits(&self) -> StoreResult<()> {
+        self.backend.relay(&self.write, &self.notifier).await
+    }
 }
-pub(super) use impl_feed_store;

@@ -1,11 +1,29 @@
-//! Persistence: one interface ([`Store`]), implemented for SQLite and PostgreSQL. Handlers
-//! and workers never build SQL; the store never makes HTTP calls.
+//! Persistence: one interface ([`Store`], with its feed part [`FeedStore`]), implemented
+//! once by [`SqlStore`] for SQLite and PostgreSQL. Handlers and workers never build SQL;
+//! the store never makes HTTP calls.
+//!
+//! - `backend.rs`: the [`Backend`](backend::Backend) trait, which holds what the two
+//!   databases do differently (the statements that differ as associated constants; how a
+//!   list is bound, how a page's changes are written, how commits reach other instances
+//!   and how to connect, as methods), and [`SqlStore`], the store generic over it, with
+//!   its `Store` impl.
+//! - One module per aggregate, each an `impl` block of [`SqlStore`] with the SQL both
+//!   databases share and the rows it reads (`#[derive(sqlx::FromRow)]` structs):
+//!   `sources.rs` (sources, streams, cursors), `queue.rs` (jobs and scheduling),
+//!   `pages.rs` (page commits and their plan), `records.rs` (reads of the mirror) and
+//!   `feed.rs` (the [`FeedStore`] part).
+//! - `sqlite.rs` and `postgres.rs`: the two backends, with only what differs.
+//! - `notify.rs` (wake-ups for feed waiters) and `sealed.rs` (stored secrets).
 
+mod backend;
 mod feed;
 mod notify;
+mod pages;
 mod postgres;
+mod queue;
+mod records;
 mod sealed;
-mod shared;
+mod sources;
 mod sqlite;
 
 use std::sync::Arc;
@@ -21,11 +39,15 @@ use crate::spec::names::HttpUrl;
 use crate::spec::source::Schedule;
 use crate::spec::{Job, SourceName, SourceSpec, StreamName, StreamSpec};
 
+pub use backend::SqlStore;
 pub use feed::{FeedQuery, FeedSnapshot, FeedStore, FeedStream, Purged, StoredChange};
 pub use notify::{Commit, Notifier};
-pub use postgres::PgStore;
 pub use sealed::{Sealer, SecretKey};
-pub use sqlite::SqliteStore;
+
+/// The store on SQLite.
+pub type SqliteStore = SqlStore<sqlite::Sqlite>;
+/// The store on PostgreSQL.
+pub type PgStore = SqlStore<postgres::Postgres>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -249,8 +271,7 @@ pub struct Enqueued {
     pub created: bool,
 }
 
-/// Everything tidemark keeps. Implementations share their SQL where the two databases
-/// agree (`shared.rs`, and `feed.rs` for the feed's part).
+/// Everything tidemark keeps. [`SqlStore`] implements it once for both databases.
 #[async_trait::async_trait]
 pub trait Store: FeedStore + Send + Sync + 'static {
     /// The database answers and every migration of this build is applied.

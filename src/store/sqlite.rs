@@ -4,16 +4,20 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
-use sqlx::migrate::Migrator;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-
 use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult,
+    SqliteSynchronous,
+};
+use sqlx::{Pool, SqliteConnection};
 
-use super::feed::{change_select, impl_feed_store};
+use super::backend::{Backend, Pools, RowsAffected, join};
+use super::feed::CHANGE_SELECT;
 use super::notify::Notifier;
-use super::sealed::Sealer;
-use super::shared::{Change, impl_store};
+use super::pages::Change;
+use super::{PageRecord, StoreResult};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -24,16 +28,55 @@ const WRITER_CACHE: &str = "-65536";
 /// WAL pages between automatic checkpoints (64 MiB of 4 KiB pages).
 const WAL_CHECKPOINT_PAGES: &str = "16384";
 
-pub struct SqliteStore {
-    read: SqlitePool,
-    write: SqlitePool,
-    notifier: Notifier,
-    sealer: Sealer,
-}
+/// The SQLite backend; one SQLite file has one serving process, so it keeps no state.
+pub struct Sqlite;
 
-impl SqliteStore {
+impl Backend for Sqlite {
+    type Db = sqlx::Sqlite;
+    /// Keys bound as one JSON array.
+    type KeyList = String;
+    /// Ids bound as one JSON array.
+    type IdList = String;
+
+    const MIGRATOR: &'static Migrator = &MIGRATOR;
+
+    /// Claims the oldest claimable job. SQLite has one writer, so no two workers can claim
+    /// the same job.
+    const CLAIM_SQL: &'static str = "UPDATE jobs SET status = 'running', \
+         attempts = attempts + 1, started_at = COALESCE(started_at, $2), lease_owner = $1, \
+         lease_expires_at = $3 \
+         WHERE id = (SELECT id FROM jobs WHERE status = 'queued' \
+                     OR (status = 'running' AND lease_expires_at < $2) \
+                     ORDER BY created_at, id LIMIT 1) \
+         RETURNING id";
+
+    /// A source's id. The one writer connection serializes every write, so there is
+    /// nothing to lock.
+    const LOCK_SOURCE_SQL: &'static str = "SELECT id FROM sources WHERE name = $1";
+
+    /// What the mirror holds for a page's keys (bound as one JSON array).
+    const EXISTING_SQL: &'static str = "SELECT key, hash, rev FROM records WHERE stream_id = $1 \
+         AND key IN (SELECT value FROM json_each($2))";
+
+    /// A deferred transaction: in WAL mode its first read fixes the snapshot that every
+    /// later read of it sees.
+    const SNAPSHOT_SQL: &'static str = "BEGIN";
+
+    /// Feed rows of the streams in a JSON array of ids.
+    const CHANGES_IN_SQL: &'static str = join(&[
+        CHANGE_SELECT,
+        "WHERE r.stream_id IN (SELECT value FROM json_each($3)) AND r.seq > $1 \
+         ORDER BY r.seq LIMIT $2",
+    ])
+    .as_str();
+
+    /// The names of the streams in a JSON array of ids.
+    const STREAM_NAMES_SQL: &'static str = "SELECT st.id, so.name, st.name FROM streams st \
+         JOIN sources so ON so.id = st.source_id \
+         WHERE st.id IN (SELECT value FROM json_each($1))";
+
     /// Opens (creating if needed) the database file and applies migrations.
-    pub async fn connect(url: &str, sealer: Sealer) -> anyhow::Result<Self> {
+    async fn connect(url: &str) -> anyhow::Result<(Self, Pools<sqlx::Sqlite>)> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -62,110 +105,77 @@ impl SqliteStore {
             .max_connections(READERS)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self {
-            read,
-            write,
-            notifier: Notifier::default(),
-            sealer,
-        })
+        Ok((Sqlite, Pools { read, write }))
+    }
+
+    fn key_list(records: &[PageRecord]) -> String {
+        Value::Array(
+            records
+                .iter()
+                .map(|r| Value::String(r.key.clone()))
+                .collect(),
+        )
+        .to_string()
+    }
+
+    fn id_list(ids: &[i64]) -> String {
+        Value::from(ids.to_vec()).to_string()
+    }
+
+    /// Writes a page's changes, the `i`-th at feed position `first + i`, in multi-row
+    /// upserts of up to 1000 rows (8 bound values each, below SQLite's limit of 32766 per
+    /// statement).
+    async fn write_changes(
+        conn: &mut SqliteConnection,
+        stream_id: i64,
+        first: i64,
+        changes: &[Change<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        for (chunk_no, chunk) in changes.chunks(1000).enumerate() {
+            let base = first + (chunk_no as i64) * 1000;
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO records (stream_id, key, rev, seq, hash, body, synced_at, changed_at) ",
+            );
+            insert.push_values(chunk.iter().enumerate(), |mut row, (i, change)| {
+                row.push_bind(stream_id)
+                    .push_bind(change.record.key.as_str())
+                    .push_bind(change.rev)
+                    .push_bind(base + i as i64)
+                    .push_bind(change.record.hash_bytes())
+                    .push_bind(change.record.body.as_deref())
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            insert.push(
+                " ON CONFLICT (stream_id, key) DO UPDATE SET rev = excluded.rev, \
+                 seq = excluded.seq, hash = excluded.hash, body = excluded.body, \
+                 synced_at = excluded.synced_at, changed_at = excluded.changed_at",
+            );
+            insert.build().execute(&mut *conn).await?;
+        }
+        Ok(())
     }
 
     /// Other processes learn of commits from the periodic re-check alone: one SQLite
     /// file has one serving process.
     async fn announce(
         &self,
-        _: &mut sqlx::SqliteConnection,
+        _: &mut SqliteConnection,
         _stream_id: i64,
         _seq: i64,
     ) -> Result<(), sqlx::Error> {
         Ok(())
     }
-}
 
-/// Claims the oldest claimable job. SQLite has one writer, so no two workers can claim the
-/// same job.
-const CLAIM_SQL: &str = "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
-     started_at = COALESCE(started_at, $2), lease_owner = $1, lease_expires_at = $3 \
-     WHERE id = (SELECT id FROM jobs WHERE status = 'queued' \
-                 OR (status = 'running' AND lease_expires_at < $2) \
-                 ORDER BY created_at, id LIMIT 1) \
-     RETURNING id";
-
-/// A source's id. The one writer connection serializes every write, so there is
-/// nothing to lock.
-const LOCK_SOURCE_SQL: &str = "SELECT id FROM sources WHERE name = $1";
-
-/// What the mirror holds for a page's keys (bound as one JSON array).
-const EXISTING_SQL: &str = "SELECT key, hash, rev FROM records WHERE stream_id = $1 \
-     AND key IN (SELECT value FROM json_each($2))";
-
-fn key_list(records: &[crate::store::PageRecord]) -> String {
-    serde_json::Value::Array(
-        records
-            .iter()
-            .map(|r| serde_json::Value::String(r.key.clone()))
-            .collect(),
-    )
-    .to_string()
-}
-
-/// Writes a page's changes, the `i`-th at feed position `first + i`, in multi-row upserts
-/// of up to 1000 rows (8 bound values each, below SQLite's limit of 32766 per statement).
-async fn write_changes(
-    conn: &mut sqlx::SqliteConnection,
-    stream_id: i64,
-    first: i64,
-    changes: &[Change<'_>],
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    for (chunk_no, chunk) in changes.chunks(1000).enumerate() {
-        let base = first + (chunk_no as i64) * 1000;
-        let mut insert = sqlx::QueryBuilder::new(
-            "INSERT INTO records (stream_id, key, rev, seq, hash, body, synced_at, changed_at) ",
-        );
-        insert.push_values(chunk.iter().enumerate(), |mut row, (i, change)| {
-            row.push_bind(stream_id)
-                .push_bind(change.record.key.as_str())
-                .push_bind(change.rev)
-                .push_bind(base + i as i64)
-                .push_bind(change.record.hash_bytes())
-                .push_bind(change.record.body.as_deref())
-                .push_bind(now)
-                .push_bind(now);
-        });
-        insert.push(
-            " ON CONFLICT (stream_id, key) DO UPDATE SET rev = excluded.rev, \
-             seq = excluded.seq, hash = excluded.hash, body = excluded.body, \
-             synced_at = excluded.synced_at, changed_at = excluded.changed_at",
-        );
-        insert.build().execute(&mut *conn).await?;
+    /// No other instance shares the file: nothing to relay.
+    async fn relay(&self, _: &Pool<sqlx::Sqlite>, _: &Notifier) -> StoreResult<()> {
+        std::future::pending().await
     }
-    Ok(())
 }
 
-/// A deferred transaction: in WAL mode its first read fixes the snapshot that every later
-/// read of it sees.
-const SNAPSHOT_SQL: &str = "BEGIN";
-
-/// Feed rows of the streams in a JSON array of ids.
-const CHANGES_IN_SQL: &str = concat!(
-    change_select!(),
-    "WHERE r.stream_id IN (SELECT value FROM json_each($3)) AND r.seq > $1 \
-     ORDER BY r.seq LIMIT $2"
-);
-
-/// The names of the streams in a JSON array of ids.
-const STREAM_NAMES_SQL: &str = "SELECT st.id, so.name, st.name FROM streams st \
-     JOIN sources so ON so.id = st.source_id WHERE st.id IN (SELECT value FROM json_each($1))";
-
-fn id_list(ids: &[i64]) -> String {
-    serde_json::Value::from(ids.to_vec()).to_string()
+impl RowsAffected for SqliteQueryResult {
+    fn rows_affected(&self) -> u64 {
+        SqliteQueryResult::rows_affected(self)
+    }
 }
-
-/// No other instance shares the file: nothing to relay.
-async fn relay(_: &SqliteStore) -> crate::store::StoreResult<()> {
-    std::future::pending().await
-}
-
-impl_store!(SqliteStore, MIGRATOR, sqlx::SqliteConnection);
-impl_feed_store!(SqliteStore);

@@ -1,0 +1,182 @@
+//! Page commits: a page's records, the changes they cause (feed positions), the cursor and
+//! the job's counters, in one transaction fenced by the job's lease.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::{ColumnIndex, Encode, Executor, Type};
+
+use super::backend::{Backend, Conn, Db, Row, RowsAffected, Scalar, SqlStore, now, stats_text};
+use super::{PageCommit, PageOutcome, PageRecord, StoreResult};
+use crate::spec::cursor::CursorWrite;
+
+/// What a page does to each of its records, given what the mirror holds for their keys
+/// (`key → (hash, rev)`, hash `None` for a tombstone). A key given twice in one page keeps
+/// its last occurrence.
+struct PagePlan<'a> {
+    /// Records that change, in page order (the order of their feed positions).
+    changes: Vec<Change<'a>>,
+    outcome: PageOutcome,
+}
+
+/// One record a page changes.
+pub struct Change<'a> {
+    pub record: &'a PageRecord,
+    pub rev: i64,
+    /// Whether the mirror has a row for the key (a tombstone counts): it is updated in
+    /// place; otherwise a row is inserted.
+    pub stored: bool,
+}
+
+impl<'a> PagePlan<'a> {
+    fn new(records: &'a [PageRecord], existing: &HashMap<String, (Option<Vec<u8>>, i64)>) -> Self {
+        let mut last: HashMap<&str, &PageRecord> = HashMap::with_capacity(records.len());
+        for record in records {
+            last.insert(&record.key, record);
+        }
+        let mut plan = PagePlan {
+            changes: Vec::new(),
+            outcome: PageOutcome::default(),
+        };
+        for record in records {
+            if !std::ptr::eq(last[record.key.as_str()], record) {
+                plan.outcome.unchanged += 1;
+                continue;
+            }
+            let old = existing.get(&record.key);
+            let old_hash = old.and_then(|(h, _)| h.as_deref());
+            let rev = old.map(|(_, rev)| *rev).unwrap_or(0) + 1;
+            let change = Change {
+                record,
+                rev,
+                stored: old.is_some(),
+            };
+            match (&record.hash, old_hash) {
+                (Some(new), Some(old)) if new.as_slice() == old => plan.outcome.unchanged += 1,
+                (Some(_), Some(_)) => {
+                    plan.outcome.updated += 1;
+                    plan.changes.push(change);
+                }
+                (Some(_), None) => {
+                    plan.outcome.inserted += 1;
+                    plan.changes.push(change);
+                }
+                (None, Some(_)) => {
+                    plan.outcome.deleted += 1;
+                    plan.changes.push(change);
+                }
+                (None, None) => plan.outcome.unchanged += 1,
+            }
+        }
+        plan
+    }
+}
+
+impl PageRecord {
+    pub(super) fn hash_bytes(&self) -> Option<&[u8]> {
+        self.hash.as_ref().map(|h| h.as_slice())
+    }
+}
+
+// The driver bounds of the store's generic impls (see `backend.rs`).
+impl<B: Backend> SqlStore<B>
+where
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = Db<B>>,
+    for<'a> &'a str: Encode<'a, Db<B>> + Type<Db<B>> + ColumnIndex<Row<B>>,
+    usize: ColumnIndex<Row<B>>,
+    i32: Scalar<Db<B>>,
+    i64: Scalar<Db<B>>,
+    bool: Scalar<Db<B>>,
+    String: Scalar<Db<B>>,
+    Vec<u8>: Scalar<Db<B>>,
+    DateTime<Utc>: Scalar<Db<B>>,
+    Option<String>: Scalar<Db<B>>,
+    Option<DateTime<Utc>>: Scalar<Db<B>>,
+{
+    #[tracing::instrument(skip_all, fields(job = %page.job, records = page.records.len()))]
+    pub(super) async fn commit_page(
+        &self,
+        page: PageCommit<'_>,
+    ) -> StoreResult<Option<PageOutcome>> {
+        let now = now();
+        let job_id = page.job.hyphenated().to_string();
+        let mut tx = self.write.begin().await?;
+        // Fencing first: a cancelled job, or one whose lease another worker took
+        // over, writes nothing.
+        let ours = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = $3 \
+             WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+        )
+        .bind(&job_id)
+        .bind(page.owner)
+        .bind(now + page.lease)
+        .execute(&mut *tx)
+        .await?;
+        if ours.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let mut existing = HashMap::with_capacity(page.records.len());
+        if !page.records.is_empty() {
+            let rows: Vec<(String, Option<Vec<u8>>, i64)> = sqlx::query_as(B::EXISTING_SQL)
+                .bind(page.target_stream_id)
+                .bind(B::key_list(page.records))
+                .fetch_all(&mut *tx)
+                .await?;
+            existing.extend(rows.into_iter().map(|(k, h, r)| (k, (h, r))));
+        }
+        let plan = PagePlan::new(page.records, &existing);
+        let mut last_seq = None;
+        if !plan.changes.is_empty() {
+            // Positions are taken as late as possible and the counter row stays
+            // locked until commit, so readers only ever see a dense prefix.
+            let n = i64::try_from(plan.changes.len()).unwrap_or(i64::MAX);
+            let last: i64 = sqlx::query_scalar(
+                "UPDATE feed_head SET last_seq = last_seq + $1 WHERE id = 1 RETURNING last_seq",
+            )
+            .bind(n)
+            .fetch_one(&mut *tx)
+            .await?;
+            B::write_changes(
+                &mut *tx,
+                page.target_stream_id,
+                last - n + 1,
+                &plan.changes,
+                now,
+            )
+            .await?;
+            self.backend
+                .announce(&mut *tx, page.target_stream_id, last)
+                .await?;
+            last_seq = Some(last);
+        }
+        let cursor = match page.cursor {
+            CursorWrite::Keep => None,
+            CursorWrite::Set(value) => Some(Some(value.to_string())),
+            CursorWrite::Clear => Some(None),
+        };
+        if let Some(text) = cursor {
+            sqlx::query(
+                "UPDATE streams SET cursor = $2, cursor_updated_at = $3, cursor_job = $4 \
+                 WHERE id = $1",
+            )
+            .bind(page.cursor_stream_id)
+            .bind(text)
+            .bind(now)
+            .bind(&job_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let mut stats = page.stats.clone();
+        plan.outcome.add_to(&mut stats);
+        sqlx::query("UPDATE jobs SET stats = $2 WHERE id = $1")
+            .bind(&job_id)
+            .bind(stats_text(&stats))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        if let Some(last) = last_seq {
+            self.notifier.committed(page.target_stream_id, last);
+        }
+        Ok(Some(plan.outcome))
+    }
+}

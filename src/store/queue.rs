@@ -1,0 +1,485 @@
+//! The job queue: enqueueing, claiming under a lease, heartbeats, finishing, and the
+//! scheduler's bookkeeping.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::{ColumnIndex, Encode, Executor, Type};
+use uuid::Uuid;
+
+use super::backend::{
+    Backend, Conn, Db, Joined, Row, RowsAffected, Scalar, SqlStore, join, json, label, now,
+    stats_text, text_of,
+};
+use super::sources::CursorRow;
+use super::{Claim, Enqueued, JobEnd, JobFilter, Scheduled, StoreError, StoreResult};
+use crate::problem::Problem;
+use crate::spec::job::{JobMode, JobStats, JobStatus, Trigger};
+use crate::spec::{Job, SourceName, StreamName};
+
+/// The columns of a job with its source and stream names, as [`JobRow`] reads them;
+/// followed by a `WHERE` clause.
+const JOB_SELECT: &str = "SELECT j.id, j.mode, j.status, j.trigger, j.attempts, j.created_at, \
+     j.started_at, j.finished_at, j.stats, j.error, so.name AS source, st.name AS stream \
+     FROM jobs j JOIN streams st ON st.id = j.stream_id JOIN sources so ON so.id = st.source_id ";
+
+const fn job_select(filter: &str) -> Joined {
+    join(&[JOB_SELECT, filter])
+}
+
+/// A job by id (`$1`).
+const JOB_BY_ID_SQL: &str = job_select("WHERE j.id = $1").as_str();
+
+/// The queued or running job of stream `$1`.
+const ACTIVE_JOB_SQL: &str =
+    job_select("WHERE j.stream_id = $1 AND j.status IN ('queued', 'running')").as_str();
+
+/// The newest job of stream `$1`.
+pub(super) const LATEST_JOB_SQL: &str =
+    job_select("WHERE j.stream_id = $1 ORDER BY j.created_at DESC LIMIT 1").as_str();
+
+/// A page of `GET /v1/jobs`: source `$1`, stream `$2`, status `$3` (each unless NULL),
+/// after job `$4`, at most `$5`, newest first.
+const LIST_JOBS_SQL: &str = job_select(
+    "WHERE ($1 IS NULL OR so.name = $1) AND ($2 IS NULL OR st.name = $2) \
+     AND ($3 IS NULL OR j.status = $3) \
+     AND ($4 IS NULL OR (j.created_at, j.id) < \
+          (SELECT created_at, id FROM jobs WHERE id = $4)) \
+     ORDER BY j.created_at DESC, j.id DESC LIMIT $5",
+)
+.as_str();
+
+/// A job row with its source and stream names.
+#[derive(sqlx::FromRow)]
+pub(super) struct JobRow {
+    id: String,
+    mode: String,
+    status: String,
+    trigger: String,
+    attempts: i32,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    stats: String,
+    error: Option<String>,
+    source: String,
+    stream: String,
+}
+
+impl JobRow {
+    pub(super) fn into_job(self) -> StoreResult<Job> {
+        Ok(Job {
+            id: self
+                .id
+                .parse()
+                .map_err(|e| StoreError::Corrupt(format!("stored job id: {e}")))?,
+            source: label(&self.source)?,
+            stream: label(&self.stream)?,
+            mode: label(&self.mode)?,
+            status: label(&self.status)?,
+            trigger: label(&self.trigger)?,
+            attempts: u32::try_from(self.attempts).unwrap_or_default(),
+            created_at: self.created_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            stats: json::<JobStats>("job stats", &self.stats)?,
+            error: self
+                .error
+                .as_deref()
+                .map(|e| json::<Problem>("job error", e))
+                .transpose()?,
+        })
+    }
+}
+
+/// What a claimed job runs on: its stream, its source's spec and the cursor.
+#[derive(sqlx::FromRow)]
+struct ClaimRow {
+    #[sqlx(rename = "id")]
+    stream_id: i64,
+    spec: String,
+    source_id: i64,
+    #[sqlx(flatten)]
+    cursor: CursorRow,
+}
+
+/// A stream as the scheduler reads it, with its source's spec.
+#[derive(sqlx::FromRow)]
+struct ScheduledRow {
+    id: i64,
+    name: String,
+    spec: String,
+    scheduled_at: Option<DateTime<Utc>>,
+    failures: i32,
+}
+
+// The driver bounds of the store's generic impls (see `backend.rs`).
+impl<B: Backend> SqlStore<B>
+where
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = Db<B>>,
+    for<'a> &'a str: Encode<'a, Db<B>> + Type<Db<B>> + ColumnIndex<Row<B>>,
+    usize: ColumnIndex<Row<B>>,
+    i32: Scalar<Db<B>>,
+    i64: Scalar<Db<B>>,
+    bool: Scalar<Db<B>>,
+    String: Scalar<Db<B>>,
+    Vec<u8>: Scalar<Db<B>>,
+    DateTime<Utc>: Scalar<Db<B>>,
+    Option<String>: Scalar<Db<B>>,
+    Option<DateTime<Utc>>: Scalar<Db<B>>,
+{
+    #[tracing::instrument(skip_all, fields(source = %source, stream = %stream))]
+    pub(super) async fn enqueue_job(
+        &self,
+        source: &SourceName,
+        stream: &StreamName,
+        mode: JobMode,
+        trigger: Trigger,
+    ) -> StoreResult<Option<Enqueued>> {
+        let mut tx = self.write.begin().await?;
+        let Some(stream_id) = Self::stream_id(&mut *tx, source, stream).await? else {
+            return Ok(None);
+        };
+        let created = Self::insert_job(&mut *tx, stream_id, mode, trigger).await?;
+        let job = Self::active_job(&mut *tx, stream_id).await?;
+        tx.commit().await?;
+        Ok(job.map(|job| Enqueued {
+            job,
+            created: created.is_some(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(source = %source, stream = %stream))]
+    pub(super) async fn request_run(
+        &self,
+        source: &SourceName,
+        stream: &StreamName,
+        trigger: Trigger,
+    ) -> StoreResult<Option<Job>> {
+        let mut tx = self.write.begin().await?;
+        let Some(stream_id) = Self::stream_id(&mut *tx, source, stream).await? else {
+            return Ok(None);
+        };
+        Self::insert_job(&mut *tx, stream_id, JobMode::Incremental, trigger).await?;
+        let job = Self::active_job(&mut *tx, stream_id).await?;
+        if job.as_ref().is_some_and(|j| j.status == JobStatus::Running) {
+            sqlx::query("UPDATE streams SET rerun = TRUE WHERE id = $1")
+                .bind(stream_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(job)
+    }
+
+    #[tracing::instrument(skip_all, fields(job = %id))]
+    pub(super) async fn get_job(&self, id: Uuid) -> StoreResult<Option<Job>> {
+        let row: Option<JobRow> = sqlx::query_as(JOB_BY_ID_SQL)
+            .bind(id.hyphenated().to_string())
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(JobRow::into_job).transpose()
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub(super) async fn list_jobs(
+        &self,
+        filter: &JobFilter,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<Job>> {
+        let rows: Vec<JobRow> = sqlx::query_as(LIST_JOBS_SQL)
+            .bind(filter.source.as_ref().map(|s| s.as_str().to_owned()))
+            .bind(filter.stream.as_ref().map(|s| s.as_str().to_owned()))
+            .bind(filter.status.as_ref().map(text_of))
+            .bind(after.map(|a| a.hyphenated().to_string()))
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await?;
+        rows.into_iter().map(JobRow::into_job).collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(job = %id))]
+    pub(super) async fn cancel_job(&self, id: Uuid) -> StoreResult<Option<(Job, bool)>> {
+        let now = now();
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'cancelled', finished_at = $2, lease_owner = NULL, \
+             lease_expires_at = NULL WHERE id = $1 AND status IN ('queued', 'running')",
+        )
+        .bind(id.hyphenated().to_string())
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        let row: Option<JobRow> = sqlx::query_as(JOB_BY_ID_SQL)
+            .bind(id.hyphenated().to_string())
+            .fetch_optional(&self.write)
+            .await?;
+        row.map(|r| r.into_job().map(|j| (j, done.rows_affected() > 0)))
+            .transpose()
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub(super) async fn claim_job(
+        &self,
+        owner: &str,
+        lease: chrono::TimeDelta,
+    ) -> StoreResult<Option<Claim>> {
+        let mut tx = self.write.begin().await?;
+        // Read the clock once the transaction holds the connection, so a job
+        // queued meanwhile never looks started before it was created.
+        let now = now();
+        let claimed: Option<String> = sqlx::query_scalar(B::CLAIM_SQL)
+            .bind(owner)
+            .bind(now)
+            .bind(now + lease)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(id) = claimed else {
+            return Ok(None);
+        };
+        let row: JobRow = sqlx::query_as(JOB_BY_ID_SQL)
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let detail: ClaimRow = sqlx::query_as(
+            "SELECT st.id, so.spec, so.id AS source_id, st.cursor, st.cursor_updated_at, \
+             st.cursor_job FROM jobs j JOIN streams st ON st.id = j.stream_id \
+             JOIN sources so ON so.id = st.source_id WHERE j.id = $1",
+        )
+        .bind(&id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let job = row.into_job()?;
+        let source = match self.sealer.open(&detail.spec) {
+            Ok(source) => source,
+            Err(e) => {
+                // Failed rather than left queued: the oldest queued job is claimed
+                // first, so one that cannot start would block every other.
+                tx.commit().await?;
+                let end = JobEnd::Failed(e.problem());
+                self.finish_job(job.id, owner, &job.stats, end).await?;
+                return Ok(None);
+            }
+        };
+        let Some(stream) = source.streams.get(&job.stream).cloned() else {
+            return Err(StoreError::Corrupt(format!(
+                "job {id} names stream `{}`, which is not in its source's spec",
+                job.stream
+            )));
+        };
+        let target_stream_id = match &stream.deletes {
+            Some(target) => {
+                sqlx::query_scalar("SELECT id FROM streams WHERE source_id = $1 AND name = $2")
+                    .bind(detail.source_id)
+                    .bind(target.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?
+            }
+            None => detail.stream_id,
+        };
+        tx.commit().await?;
+        Ok(Some(Claim {
+            job,
+            stream_id: detail.stream_id,
+            target_stream_id,
+            source,
+            stream,
+            cursor: detail.cursor.parse()?,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(job = %job))]
+    pub(super) async fn heartbeat(
+        &self,
+        job: Uuid,
+        owner: &str,
+        lease: chrono::TimeDelta,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = $3 \
+             WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+        )
+        .bind(job.hyphenated().to_string())
+        .bind(owner)
+        .bind(now() + lease)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    #[tracing::instrument(skip_all, fields(job = %job))]
+    pub(super) async fn release_job(&self, job: Uuid, owner: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+        )
+        .bind(job.hyphenated().to_string())
+        .bind(owner)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(job = %job))]
+    pub(super) async fn finish_job(
+        &self,
+        job: Uuid,
+        owner: &str,
+        stats: &JobStats,
+        end: JobEnd,
+    ) -> StoreResult<bool> {
+        let now = now();
+        let mut tx = self.write.begin().await?;
+        let running: Option<(i64, bool)> = sqlx::query_as(
+            "SELECT st.id, st.rerun FROM jobs j JOIN streams st ON st.id = j.stream_id \
+             WHERE j.id = $1 AND j.lease_owner = $2 AND j.status = 'running'",
+        )
+        .bind(job.hyphenated().to_string())
+        .bind(owner)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((stream_id, rerun)) = running else {
+            return Ok(false);
+        };
+        let (status, error) = match &end {
+            JobEnd::Succeeded => (JobStatus::Succeeded, None),
+            JobEnd::Failed(problem) => (JobStatus::Failed, Some(problem.clone())),
+            JobEnd::Resync(problem) => (JobStatus::Failed, Some(problem.clone())),
+        };
+        sqlx::query(
+            "UPDATE jobs SET status = $2, finished_at = $3, stats = $4, error = $5, \
+             lease_owner = NULL, lease_expires_at = NULL WHERE id = $1",
+        )
+        .bind(job.hyphenated().to_string())
+        .bind(text_of(&status))
+        .bind(now)
+        .bind(stats_text(stats))
+        .bind(error.map(|e| serde_json::to_string(&e).unwrap_or_default()))
+        .execute(&mut *tx)
+        .await?;
+        match end {
+            JobEnd::Succeeded => {
+                sqlx::query("UPDATE streams SET failures = 0, rerun = FALSE WHERE id = $1")
+                    .bind(stream_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            JobEnd::Failed(_) => {
+                sqlx::query(
+                    "UPDATE streams SET failures = failures + 1, rerun = FALSE WHERE id = $1",
+                )
+                .bind(stream_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            JobEnd::Resync(_) => {
+                sqlx::query(
+                    "UPDATE streams SET cursor = NULL, cursor_updated_at = $2, \
+                     cursor_job = $3, rerun = FALSE WHERE id = $1",
+                )
+                .bind(stream_id)
+                .bind(now)
+                .bind(job.hyphenated().to_string())
+                .execute(&mut *tx)
+                .await?;
+                Self::insert_job(&mut *tx, stream_id, JobMode::Full, Trigger::Resync).await?;
+            }
+        }
+        if rerun && !matches!(end, JobEnd::Resync(_)) {
+            Self::insert_job(&mut *tx, stream_id, JobMode::Incremental, Trigger::Webhook).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub(super) async fn scheduled_streams(&self) -> StoreResult<Vec<Scheduled>> {
+        let rows: Vec<ScheduledRow> = sqlx::query_as(
+            "SELECT st.id, st.name, so.spec, st.scheduled_at, st.failures \
+             FROM streams st JOIN sources so ON so.id = st.source_id \
+             WHERE so.spec LIKE '%\"schedule\"%'",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        let mut specs = HashMap::new();
+        let mut scheduled = Vec::new();
+        for row in rows {
+            let source = match specs.get(&row.spec) {
+                Some(source) => source,
+                None => {
+                    let parsed = self.sealer.open_streams(&row.spec)?;
+                    specs.entry(row.spec.clone()).or_insert(parsed)
+                }
+            };
+            let schedule = source
+                .streams
+                .iter()
+                .find(|s| s.name.as_str() == row.name)
+                .and_then(|s| s.schedule.clone());
+            if let Some(schedule) = schedule {
+                scheduled.push(Scheduled {
+                    stream_id: row.id,
+                    schedule,
+                    scheduled_at: row.scheduled_at,
+                    failures: u32::try_from(row.failures).unwrap_or_default(),
+                });
+            }
+        }
+        Ok(scheduled)
+    }
+
+    #[tracing::instrument(skip_all, fields(stream_id))]
+    pub(super) async fn enqueue_scheduled(
+        &self,
+        stream_id: i64,
+        previous: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await?;
+        let won = sqlx::query(
+            "UPDATE streams SET scheduled_at = $3 \
+             WHERE id = $1 AND scheduled_at IS NOT DISTINCT FROM $2",
+        )
+        .bind(stream_id)
+        .bind(previous)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if won.rows_affected() == 0 {
+            return Ok(false);
+        }
+        Self::insert_job(&mut *tx, stream_id, JobMode::Incremental, Trigger::Schedule).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Queues a job unless the stream has an active one; the new job's id, if any.
+    async fn insert_job(
+        conn: &mut Conn<B>,
+        stream_id: i64,
+        mode: JobMode,
+        trigger: Trigger,
+    ) -> StoreResult<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO jobs (id, stream_id, mode, status, trigger, attempts, created_at, stats) \
+             VALUES ($1, $2, $3, 'queued', $4, 0, $5, $6) ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind(Uuid::new_v4().hyphenated().to_string())
+        .bind(stream_id)
+        .bind(text_of(&mode))
+        .bind(text_of(&trigger))
+        .bind(now())
+        .bind(stats_text(&Default::default()))
+        .fetch_optional(conn)
+        .await?)
+    }
+
+    /// The queued or running job of a stream.
+    async fn active_job(conn: &mut Conn<B>, stream_id: i64) -> StoreResult<Option<Job>> {
+        let row: Option<JobRow> = sqlx::query_as(ACTIVE_JOB_SQL)
+            .bind(stream_id)
+            .fetch_optional(conn)
+            .await?;
+        row.map(JobRow::into_job).transpose()
+    }
+}
