@@ -36,6 +36,7 @@
 //! `POST`/`GET`/`DELETE /_control/faults`, `POST`/`GET /_control/auth`,
 //! `POST /_control/auth/revoke` and `GET`/`DELETE /_control/requests`.
 
+mod base64;
 mod churn;
 mod credentials;
 mod faults;
@@ -53,7 +54,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{from_fn_with_state, map_response_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -304,6 +305,30 @@ fn bad_request(message: &str) -> Response {
         StatusCode::BAD_REQUEST,
         serde_json::json!({ "errors": [message] }).to_string(),
     )
+}
+
+/// `http://HOST` of a request, for the next-page URLs an API hands out: built on the
+/// request's own `Host`, as real APIs do behind their load balancers. Only host and port
+/// characters are accepted, so the host cannot break out of a link.
+fn origin(headers: &HeaderMap) -> Result<String, NoHost> {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-_:[]".contains(&b))
+        })
+        .map(|host| format!("http://{host}"))
+        .ok_or(NoHost)
+}
+
+/// A request without a usable `Host`: a `400`, as no next page can be linked.
+struct NoHost;
+
+impl IntoResponse for NoHost {
+    fn into_response(self) -> Response {
+        bad_request("a valid Host header is required to link the next page")
+    }
 }
 
 /// Writes stored JSON texts as one array, byte for byte.
