@@ -6,9 +6,10 @@
 //! 2,000 (`Sforce-Query-Options: batchSize=N`, 200 to 2,000, as a hint); the next batch
 //! at `nextRecordsUrl`, relative to the instance (`/services/data/v59.0/query/01g…-2000`),
 //! fetched bare, until `done: true`. A query locator is a server-side cursor: its results
-//! are fixed when the query runs, so batches do not shift under churn; a user has at most
-//! 10 open, and opening an 11th releases the oldest, whose next batch is then a `400
-//! INVALID_QUERY_LOCATOR`. Date-times are written `2013-05-20T20:49:32.000+0000` and
+//! are fixed when the query runs, so batches do not shift under churn; it lives two days
+//! (of the sandbox clock) and there is no limit on open ones (since API v56.0; before,
+//! ten per user), after which its next batch is a `400 INVALID_QUERY_LOCATOR`, as is a
+//! locator never issued. Date-times are written `2013-05-20T20:49:32.000+0000` and
 //! given in SOQL unquoted (`…Z` or `±hh:mm`); `>` is exclusive, `>=` inclusive. Errors
 //! have Salesforce's shape, `[{"message", "errorCode"}]`: `MALFORMED_QUERY`,
 //! `INVALID_FIELD` (an unknown field, or a date-time compared with a quoted value) and
@@ -34,7 +35,7 @@ use std::sync::Arc;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode};
 use axum::response::Response;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use super::lexer::{Token, Tokens, compare, tokenize};
 use super::{
@@ -45,8 +46,11 @@ use crate::{Sandbox, json_array, query_pairs};
 
 const DEFAULT_BATCH: usize = 2000;
 const MIN_BATCH: usize = 200;
-/// Open query locators per user; opening another releases the oldest.
-const MAX_LOCATORS: usize = 10;
+/// How long a query locator and its results live.
+const LOCATOR_LIFETIME: TimeDelta = TimeDelta::days(2);
+/// The sandbox keeps no more locators than this (the oldest go first): its own bound on
+/// memory, since each holds its query's results.
+const MAX_LOCATORS: usize = 100;
 const DAILY_API_LIMIT: u64 = 15_000;
 const API: &str = "/services/data/v59.0";
 const INDUSTRIES: [&str; 5] = ["Technology", "Retail", "Energy", "Banking", "Media"];
@@ -57,7 +61,7 @@ pub(super) struct Salesforce;
 /// Open query locators (oldest first) and the API calls made.
 #[derive(Default)]
 pub(super) struct Locators {
-    open: VecDeque<(String, Vec<String>)>,
+    open: VecDeque<Locator>,
     issued: u64,
     calls: u64,
 }
@@ -84,6 +88,13 @@ impl Dialect for Salesforce {
     fn render(record: &Record) -> String {
         render(record, &Field::ALL)
     }
+}
+
+/// A query's results beyond its first batch, held for [`LOCATOR_LIFETIME`].
+struct Locator {
+    id: String,
+    opened: DateTime<Utc>,
+    records: Vec<String>,
 }
 
 /// A record with `fields`, in that order, after its `attributes`.
@@ -355,7 +366,7 @@ fn batch(locator: &str, records: &[String], offset: usize, size: usize) -> Strin
 }
 
 /// Runs `query`: its first batch, and a locator holding the rest when there is more.
-fn run(table: &mut Table<Salesforce>, query: &Query, size: usize) -> String {
+fn run(table: &mut Table<Salesforce>, query: &Query, size: usize, now: DateTime<Utc>) -> String {
     let mut matches: Vec<&Record> = table
         .records
         .values()
@@ -374,13 +385,18 @@ fn run(table: &mut Table<Salesforce>, query: &Query, size: usize) -> String {
     let records: Vec<String> = matches.iter().map(|r| render(r, &query.fields)).collect();
     let locators = &mut table.state;
     locators.issued += 1;
-    let locator = salesforce_id("01gD0", locators.issued);
-    let body = batch(&locator, &records, 0, size);
+    let id = salesforce_id("01gD0", locators.issued);
+    let body = batch(&id, &records, 0, size);
     if records.len() > size {
+        locators.open.retain(|l| now - l.opened <= LOCATOR_LIFETIME);
         if locators.open.len() == MAX_LOCATORS {
             locators.open.pop_front();
         }
-        locators.open.push_back((locator, records));
+        locators.open.push_back(Locator {
+            id,
+            opened: now,
+            records,
+        });
     }
     body
 }
@@ -408,9 +424,9 @@ pub(super) async fn query(
         Some(soql) => Query::parse(&soql),
     };
     let size = batch_size(&headers);
-    with_table::<Salesforce, _>(&sandbox, |table, _| {
+    with_table::<Salesforce, _>(&sandbox, |table, now| {
         let response = match parsed {
-            Ok(query) => reply(StatusCode::OK, run(table, &query, size)),
+            Ok(query) => reply(StatusCode::OK, run(table, &query, size, now)),
             Err(error) => error.reply(),
         };
         counted(table, response)
@@ -424,11 +440,12 @@ pub(super) async fn more(
     headers: HeaderMap,
 ) -> Response {
     let size = batch_size(&headers);
-    with_table::<Salesforce, _>(&sandbox, |table, _| {
+    with_table::<Salesforce, _>(&sandbox, |table, now| {
         let found = locator.rsplit_once('-').and_then(|(id, offset)| {
             let offset = offset.parse::<usize>().ok()?;
-            let (_, records) = table.state.open.iter().find(|(open, _)| open == id)?;
-            (offset <= records.len()).then(|| batch(id, records, offset, size))
+            let open = table.state.open.iter().find(|l| l.id == id)?;
+            let live = now - open.opened <= LOCATOR_LIFETIME && offset <= open.records.len();
+            live.then(|| batch(id, &open.records, offset, size))
         });
         let response = match found {
             Some(body) => reply(StatusCode::OK, body),

@@ -158,7 +158,7 @@ async fn system_modstamp_filters_are_exclusive_or_inclusive_as_written() {
 }
 
 #[tokio::test]
-async fn a_query_locator_is_a_snapshot_and_only_ten_stay_open() {
+async fn a_query_locator_is_a_snapshot_that_lives_two_days() {
     let upstream = start(73, 450).await;
     let first = query(&upstream, TRUTH_SOQL, Some("batchSize=200"))
         .await
@@ -176,16 +176,43 @@ async fn a_query_locator_is_a_snapshot_and_only_ten_stay_open() {
     let fresh = query(&upstream, TRUTH_SOQL, None).await.ok();
     assert_eq!(fresh["totalSize"], 400);
 
-    for _ in 0..10 {
+    // Since v56.0 there is no limit on open locators (there were ten a user)...
+    for _ in 0..12 {
         query(&upstream, TRUTH_SOQL, Some("batchSize=200"))
             .await
             .ok();
     }
-    let released = upstream.get_url(&format!("{}{next}", upstream.base)).await;
-    assert_eq!(released.status, StatusCode::BAD_REQUEST);
+    let still = upstream.get_url(&format!("{}{next}", upstream.base)).await;
+    assert_eq!(still.body, snapshot.body);
+    // ...but each lives two days (the first was opened 150 churned seconds ago).
+    let newest = query(&upstream, TRUTH_SOQL, Some("batchSize=200"))
+        .await
+        .ok();
+    let newest = format!(
+        "{}{}",
+        upstream.base,
+        newest["nextRecordsUrl"].as_str().unwrap()
+    );
+    upstream.tick(2 * 24 * 3600).await;
+    assert_eq!(upstream.get_url(&newest).await.status, StatusCode::OK);
+    let expired = upstream.get_url(&format!("{}{next}", upstream.base)).await;
+    assert_eq!(expired.status, StatusCode::BAD_REQUEST);
     assert_eq!(
-        released.json(),
+        expired.json(),
         json!([{ "message": "invalid query locator", "errorCode": "INVALID_QUERY_LOCATOR" }])
+    );
+    upstream.tick(1).await;
+    assert_eq!(
+        upstream.get_url(&newest).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let unknown = format!(
+        "{}/services/data/v59.0/query/01gD000000000ZZZAA-200",
+        upstream.base
+    );
+    assert_eq!(
+        upstream.get_url(&unknown).await.status,
+        StatusCode::BAD_REQUEST
     );
 }
 
