@@ -118,15 +118,27 @@ impl IntoResponse for Error {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Cursor {
-    StartingAfter(u64),
-    EndingBefore(u64),
+/// A `starting_after` or `ending_before`: the customer's number, which of the two, and
+/// the parameter as given.
+struct Cursor {
+    n: u64,
+    before: bool,
+    param: String,
+    id: String,
+}
+
+/// What Stripe answers to a cursor naming no customer it ever had.
+fn missing(param: &str, id: &str) -> Error {
+    error(
+        Some("resource_missing"),
+        param,
+        &format!("No such customer: '{id}'"),
+    )
 }
 
 struct Listing {
     limit: usize,
-    cursor: Option<(Cursor, String)>,
+    cursor: Option<Cursor>,
     /// Inclusive bounds on `created`, Unix seconds.
     created: (i64, i64),
     email: Option<String>,
@@ -189,21 +201,12 @@ impl Listing {
         }
         listing.cursor = match cursors.as_slice() {
             [] => None,
-            [(key, id)] => {
-                let missing = || {
-                    error(
-                        Some("resource_missing"),
-                        key,
-                        &format!("No such customer: '{id}'"),
-                    )
-                };
-                let n = stripe_number(id).ok_or_else(missing)?;
-                let cursor = match key.as_str() {
-                    "starting_after" => Cursor::StartingAfter(n),
-                    _ => Cursor::EndingBefore(n),
-                };
-                Some((cursor, id.clone()))
-            }
+            [(key, id)] => Some(Cursor {
+                n: stripe_number(id).ok_or_else(|| missing(key, id))?,
+                before: key == "ending_before",
+                param: key.clone(),
+                id: id.clone(),
+            }),
             _ => {
                 return Err(error(
                     None,
@@ -244,27 +247,17 @@ fn page(table: &Table<Stripe>, listing: &Listing) -> Result<String, Error> {
     };
     let mut customers = match &listing.cursor {
         None => admitted(&mut table.by_created.iter().rev()),
-        Some((cursor, id)) => {
-            let (Cursor::StartingAfter(n) | Cursor::EndingBefore(n)) = *cursor;
-            let Some(key) = key_of(n) else {
-                return Err(error(
-                    Some("resource_missing"),
-                    match cursor {
-                        Cursor::StartingAfter(_) => "starting_after",
-                        Cursor::EndingBefore(_) => "ending_before",
-                    },
-                    &format!("No such customer: '{id}'"),
-                ));
-            };
-            match cursor {
-                Cursor::StartingAfter(_) => admitted(
+        Some(cursor) => {
+            let key = key_of(cursor.n).ok_or_else(|| missing(&cursor.param, &cursor.id))?;
+            match cursor.before {
+                false => admitted(
                     &mut table
                         .by_created
                         .range((Bound::Unbounded, Bound::Excluded(key)))
                         .rev(),
                 ),
                 // The newer customers nearest the cursor, then newest first.
-                Cursor::EndingBefore(_) => admitted(
+                true => admitted(
                     &mut table
                         .by_created
                         .range((Bound::Excluded(key), Bound::Unbounded)),
@@ -274,7 +267,7 @@ fn page(table: &Table<Stripe>, listing: &Listing) -> Result<String, Error> {
     };
     let has_more = customers.len() > listing.limit;
     customers.truncate(listing.limit);
-    if let Some((Cursor::EndingBefore(_), _)) = listing.cursor {
+    if listing.cursor.as_ref().is_some_and(|c| c.before) {
         customers.reverse();
     }
     Ok(format!(

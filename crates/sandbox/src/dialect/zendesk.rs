@@ -179,7 +179,7 @@ impl Export {
     }
 }
 
-/// One page: its text (without the URLs) parts, the cursor after it, the end flag.
+/// One page: the tickets' JSON array, the place it reached and whether the stream ended.
 fn page(table: &Table<Zendesk>, export: &Export, now: DateTime<Utc>) -> (String, Position, bool) {
     let horizon = now - TimeDelta::seconds(SETTLE_SECONDS);
     let mut settled = table
