@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use super::base64::STANDARD;
 use super::{JsonBody, Sandbox, SplitMix64, bad_request, json_reply};
 
 /// The lifetime of issued access tokens when `expires_in` is not given.
@@ -91,7 +92,9 @@ impl Credentials {
                 None => deny(bearer_challenge(false), "a bearer token is required"),
             },
             Credential::Basic { username, password } => match authorization(headers, "Basic") {
-                Some(given) if given == base64(format!("{username}:{password}").as_bytes()) => {
+                Some(given)
+                    if given == STANDARD.encode(format!("{username}:{password}").as_bytes()) =>
+                {
                     Ok(())
                 }
                 _ => deny(
@@ -151,25 +154,6 @@ fn authorization<'a>(headers: &'a HeaderMap, scheme: &str) -> Option<&'a str> {
     given
         .eq_ignore_ascii_case(scheme)
         .then_some(credentials.trim())
-}
-
-/// Standard padded base64, enough to build the `Basic` credentials a client must send.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let byte = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
-        let bits = (byte(0) << 16) | (byte(1) << 8) | byte(2);
-        for i in 0..4 {
-            // A chunk of n bytes fills n + 1 characters; the rest is padding.
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(bits >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// `POST /_control/auth`: sets the credential. Issued access tokens and the token
@@ -238,7 +222,7 @@ pub(super) async fn token(
     else {
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
     };
-    let basic = base64(format!("{client_id}:{client_secret}").as_bytes());
+    let basic = STANDARD.encode(format!("{client_id}:{client_secret}").as_bytes());
     let client_in_header = authorization(&headers, "Basic") == Some(basic.as_str());
     let client_in_form =
         field("client_id") == Some(client_id) && field("client_secret") == Some(client_secret);

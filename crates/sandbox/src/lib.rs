@@ -21,23 +21,59 @@
 //! - `GET /link/orders?per_page=&after=` (link): a bare array, with
 //!   `Link: <http://HOST/link/orders?per_page=N&after=ID>; rel="next"` on a full page.
 //!
+//! Real-API dialects, imitated from their public documentation (the `dialect` module;
+//! what each imitates and simplifies is in `docs/sandbox-dialects.md`), each dataset
+//! generated on its first use:
+//! - `GET /github/repos/tidemark/sandbox/issues?state=&sort=&direction=&since=&per_page=&page=`:
+//!   a bare array, `Link` with `rel="next"`, `"last"`, `"prev"`, `"first"` page numbers.
+//! - `GET /shopify/admin/api/{version}/products.json?updated_at_min=&updated_at_max=&since_id=&limit=`:
+//!   `{"products": [...]}`, `Link` with `page_info` cursors (`rel="next"`, `"previous"`);
+//!   with `page_info`, any parameter but `limit` and `fields` is a `400`.
+//! - `GET /stripe/v1/customers?limit=&starting_after=&ending_before=&created[gte]=&…`:
+//!   `{"object": "list", "data": [...], "has_more", "url"}`, newest first.
+//! - `GET /zendesk/api/v2/incremental/tickets/cursor.json?start_time=|cursor=&per_page=&exclude_deleted=`:
+//!   `{"tickets": [...], "after_url", "after_cursor", "before_url", "before_cursor",
+//!   "end_of_stream"}`.
+//! - `POST /hubspot/crm/v3/objects/contacts/search` `{"filterGroups", "sorts", "limit",
+//!   "after"}`: `{"total", "results": [...], "paging": {"next": {"after"}}}`, at most
+//!   10,000 results a query.
+//! - `GET /salesforce/services/data/v59.0/query?q=<SOQL>` and the `nextRecordsUrl` it
+//!   names, `GET /services/data/v59.0/query/{locator}-{offset}` (also under
+//!   `/salesforce`): `{"totalSize", "done", "nextRecordsUrl", "records": [...]}`.
+//! - `GET /jira/rest/api/3/search?jql=&startAt=&maxResults=`: `{"startAt", "maxResults",
+//!   "total", "issues": [...]}`.
+//! - `GET /graph/v1.0/users/delta?$skiptoken=|$deltatoken=`: `{"@odata.nextLink" |
+//!   "@odata.deltaLink", "value": [...]}`, `410 Gone` for an expired token.
+//! - `GET /postgrest/items?<column>=<op>.<value>&or=(…)&order=&limit=&offset=`: a bare
+//!   array with `Content-Range`.
+//! - `GET /clamp/things?page=&per_page=&modified_since=`: `{"things": [...], "page",
+//!   "per_page", "next"}`, the last page again for any page past it.
+//!
 //! `POST /oauth/token` (form-encoded) issues access tokens when the credential is
 //! `oauth2`; it is neither logged nor faulted, and counted in `GET /_control/auth`.
 //!
 //! Control endpoints (never logged, never faulted, no credential), for each style `S`
-//! of `keyset`, `token`, `position`, `offset` and `link`:
-//! - `POST /_control/S/create`, `/update`, `/delete` (soft), `/mass_update` with
-//!   `{"count": n}`, answering `{"ids": [...], "at": "...", "now": "..."}`;
+//! of `keyset`, `token`, `position`, `offset` and `link`, and each dialect `S` of
+//! `github`, `shopify`, `stripe`, `zendesk`, `hubspot`, `salesforce`, `jira`, `graph`,
+//! `postgrest` and `clamp`:
+//! - `POST /_control/S/create`, `/update`, `/delete`, `/mass_update` with
+//!   `{"count": n}`, answering `{"ids": [...], "at": "...", "now": "..."}`; deletes are
+//!   soft (the record stays, marked deleted) for the styles, Zendesk (`status:
+//!   "deleted"`) and Graph (`@removed`), and hard for the other dialects, whose real
+//!   APIs can only stop listing a deleted record;
 //! - `GET /_control/S/truth`: every live record, byte for byte as served, by id.
 //!
 //! and also `POST /_control/keyset/archive` (the same as `keyset/delete`),
 //! `POST /_control/offset/hard_delete {"count": n}`, `POST /_control/token/rotate_format`,
+//! `POST /_control/graph/expire_tokens`,
 //! `POST /_control/tick {"seconds": s}` (also at `/_control/keyset/tick`),
 //! `POST`/`GET`/`DELETE /_control/faults`, `POST`/`GET /_control/auth`,
 //! `POST /_control/auth/revoke` and `GET`/`DELETE /_control/requests`.
 
+mod base64;
 mod churn;
 mod credentials;
+mod dialect;
 mod faults;
 mod gate;
 mod keyset;
@@ -52,8 +88,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{from_fn_with_state, map_response_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -82,6 +119,8 @@ struct World {
     conversations: position::Conversations,
     items: offset::Items,
     orders: link::Orders,
+    /// The real-API dialects' datasets, each generated on first use.
+    dialects: dialect::Dialects,
     /// Draws faults and access tokens, apart from the datasets' generators so that
     /// neither ever changes the data a seed produces.
     noise: SplitMix64,
@@ -109,6 +148,7 @@ impl Sandbox {
                 conversations,
                 items,
                 orders,
+                dialects: dialect::Dialects::new(seed, records),
                 noise: SplitMix64::stream(seed, 5),
                 faults: faults::Faults::default(),
                 credentials: credentials::Credentials::default(),
@@ -127,6 +167,7 @@ impl Sandbox {
             .route("/reqon/items", get(offset::list))
             .route("/reqon/items/deleted", get(offset::deletions))
             .route("/link/orders", get(link::list))
+            .merge(dialect::api())
             .route_layer(from_fn_with_state(self.clone(), gate::gate));
         Router::new()
             .merge(upstream)
@@ -143,6 +184,7 @@ impl Sandbox {
             .merge(churn::routes::<offset::Items>("offset"))
             .route("/_control/offset/hard_delete", post(offset::hard_delete))
             .merge(churn::routes::<link::Orders>("link"))
+            .merge(dialect::control())
             .route("/_control/tick", post(tick))
             .route(
                 "/_control/faults",
@@ -304,6 +346,41 @@ fn bad_request(message: &str) -> Response {
         StatusCode::BAD_REQUEST,
         serde_json::json!({ "errors": [message] }).to_string(),
     )
+}
+
+/// `http://HOST` of a request, for the next-page URLs an API hands out: built on the
+/// request's own `Host`, as real APIs do behind their load balancers. Only host and port
+/// characters are accepted, so the host cannot break out of a link.
+fn origin(headers: &HeaderMap) -> Result<String, NoHost> {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-_:[]".contains(&b))
+        })
+        .map(|host| format!("http://{host}"))
+        .ok_or(NoHost)
+}
+
+/// The [`origin`] of a request, as an extractor for the handlers that link pages.
+struct Origin(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Origin {
+    type Rejection = NoHost;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, NoHost> {
+        origin(&parts.headers).map(Origin)
+    }
+}
+
+/// A request without a usable `Host`: a `400`, as no next page can be linked.
+struct NoHost;
+
+impl IntoResponse for NoHost {
+    fn into_response(self) -> Response {
+        bad_request("a valid Host header is required to link the next page")
+    }
 }
 
 /// Writes stored JSON texts as one array, byte for byte.

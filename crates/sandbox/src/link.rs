@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::churn::Dataset;
 use super::{
-    Clock, Sandbox, SplitMix64, World, bad_request, json_array, json_reply, parse_limit,
+    Clock, Sandbox, SplitMix64, World, bad_request, json_array, json_reply, origin, parse_limit,
     query_pairs,
 };
 
@@ -201,22 +201,15 @@ pub(super) async fn list(
         Ok(listing) => listing,
         Err(message) => return bad_request(&message),
     };
-    // Only host and port characters, so the host cannot break out of the link.
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b".-_:[]".contains(&b))
-        });
-    let Some(host) = host else {
-        return bad_request("a valid Host header is required to link the next page");
+    let origin = match origin(&headers) {
+        Ok(origin) => origin,
+        Err(refusal) => return refusal.into_response(),
     };
     let (body, last) = sandbox.world().orders.page(&listing);
     let mut response = json_reply(StatusCode::OK, body);
     if let Some(last) = last {
         let next = format!(
-            "<http://{host}/link/orders?per_page={}&after={last}>; rel=\"next\"",
+            "<{origin}/link/orders?per_page={}&after={last}>; rel=\"next\"",
             listing.per_page
         );
         match HeaderValue::from_str(&next) {
