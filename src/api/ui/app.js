@@ -16,6 +16,15 @@ const ROUTES = [
 ];
 
 const main = document.getElementById('main');
+
+/** decodeURIComponent that leaves a malformed escape as it is. */
+function decode(value) {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
+}
 let current = null;
 
 /** What a page gets: timers and cleanups that end when the page is left. */
@@ -62,7 +71,7 @@ async function route() {
     const m = pattern.exec(path);
     if (m) {
       page = name;
-      params = Object.fromEntries(Object.entries(args(m)).map(([k, v]) => [k, decodeURIComponent(v)]));
+      params = Object.fromEntries(Object.entries(args(m)).map(([k, v]) => [k, decode(v)]));
       break;
     }
   }
@@ -71,7 +80,7 @@ async function route() {
   current = ctx;
   for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.dataset.page === page);
   if (!page) {
-    put(main, h('h1', {}, 'Not found'), h('p', {}, 'The console has no page ', h('code', {}, decodeURIComponent(path)), '. ', h('a', { href: '#/sources' }, 'Go to the sources.')));
+    put(main, h('h1', {}, 'Not found'), h('p', {}, 'The console has no page ', h('code', {}, decode(path)), '. ', h('a', { href: '#/sources' }, 'Go to the sources.')));
     return;
   }
   document.body.dataset.page = page;

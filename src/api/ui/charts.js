@@ -9,9 +9,8 @@ export const COLORS = {
   upsert: '#457b9d', delete: '#d62839',
 };
 
-const W = 420;
 const H = 150;
-const M = { left: 40, right: 8, top: 10, bottom: 20 };
+const M = { left: 48, right: 8, top: 10, bottom: 20 };
 
 /** A round number at or above v: the top of the y scale. */
 function niceMax(v) {
@@ -31,7 +30,7 @@ function short(v) {
  * Stacked bars. bars: [{values: {key: n}, title, label}], keys: the stack order (bottom
  * first). xLabels: [[index, text]]. yFormat formats the scale's numbers.
  */
-export function bars({ bars, keys, xLabels = [], yFormat = short, empty = 'nothing yet', label }) {
+export function bars({ bars, keys, xLabels = [], yFormat = short, empty = 'nothing yet', label, width: W = 420 }) {
   const inner = { w: W - M.left - M.right, h: H - M.top - M.bottom };
   const totals = bars.map((b) => keys.reduce((t, k) => t + (b.values[k] || 0), 0));
   const top = niceMax(Math.max(0, ...totals));
@@ -52,7 +51,7 @@ export function bars({ bars, keys, xLabels = [], yFormat = short, empty = 'nothi
     for (const key of keys) {
       const v = bar.values[key] || 0;
       if (v <= 0) continue;
-      group.append(s('rect', { x, y: y(base + v), width, height: Math.max(y(base) - y(base + v), 0.5), fill: COLORS[key] || '#457b9d' }));
+      group.append(s('rect', { x, y: y(base + v), width, height: Math.max(y(base) - y(base + v), 2), fill: COLORS[key] || '#457b9d' }));
       base += v;
     }
     // A full-height transparent rect so the tooltip shows anywhere over the column.
@@ -143,12 +142,13 @@ export function jobsPerMinute(jobs, minutes = 30, now = Date.now()) {
 }
 
 /** The durations of the last `n` finished jobs, oldest left. */
-export function jobDurations(jobs, n = 40) {
+export function jobDurations(jobs, n = 40, width = 420) {
   const done = jobs.filter((j) => j.finished_at && j.started_at)
     .sort((a, b) => Date.parse(a.finished_at) - Date.parse(b.finished_at))
     .slice(-n);
   const chart = bars({
     label: 'job durations',
+    width,
     keys: STATUS_KEYS,
     empty: 'no finished job yet',
     yFormat: (v) => seconds(v),
@@ -165,7 +165,7 @@ export function jobDurations(jobs, n = 40) {
 }
 
 /** Events per second over the last `span` seconds (the feed page). */
-export function perSecond(times, span = 60, now = Date.now(), keys = ['upsert', 'delete']) {
+export function perSecond(times, span = 60, now = Date.now(), keys = ['upsert', 'delete'], width = 760) {
   const end = Math.floor(now / 1000) * 1000 + 1000;
   const start = end - span * 1000;
   const buckets = Array.from({ length: span }, () => Object.fromEntries(keys.map((k) => [k, 0])));
@@ -174,6 +174,7 @@ export function perSecond(times, span = 60, now = Date.now(), keys = ['upsert', 
   }
   return bars({
     label: 'changes per second',
+    width,
     keys,
     empty: 'waiting for changes…',
     xLabels: [[0, `-${span}s`], [span - 1, 'now']],

@@ -64,9 +64,10 @@ export function seconds(value) {
   const v = Math.abs(value);
   if (v < 1) return `${Math.round(value * 1000)} ms`;
   if (v < 60) return `${value < 10 ? value.toFixed(1) : Math.round(value)} s`;
-  if (v < 3600) return `${Math.floor(value / 60)} min ${Math.round(value % 60)} s`;
-  if (v < 86400) return `${Math.floor(value / 3600)} h ${Math.round((value % 3600) / 60)} min`;
-  return `${Math.floor(value / 86400)} d ${Math.round((value % 86400) / 3600)} h`;
+  const two = (big, bigUnit, small, smallUnit) => (small ? `${big} ${bigUnit} ${small} ${smallUnit}` : `${big} ${bigUnit}`);
+  if (v < 3600) return two(Math.floor(v / 60), 'min', Math.round(v % 60), 's');
+  if (v < 86400) return two(Math.floor(v / 3600), 'h', Math.round((v % 3600) / 60), 'min');
+  return two(Math.floor(v / 86400), 'd', Math.round((v % 86400) / 3600), 'h');
 }
 
 export function ago(iso) {
@@ -104,9 +105,9 @@ export function schedule(spec) {
   return JSON.stringify(spec);
 }
 
-/** A badge for a job status (or any short state word). */
-export function badge(state, title) {
-  return h('span', { class: `badge b-${String(state).replace(/[^a-z_-]/g, '')}`, title }, state);
+/** A badge for a job status (or any short state word), coloured as `kind`. */
+export function badge(state, kind = state, title = undefined) {
+  return h('span', { class: `badge b-${String(kind).replace(/[^a-z_-]/g, '')}`, title }, state);
 }
 
 /** Short text, cut with an ellipsis; the whole text is the title. */
@@ -131,7 +132,9 @@ export function action(label, run, attrs = {}) {
   return button;
 }
 
-/** A transient message next to a control. */
+/** A message next to a control, gone after a while. */
 export function note(el, text, kind = 'ok') {
-  put(el, h('span', { class: `flash ${kind}` }, text));
+  const message = h('span', { class: `flash ${kind}`, role: 'status' }, text);
+  put(el, message);
+  setTimeout(() => message.remove(), 10000);
 }

@@ -5,19 +5,19 @@ import { api, get, ApiProblem, problemBox, showError } from '../api.js';
 
 /** A horizontal bar per consumer: its lag in changes. */
 function lagChart(consumers) {
-  const width = 420;
-  const row = 22;
-  const left = 130;
+  const width = 1160;
+  const row = 26;
+  const left = 160;
   const max = Math.max(1, ...consumers.map((c) => c.lag_changes || 0));
   const svg = s('svg', { viewBox: `0 0 ${width} ${row * consumers.length + 8}`, class: 'chart', role: 'img', 'aria-label': 'lag in changes per consumer' });
   consumers.forEach((c, i) => {
     const y = 4 + i * row;
     const w = ((c.lag_changes || 0) / max) * (width - left - 60);
     svg.append(
-      s('text', { x: left - 6, y: y + 14, class: 'tick', 'text-anchor': 'end' }, String(c.name)),
+      s('text', { x: left - 8, y: y + 17, class: 'name', 'text-anchor': 'end' }, String(c.name)),
       s('g', { class: 'bar' }, s('title', {}, `${c.name}: ${count(c.lag_changes)} changes behind`),
-        s('rect', { x: left, y: y + 3, width: Math.max(w, 1), height: row - 8, fill: c.lag_changes ? '#f4a261' : '#2a9d8f' })),
-      s('text', { x: left + Math.max(w, 1) + 5, y: y + 14, class: 'tick' }, count(c.lag_changes)));
+        s('rect', { x: left, y: y + 4, width: Math.max(w, 2), height: row - 8, fill: c.lag_changes ? '#f4a261' : '#2a9d8f' })),
+      s('text', { x: left + Math.max(w, 2) + 6, y: y + 17, class: 'name' }, count(c.lag_changes)));
   });
   return svg;
 }

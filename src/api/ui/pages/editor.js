@@ -2,7 +2,7 @@
 // field its `pointer` names (or at the line and column of a syntax error).
 import { h, put, href, action } from '../dom.js';
 import { api, get, problemBox, jsonText, ApiProblem } from '../api.js';
-import { locate } from '../jsonpos.js';
+import { locate, lineStart } from '../jsonpos.js';
 
 const LINE = 20; // px, as in style.css (.editor)
 const PAD = 8;
@@ -17,7 +17,9 @@ export async function render(root, { source }, ctx) {
   const backdrop = h('div', { class: 'backdrop', 'aria-hidden': 'true' }, mark);
   const text = h('textarea', { class: 'editor-text', id: 'spec', wrap: 'off', spellcheck: 'false', autocomplete: 'off', 'aria-label': 'source spec (JSON)' });
   const callout = h('div', { class: 'callout', id: 'spec-callout', role: 'alert', hidden: true });
-  const editor = h('div', { class: 'editor' }, gutter, h('div', { class: 'editor-area' }, backdrop, text, callout));
+  const measure = h('span', { class: 'measure', 'aria-hidden': 'true' }, 'x'.repeat(100));
+  const area = h('div', { class: 'editor-area' }, measure, backdrop, text, callout);
+  const editor = h('div', { class: 'editor' }, gutter, area);
   const result = h('div', { id: 'spec-result', class: 'flash-area' });
   const warning = h('div', {});
   let at = null; // the located problem: {line, ...}
@@ -35,6 +37,12 @@ export async function render(root, { source }, ctx) {
       mark.style.top = `${PAD + at.line * LINE - text.scrollTop}px`;
       callout.hidden = false;
       callout.style.top = `${PAD + (at.line + 1) * LINE - text.scrollTop + 4}px`;
+      // The arrow points at the field's first character; the box stays inside the editor.
+      const ch = measure.getBoundingClientRect().width / 100 || 7.8;
+      const x = 10 + (at.start - lineStart(text.value, at.line)) * ch - text.scrollLeft;
+      const left = Math.max(4, Math.min(x - 24, area.clientWidth - callout.offsetWidth - 8));
+      callout.style.left = `${left}px`;
+      callout.style.setProperty('--arrow', `${Math.max(8, Math.min(x - left - 6, callout.offsetWidth - 20))}px`);
     } else {
       mark.hidden = true;
       callout.hidden = true;

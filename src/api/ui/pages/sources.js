@@ -3,19 +3,29 @@ import { h, put, href, badge, seconds, schedule, action, note, cut } from '../do
 import { api, get, all, streamPath, problemBox, showError } from '../api.js';
 import { lastJob, jobCharts } from './jobs.js';
 
-/** A stream's state word: what its newest job is doing, or how its last one ended. */
-function state(view) {
+/** Whether the mirror is more than two schedule periods behind. */
+function late(view) {
+  const every = view.schedule?.every_seconds;
+  return Boolean(every && view.lag_seconds > 2 * every);
+}
+
+/** A stream's state: what its newest job is doing, else how its last one ended. */
+function state(view, finished) {
   const job = view.last_job;
-  if (!job) return badge('never synced');
-  return badge(job.status);
+  if (!job) return badge('never synced', 'cancelled');
+  if (job.status === 'queued') return badge('queued');
+  if (job.status === 'running') return badge('syncing', 'running');
+  const last = finished || job;
+  if (last.status === 'failed') return badge('failed', 'failed', last.error?.title);
+  if (last.status === 'cancelled') return badge('cancelled');
+  if (late(view)) return badge('behind', 'behind', 'more than two schedule periods since the last successful job');
+  return badge('up to date', 'succeeded');
 }
 
 /** Lag in words, marked when the mirror is more than two schedule periods behind. */
 function lag(view) {
   if (view.lag_seconds === null || view.lag_seconds === undefined) return h('span', { class: 'muted' }, '–');
-  const every = view.schedule?.every_seconds;
-  const late = every && view.lag_seconds > 2 * every;
-  return h('span', { class: late ? 'late' : '', title: 'seconds since the last successful job finished' }, seconds(view.lag_seconds));
+  return h('span', { class: late(view) ? 'late' : '', title: 'seconds since the last successful job finished' }, seconds(view.lag_seconds));
 }
 
 export async function render(root, _params, ctx) {
@@ -27,7 +37,10 @@ export async function render(root, _params, ctx) {
       h('a', { class: 'button', href: '#/sources/new' }, 'Register a source')),
     flash, charts, body);
 
+  let active = false; // some stream has a queued or running job: look again sooner
+  let last = 0;
   const refresh = async () => {
+    last = Date.now();
     let sources;
     let jobs;
     try {
@@ -52,6 +65,7 @@ export async function render(root, _params, ctx) {
     }
     const views = await Promise.all(sources.map((src) => Promise.all(src.streams.map((st) =>
       get(streamPath(src.name, st.name)).catch((error) => ({ ...st, source: src.name, error }))))));
+    active = views.flat().some((v) => v.last_job && !v.last_job.finished_at);
     const rows = [];
     sources.forEach((src, i) => {
       rows.push(h('tr', { class: 'source-row', dataset: { source: src.name } },
@@ -86,7 +100,7 @@ export async function render(root, _params, ctx) {
         rows.push(h('tr', { class: 'stream-row', dataset: { stream: `${src.name}/${view.name}` } },
           h('td', {}, h('a', { href: href('streams', src.name, view.name) }, view.name)),
           h('td', {}, view.pagination?.type ?? '–'),
-          h('td', {}, view.error ? problemBox(view.error) : state(view)),
+          h('td', {}, view.error ? problemBox(view.error) : state(view, shown)),
           h('td', { class: 'num' }, lag(view)),
           h('td', {}, schedule(view.schedule)),
           h('td', {}, lastJob(shown)),
@@ -105,5 +119,7 @@ export async function render(root, _params, ctx) {
       h('thead', {}, h('tr', {}, ['Stream', 'Strategy', 'State', 'Lag', 'Schedule', 'Last job', ''].map((t) => h('th', {}, t)))),
       h('tbody', {}, rows)));
   };
-  await ctx.every(5000, refresh);
+  await ctx.every(1000, async () => {
+    if (active ? Date.now() - last >= 1500 : Date.now() - last >= 5000) await refresh();
+  });
 }

@@ -91,7 +91,7 @@ export async function render(root, { source, stream }, ctx) {
       const c = await get(streamPath(source, stream, 'cursor'), { lossless: true });
       put(cursorView,
         h('pre', { class: 'code', id: 'cursor-value' }, c.cursor === null ? 'null (the next run starts from the beginning)' : jsonText(c.cursor)),
-        h('p', { class: 'muted' }, c.updated_at ? ['written ', time(c.updated_at), c.job ? ` by job ${c.job.slice(0, 8)}` : ' through the API'] : 'never written'));
+        h('p', { class: 'muted' }, c.updated_at ? ['written ', time(c.updated_at), c.job ? ` by job ${c.job.slice(0, 8)}` : ' through the API'] : 'not written since the stream was registered or its cursor reset'));
       if (document.activeElement !== cursorInput) cursorInput.value = c.cursor === null ? '' : jsonText(c.cursor);
     } catch (e) {
       showError(cursorView, e);
@@ -102,7 +102,7 @@ export async function render(root, { source, stream }, ctx) {
     try {
       const page = await get('/v1/jobs' + query({ source, stream, limit: 100 }));
       put(jobsBox, jobsTable(page.results.slice(0, 15), { showStream: false, refresh: refreshJobs }));
-      put(durations, jobDurations(page.results));
+      put(durations, jobDurations(page.results, 60, 1100));
     } catch (e) {
       showError(jobsBox, e);
     }
