@@ -489,5 +489,6 @@ try {
 clearTimeout(deadline);
 await browser?.close().catch(() => {});
 cleanup();
-console.log(`console-test: ${passed} passed, ${failed} failed (${elapsed()})`);
+log('console-test: done');
+console.log(`console-test: ${passed} passed, ${failed} failed`);
 process.exitCode = failed;

@@ -10,7 +10,7 @@ function late(view) {
 }
 
 /** A stream's state: what its newest job is doing, else how its last one ended. */
-function state(view, finished) {
+export function state(view, finished) {
   const job = view.last_job;
   if (!job) return badge('never synced', 'cancelled');
   if (job.status === 'queued') return badge('queued');

@@ -1,7 +1,8 @@
 // One stream: its state, its cursor (view, set, reset), its jobs and its mirror.
-import { h, put, href, badge, seconds, schedule, time, action, note, count } from '../dom.js';
+import { h, put, href, seconds, schedule, time, action, note, count } from '../dom.js';
 import { api, get, query, streamPath, problemBox, showError, jsonText, jsonLine, parseLossless } from '../api.js';
 import { lastJob, jobsTable } from './jobs.js';
+import { state } from './sources.js';
 import { jobDurations } from '../charts.js';
 
 const PAGE = 25;
@@ -75,7 +76,7 @@ export async function render(root, { source, stream }, ctx) {
   const refreshSummary = async () => {
     try {
       const view = await get(streamPath(source, stream));
-      put(stateBadge, view.last_job ? badge(view.last_job.status) : badge('never synced'));
+      put(stateBadge, state(view));
       put(summary,
         card('Lag', view.lag_seconds === null ? '–' : seconds(view.lag_seconds), 'since the last successful job'),
         card('Schedule', schedule(view.schedule)),
