@@ -30,30 +30,32 @@ const CSS: &str = "text/css; charset=utf-8";
 const SVG: &str = "image/svg+xml";
 const JSON: &str = "application/json";
 
+impl Asset {
+    const fn new(path: &'static str, content_type: &'static str, body: &'static [u8]) -> Asset {
+        Asset {
+            path,
+            content_type,
+            body,
+            etag: fnv1a(body),
+        }
+    }
+}
+
+/// A file of `src/api/ui/`, served as `/ui/<path>`.
 macro_rules! asset {
     ($path:literal, $content_type:expr) => {
-        Asset {
-            path: $path,
-            content_type: $content_type,
-            body: include_bytes!(concat!("ui/", $path)),
-            etag: fnv1a(include_bytes!(concat!("ui/", $path))),
-        }
+        Asset::new($path, $content_type, include_bytes!(concat!("ui/", $path)))
     };
 }
 
 /// The repository's example sources (`examples/sources/`), for the spec editor to start from.
 macro_rules! example {
     ($name:literal) => {
-        Asset {
-            path: concat!("examples/", $name, ".json"),
-            content_type: JSON,
-            body: include_bytes!(concat!("../../examples/sources/", $name, ".json")),
-            etag: fnv1a(include_bytes!(concat!(
-                "../../examples/sources/",
-                $name,
-                ".json"
-            ))),
-        }
+        Asset::new(
+            concat!("examples/", $name, ".json"),
+            JSON,
+            include_bytes!(concat!("../../examples/sources/", $name, ".json")),
+        )
     };
 }
 

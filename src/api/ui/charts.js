@@ -106,39 +106,38 @@ function ticks(buckets) {
 const RECORD_KEYS = ['inserted', 'updated', 'deleted', 'unchanged'];
 const STATUS_KEYS = ['succeeded', 'failed', 'cancelled'];
 
-/** Records synced per minute (by what they did to the mirror). */
-export function recordsPerMinute(jobs, minutes = 30, now = Date.now()) {
+/** A stacked bar per minute of finished jobs: value(jobs, key) for each key. */
+function minuteChart(jobs, { title, keys, value, format, minutes, now, yFormat }) {
   const buckets = perMinute(jobs, minutes, now);
   const chart = bars({
-    label: 'records synced per minute',
-    keys: RECORD_KEYS,
+    label: title.toLowerCase(),
+    keys,
     empty: `no job finished in the last ${minutes} min`,
     xLabels: ticks(buckets),
+    yFormat,
     bars: buckets.map((b) => {
-      const values = {};
-      for (const k of RECORD_KEYS) values[k] = b.jobs.reduce((t, j) => t + (j.stats?.[k] || 0), 0);
-      return { values, title: `${minuteLabel(b.t)}: ${RECORD_KEYS.map((k) => `${count(values[k])} ${k}`).join(', ')}` };
+      const values = Object.fromEntries(keys.map((k) => [k, value(b.jobs, k)]));
+      return { values, title: `${minuteLabel(b.t)}: ${keys.map((k) => `${format(values[k])} ${k}`).join(', ')}` };
     }),
   });
-  return figure('Records synced per minute', chart, RECORD_KEYS, `(last ${minutes} min)`);
+  return figure(title, chart, keys, `(last ${minutes} min)`);
+}
+
+/** Records synced per minute (by what they did to the mirror). */
+export function recordsPerMinute(jobs, minutes = 30, now = Date.now()) {
+  return minuteChart(jobs, {
+    title: 'Records synced per minute', keys: RECORD_KEYS, minutes, now, format: count,
+    value: (done, k) => done.reduce((t, j) => t + (j.stats?.[k] || 0), 0),
+  });
 }
 
 /** Finished jobs per minute, by outcome. */
 export function jobsPerMinute(jobs, minutes = 30, now = Date.now()) {
-  const buckets = perMinute(jobs, minutes, now);
-  const chart = bars({
-    label: 'jobs per minute',
-    keys: STATUS_KEYS,
-    empty: `no job finished in the last ${minutes} min`,
-    xLabels: ticks(buckets),
+  return minuteChart(jobs, {
+    title: 'Jobs per minute', keys: STATUS_KEYS, minutes, now, format: String,
+    value: (done, k) => done.filter((j) => j.status === k).length,
     yFormat: (v) => (Number.isInteger(v) ? String(v) : ''),
-    bars: buckets.map((b) => {
-      const values = {};
-      for (const k of STATUS_KEYS) values[k] = b.jobs.filter((j) => j.status === k).length;
-      return { values, title: `${minuteLabel(b.t)}: ${STATUS_KEYS.map((k) => `${values[k]} ${k}`).join(', ')}` };
-    }),
   });
-  return figure('Jobs per minute', chart, STATUS_KEYS, `(last ${minutes} min)`);
 }
 
 /** The durations of the last `n` finished jobs, oldest left. */
