@@ -11,6 +11,7 @@ mod problems;
 mod records;
 pub mod server;
 mod sources;
+mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -180,6 +181,7 @@ pub fn app(state: AppState, max_body_bytes: usize, client_timeout: Duration) -> 
                 // leak online, a broken badge offline.
                 .config(utoipa_swagger_ui::Config::default().validator_url("none")),
         )
+        .merge(ui::router())
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed);
     let layers = ServiceBuilder::new()
