@@ -2,6 +2,7 @@
 //! with modules, so the whole suite links once.
 
 mod auth;
+mod compat;
 mod conformance;
 mod crash;
 mod errors;
