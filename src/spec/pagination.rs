@@ -319,7 +319,7 @@ impl<'de> Deserialize<'de> for Pagination {
             return Err(error_at(
                 "/since/order",
                 format!(
-                    "`order` (seek mode) is for offset and link streams; a {kind} stream's cursor already carries its place"
+                    "`order` (seek mode) is for offset and link streams: the cursor of {kind} streams already carries their place"
                 ),
             ));
         }
@@ -334,7 +334,7 @@ fn misplaced<E: serde::de::Error>(kind: &str, map: &Map<String, Value>) -> Resul
         return Err(error_at(
             "/resume",
             format!(
-                "`resume` is an option of link and token streams only: a {kind} stream's next run starts where its cursor says"
+                "`resume` is an option of link and token streams only: {kind} streams start each run where their cursor says"
             ),
         ));
     }

@@ -385,7 +385,7 @@ fn check_templates<E: serde::de::Error>(
                 }
                 p if has.contains(p) => continue,
                 Placeholder::Since => format!(
-                    "a {} stream has a since value only with a `since` filter",
+                    "{} streams have a since value only with a `since` filter",
                     pagination.kind()
                 ),
                 Placeholder::Limit if matches!(pagination, Pagination::Link(_)) => {
@@ -394,7 +394,7 @@ fn check_templates<E: serde::de::Error>(
                 p => {
                     let names: Vec<String> = has.iter().map(|p| format!("`{p}`")).collect();
                     format!(
-                        "a {} stream never has a value for `{p}`; it has {}",
+                        "{} streams never have a value for `{p}`; they have {}",
                         pagination.kind(),
                         if names.is_empty() {
                             "none".to_owned()

@@ -3,6 +3,7 @@
 
 mod auth;
 mod compat;
+mod compose;
 mod conformance;
 mod crash;
 mod errors;
