@@ -4,6 +4,7 @@
 mod auth;
 mod compat;
 mod compose;
+mod compose_sync;
 mod conformance;
 mod crash;
 mod errors;
