@@ -4,7 +4,9 @@ use chrono::TimeDelta;
 use serde_json::{Map, Value};
 
 use super::extract::Page;
-use super::strategy::{Ask, Paginator, ReplyMeta, Step, StrategyError, field, scalar_text};
+use super::strategy::{
+    Ask, Paginator, ReplyMeta, Step, StrategyError, field, own_limit, scalar_text,
+};
 use super::template::{self, Placed, Values};
 use super::time::TimeStyle;
 use crate::spec::cursor::CursorWrite;
@@ -83,12 +85,11 @@ impl Paginator for Keyset {
                 }
             }
         }
-        if !self.placed.has(&Placeholder::Limit) {
-            query.push((
-                self.cfg.limit_param.to_string(),
-                self.cfg.limit.get().to_string(),
-            ));
-        }
+        query.extend(own_limit(
+            &self.placed,
+            &self.cfg.limit_param,
+            self.cfg.limit,
+        ));
         Ask {
             query,
             values,

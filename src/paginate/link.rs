@@ -7,13 +7,14 @@ use serde_json::Value;
 use url::Url;
 
 use super::extract::Page;
-use super::since::SinceRun;
-use super::strategy::{Ask, Paginator, ReplyMeta, Step, StrategyError, cursor_of, field};
+use super::since::{Resumable, SinceRun};
+use super::strategy::{
+    Ask, Paginator, ReplyMeta, Step, StrategyError, cursor_of, field, own_limit,
+};
 use super::template::{Placed, Values};
 use crate::spec::cursor::CursorWrite;
 use crate::spec::names::JsonPointer;
 use crate::spec::pagination::{self, Resume};
-use crate::spec::template::Placeholder;
 
 #[derive(Debug)]
 pub struct Link {
@@ -22,12 +23,7 @@ pub struct Link {
     placed: Placed,
     /// The URL of the next request; `None`: the template's (the run's first request).
     next: Option<Url>,
-    since: Option<SinceRun>,
-    /// The high-water the run started from (`resume: restart`).
-    started_from: Option<Value>,
-    /// The run goes on from a next URL an interrupted run left (`resume: restart`): it
-    /// does not know when that run began, so it stores the high-water it started from.
-    resumed: bool,
+    since: Resumable,
     /// Where the last page read would have gone on: the next URL it named, else its own.
     last_page: Option<Url>,
     /// What the last page read names at the `resume` pointer.
@@ -47,50 +43,23 @@ impl Link {
                 })
             })
             .transpose()?;
-        let started_from = field(cursor, "high_water")?.cloned();
         let resume = cfg.resume();
-        // A run that goes on from a stored URL has no since value: the URL carries it
-        // (with `restart`, a stored URL is an interrupted run's, whose value is kept).
-        let since = match (&cfg.since, &next, &resume) {
-            (Some(since), None, _) | (Some(since), Some(_), Resume::Restart) => {
-                Some(SinceRun::new(since, started_from.as_ref())?)
-            }
-            _ => None,
-        };
         Ok(Link {
-            since,
-            resumed: next.is_some() && resume == Resume::Restart,
+            since: Resumable::new(cfg.since.as_ref(), &resume, next.is_some(), cursor)?,
             cfg: cfg.clone(),
             resume,
             placed: placed.clone(),
             next,
-            started_from,
             last_page: None,
             named: None,
         })
-    }
-
-    /// `restart`: the since high-water (or, resumed, the one the run started from), or
-    /// nothing.
-    fn restart(&self) -> CursorWrite {
-        let computed = match self.resumed {
-            true => None,
-            false => self.since.as_ref().and_then(SinceRun::high_water),
-        };
-        match computed.or_else(|| self.started_from.clone()) {
-            Some(high_water) => CursorWrite::Set(Value::Object(cursor_of(&[(
-                "high_water",
-                Some(high_water),
-            )]))),
-            None => CursorWrite::Clear,
-        }
     }
 }
 
 impl Paginator for Link {
     fn ask(&self) -> Ask {
         let values = Values {
-            since: self.since.as_ref().and_then(|s| s.value().cloned()),
+            since: self.since.run().and_then(|s| s.value().cloned()),
             limit: self.cfg.limit.map(|l| l.get()),
             ..Values::default()
         };
@@ -102,13 +71,11 @@ impl Paginator for Link {
             };
         }
         let mut query = Vec::new();
-        if let Some(param) = self.since.as_ref().and_then(SinceRun::query) {
+        if let Some(param) = self.since.run().and_then(SinceRun::query) {
             query.push(param);
         }
-        if let (Some(param), Some(limit)) = (&self.cfg.limit_param, self.cfg.limit)
-            && !self.placed.has(&Placeholder::Limit)
-        {
-            query.push((param.to_string(), limit.get().to_string()));
+        if let (Some(param), Some(limit)) = (&self.cfg.limit_param, self.cfg.limit) {
+            query.extend(own_limit(&self.placed, param, limit));
         }
         Ask {
             query,
@@ -118,12 +85,7 @@ impl Paginator for Link {
     }
 
     fn advance(&mut self, page: &Page, reply: &ReplyMeta) -> Result<Step, StrategyError> {
-        if self.resume != Resume::LastPage
-            && !self.resumed
-            && let Some(since) = &mut self.since
-        {
-            since.observe(page, reply)?;
-        }
+        self.since.observe(page, reply)?;
         if let Resume::Pointer(pointer) = &self.resume {
             self.named = url_at(page, pointer, reply)?;
         }
@@ -140,13 +102,9 @@ impl Paginator for Link {
                 "the next link points at the page just read: {next}"
             )));
         }
-        let started_from = match self.resume {
-            Resume::Restart => self.started_from.clone(),
-            _ => None,
-        };
         let cursor = cursor_of(&[
             ("next", Some(Value::String(next.to_string()))),
-            ("high_water", started_from),
+            ("high_water", self.since.within_run()),
         ]);
         self.next = Some(next);
         Ok(Step {
@@ -166,13 +124,13 @@ impl Paginator for Link {
             )])))
         };
         match &self.resume {
-            Resume::Restart => self.restart(),
+            Resume::Restart => self.since.restart(),
             Resume::LastPage => self.last_page.as_ref().map_or(CursorWrite::Keep, at),
             Resume::Pointer(pointer) => match &self.named {
                 Some(url) => at(url),
                 None => {
                     tracing::warn!(%pointer, "the final page names no URL to resume from; the next run starts from the beginning");
-                    self.restart()
+                    self.since.restart()
                 }
             },
         }

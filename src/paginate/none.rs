@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::extract::Page;
 use super::since::{self, SinceRun};
-use super::strategy::{Ask, Paginator, ReplyMeta, Step, StrategyError, field};
+use super::strategy::{Ask, Paginator, ReplyMeta, Step, StrategyError};
 use super::template::Values;
 use crate::spec::cursor::CursorWrite;
 use crate::spec::pagination;
@@ -17,13 +17,8 @@ pub struct Single {
 
 impl Single {
     pub fn new(cfg: &pagination::Single, cursor: Option<&Value>) -> Result<Self, StrategyError> {
-        let stored = field(cursor, "high_water")?;
         Ok(Single {
-            since: cfg
-                .since
-                .as_ref()
-                .map(|since| SinceRun::new(since, stored))
-                .transpose()?,
+            since: SinceRun::from_cursor(cfg.since.as_ref(), cursor)?,
         })
     }
 }

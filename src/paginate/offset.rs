@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::extract::Page;
 use super::since::{self, SinceRun};
-use super::strategy::{Ask, Paginator, ReplyMeta, Step, StrategyError, field};
+use super::strategy::{Ask, Paginator, ReplyMeta, Step, StrategyError, own_limit};
 use super::template::{Placed, Values};
 use crate::spec::cursor::CursorWrite;
 use crate::spec::names::JsonPointer;
@@ -36,13 +36,8 @@ impl Offset {
         placed: &Placed,
         cursor: Option<&Value>,
     ) -> Result<Self, StrategyError> {
-        let stored = field(cursor, "high_water")?;
         Ok(Offset {
-            since: cfg
-                .since
-                .as_ref()
-                .map(|since| SinceRun::new(since, stored))
-                .transpose()?,
+            since: SinceRun::from_cursor(cfg.since.as_ref(), cursor)?,
             cfg: cfg.clone(),
             placed: placed.clone(),
             read: 0,
@@ -101,12 +96,11 @@ impl Paginator for Offset {
             }
             _ => {}
         }
-        if !self.placed.has(&Placeholder::Limit) {
-            query.push((
-                self.cfg.limit_param.to_string(),
-                self.cfg.limit.get().to_string(),
-            ));
-        }
+        query.extend(own_limit(
+            &self.placed,
+            &self.cfg.limit_param,
+            self.cfg.limit,
+        ));
         Ask {
             query,
             values,

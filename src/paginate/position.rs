@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::extract::Page;
 use super::since::SinceRun;
 use super::strategy::{
-    Ask, Paginator, ReplyMeta, Step, StrategyError, field, next_cursor, reply_pointer,
+    Ask, Paginator, ReplyMeta, Step, StrategyError, field, next_cursor, own_limit, reply_pointer,
 };
 use super::template::{Placed, Values};
 use crate::spec::cursor::CursorWrite;
@@ -72,12 +72,11 @@ impl Paginator for Position {
         {
             query.push((self.cfg.position_param.to_string(), position.to_string()));
         }
-        if !self.placed.has(&Placeholder::Limit) {
-            query.push((
-                self.cfg.limit_param.to_string(),
-                self.cfg.limit.get().to_string(),
-            ));
-        }
+        query.extend(own_limit(
+            &self.placed,
+            &self.cfg.limit_param,
+            self.cfg.limit,
+        ));
         Ask {
             query,
             values,

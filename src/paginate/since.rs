@@ -9,11 +9,11 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
 
 use super::extract::Page;
-use super::strategy::{ReplyMeta, StrategyError, cursor_of};
+use super::strategy::{ReplyMeta, StrategyError, cursor_of, field};
 use super::time::{TimeStyle, write_since};
 use crate::spec::cursor::CursorWrite;
 use crate::spec::names::ParamName;
-use crate::spec::pagination::{HighWaterFrom, Since, TimeFormat};
+use crate::spec::pagination::{HighWaterFrom, Resume, Since, TimeFormat};
 
 #[derive(Debug)]
 pub struct SinceRun {
@@ -27,6 +27,15 @@ pub struct SinceRun {
 }
 
 impl SinceRun {
+    /// The filter `cfg`, if any, of a run that starts from `cursor`'s high-water.
+    pub fn from_cursor(
+        cfg: Option<&Since>,
+        cursor: Option<&Value>,
+    ) -> Result<Option<Self>, StrategyError> {
+        let stored = field(cursor, "high_water")?;
+        cfg.map(|cfg| SinceRun::new(cfg, stored)).transpose()
+    }
+
     /// The filter of a run that starts from the stored high-water `stored`, if any.
     pub fn new(cfg: &Since, stored: Option<&Value>) -> Result<Self, StrategyError> {
         let value = match stored {
@@ -120,6 +129,84 @@ impl SinceRun {
         let mark = (*time).min(horizon);
         let offset = style.and_then(TimeStyle::offset);
         Some(Value::String(write_since(mark, &self.cfg.format, offset)))
+    }
+}
+
+/// The since filter of a link or token stream, whose runs may go on from a stored URL or
+/// token. Such a run has no since value (the URL or token carries it), except one that
+/// goes on from an interrupted `restart` run: it keeps that run's value, and stores it
+/// again at its end, since it cannot know when that run began.
+#[derive(Debug)]
+pub struct Resumable {
+    since: Option<SinceRun>,
+    resume: Resume,
+    /// The high-water the run started from.
+    started_from: Option<Value>,
+    /// The run goes on from an interrupted `restart` run.
+    resumed: bool,
+}
+
+impl Resumable {
+    /// The filter of a run that starts from `cursor`, which holds a URL or token (`stored`)
+    /// or not.
+    pub fn new(
+        cfg: Option<&Since>,
+        resume: &Resume,
+        stored: bool,
+        cursor: Option<&Value>,
+    ) -> Result<Self, StrategyError> {
+        let started_from = field(cursor, "high_water")?.cloned();
+        let resumed = stored && *resume == Resume::Restart;
+        let since = match cfg {
+            Some(cfg) if !stored || resumed => Some(SinceRun::new(cfg, started_from.as_ref())?),
+            _ => None,
+        };
+        Ok(Resumable {
+            since,
+            resume: resume.clone(),
+            started_from,
+            resumed,
+        })
+    }
+
+    /// The filter of this run, if it has one.
+    pub fn run(&self) -> Option<&SinceRun> {
+        self.since.as_ref()
+    }
+
+    /// Takes in one reply, when this run will compute a high-water.
+    pub fn observe(&mut self, page: &Page, reply: &ReplyMeta) -> Result<(), StrategyError> {
+        match &mut self.since {
+            Some(since) if self.resume != Resume::LastPage && !self.resumed => {
+                since.observe(page, reply)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// What a `restart` stream keeps beside its next URL or token within a run.
+    pub fn within_run(&self) -> Option<Value> {
+        match self.resume {
+            Resume::Restart => self.started_from.clone(),
+            _ => None,
+        }
+    }
+
+    /// The cursor a completed run leaves to be restarted from: the new high-water (the one
+    /// it started from, if it went on from an interrupted run or learnt nothing new), or
+    /// nothing.
+    pub fn restart(&self) -> CursorWrite {
+        let computed = match self.resumed {
+            true => None,
+            false => self.since.as_ref().and_then(SinceRun::high_water),
+        };
+        match computed.or_else(|| self.started_from.clone()) {
+            Some(high_water) => CursorWrite::Set(Value::Object(cursor_of(&[(
+                "high_water",
+                Some(high_water),
+            )]))),
+            None => CursorWrite::Clear,
+        }
     }
 }
 

@@ -11,9 +11,10 @@ use super::template::{Placed, Values};
 use super::{keyset, link, none, offset, position, token};
 use crate::problem::{Problem, ProblemType};
 use crate::spec::cursor::CursorWrite;
-use crate::spec::names::JsonPointer;
-use crate::spec::pagination::{Done, NextCursor, Pagination};
+use crate::spec::names::{JsonPointer, ParamName};
+use crate::spec::pagination::{Done, NextCursor, PageLimit, Pagination};
 use crate::spec::source::RequestSpec;
+use crate::spec::template::Placeholder;
 
 /// What the next request adds to the stream's request template.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -175,6 +176,15 @@ impl Strategy {
     pub fn finish(&self) -> CursorWrite {
         self.paginator.finish()
     }
+}
+
+/// The strategy's own page-size parameter, unless a template places `{{limit}}`.
+pub(super) fn own_limit(
+    placed: &Placed,
+    param: &ParamName,
+    limit: PageLimit,
+) -> Option<(String, String)> {
+    (!placed.has(&Placeholder::Limit)).then(|| (param.to_string(), limit.get().to_string()))
 }
 
 /// A cursor field as text to send: strings as they are, numbers with their exact digits.

@@ -8,10 +8,10 @@
 use serde_json::Value;
 
 use super::extract::Page;
-use super::since::SinceRun;
+use super::since::{Resumable, SinceRun};
 use super::strategy::{
-    Ask, Paginator, ReplyMeta, Step, StrategyError, cursor_of, field, next_cursor, reply_pointer,
-    scalar_text,
+    Ask, Paginator, ReplyMeta, Step, StrategyError, cursor_of, field, next_cursor, own_limit,
+    reply_pointer, scalar_text,
 };
 use super::template::{Placed, Values};
 use crate::spec::cursor::CursorWrite;
@@ -28,12 +28,7 @@ pub struct Token {
     placed: Placed,
     /// The token of the next request; `None` before the first token of a stream.
     token: Option<String>,
-    since: Option<SinceRun>,
-    /// The high-water the run started from (`resume: restart`).
-    started_from: Option<Value>,
-    /// The run goes on from a token an interrupted run left (`resume: restart`): it does
-    /// not know when that run began, so it stores the high-water it started from.
-    resumed: bool,
+    since: Resumable,
     /// The next request is the run's first.
     first: bool,
     /// What the last page read names at the `resume` pointer.
@@ -55,25 +50,14 @@ impl Token {
             })
             .transpose()?
             .filter(|t| !t.is_empty());
-        let started_from = field(cursor, "high_water")?.cloned();
         let resume = cfg.resume();
-        // A run that goes on from a stored token has no since value: the token carries
-        // it (with `restart`, a stored token is an interrupted run's, whose value is kept).
-        let since = match (&cfg.since, &token, &resume) {
-            (Some(since), None, _) | (Some(since), Some(_), Resume::Restart) => {
-                Some(SinceRun::new(since, started_from.as_ref())?)
-            }
-            _ => None,
-        };
         Ok(Token {
-            since,
-            resumed: token.is_some() && resume == Resume::Restart,
+            since: Resumable::new(cfg.since.as_ref(), &resume, token.is_some(), cursor)?,
             cfg: cfg.clone(),
             resume,
             body,
             placed: placed.clone(),
             token,
-            started_from,
             first: true,
             named: None,
         })
@@ -83,18 +67,9 @@ impl Token {
     /// token.
     fn since_param(&self) -> Option<(String, String)> {
         self.since
-            .as_ref()
+            .run()
             .filter(|_| self.first && self.token.is_none())
             .and_then(SinceRun::query)
-    }
-
-    /// The high-water a `restart` run leaves, if it has one.
-    fn high_water(&self) -> Option<Value> {
-        let computed = match self.resumed {
-            true => None,
-            false => self.since.as_ref().and_then(SinceRun::high_water),
-        };
-        computed.or_else(|| self.started_from.clone())
     }
 }
 
@@ -105,7 +80,7 @@ impl Paginator for Token {
             // Without a since filter, `{{since}}` is the token (blank on the first call), as
             // it was before templates.
             since: match &self.cfg.since {
-                Some(_) => self.since.as_ref().and_then(|s| s.value().cloned()),
+                Some(_) => self.since.run().and_then(|s| s.value().cloned()),
                 None => Some(
                     token
                         .clone()
@@ -135,12 +110,11 @@ impl Paginator for Token {
                     (None, Some(_)) => {}
                 }
             }
-            if !self.placed.has(&Placeholder::Limit) {
-                query.push((
-                    self.cfg.limit_param.to_string(),
-                    self.cfg.limit.get().to_string(),
-                ));
-            }
+            query.extend(own_limit(
+                &self.placed,
+                &self.cfg.limit_param,
+                self.cfg.limit,
+            ));
         }
         Ask {
             query,
@@ -151,12 +125,7 @@ impl Paginator for Token {
 
     fn advance(&mut self, page: &Page, reply: &ReplyMeta) -> Result<Step, StrategyError> {
         self.first = false;
-        if self.resume == Resume::Restart
-            && !self.resumed
-            && let Some(since) = &mut self.since
-        {
-            since.observe(page, reply)?;
-        }
+        self.since.observe(page, reply)?;
         if let Resume::Pointer(pointer) = &self.resume {
             self.named = page
                 .value(pointer)
@@ -187,13 +156,9 @@ impl Paginator for Token {
                 "the upstream answered records with the same token `{until}` it was given"
             )));
         }
-        let started_from = match self.resume {
-            Resume::Restart => self.started_from.clone(),
-            _ => None,
-        };
         let cursor = cursor_of(&[
             ("token", Some(Value::String(until.clone()))),
-            ("high_water", started_from),
+            ("high_water", self.since.within_run()),
         ]);
         self.token = Some(until);
         Ok(Step {
@@ -206,16 +171,9 @@ impl Paginator for Token {
     /// since high-water, or nothing. A pointer: what the final page named there, else as
     /// `restart`.
     fn finish(&self) -> CursorWrite {
-        let restart = || match self.high_water() {
-            Some(high_water) => CursorWrite::Set(Value::Object(cursor_of(&[(
-                "high_water",
-                Some(high_water),
-            )]))),
-            None => CursorWrite::Clear,
-        };
         match &self.resume {
             Resume::LastPage => CursorWrite::Keep,
-            Resume::Restart => restart(),
+            Resume::Restart => self.since.restart(),
             Resume::Pointer(pointer) => match &self.named {
                 Some(token) => CursorWrite::Set(Value::Object(cursor_of(&[(
                     "token",
@@ -223,7 +181,7 @@ impl Paginator for Token {
                 )]))),
                 None => {
                     tracing::warn!(%pointer, "the final page names no token to resume from; the next run starts from the beginning");
-                    restart()
+                    self.since.restart()
                 }
             },
         }
