@@ -265,10 +265,12 @@ impl<'de> Deserialize<'de> for StreamSpec {
                 "the key must point inside the record, e.g. `/id`",
             ));
         }
-        if let (Pagination::Token(token), Some(body)) = (&s.pagination, &s.request.body) {
-            let mut strings = Vec::new();
-            body_strings(body, &mut strings);
-            let places = |p: &Placeholder| template::mentions(strings.iter().copied(), p);
+        if let (Pagination::Token(token), Some(_)) = (&s.pagination, &s.request.body) {
+            let strings = template::request_strings(&s.request);
+            let body = strings
+                .iter()
+                .filter(|(pointer, _)| pointer.starts_with("/request/body"));
+            let places = |p: &Placeholder| template::mentions(body.clone().map(|(_, s)| *s), p);
             let placed = places(&Placeholder::Cursor)
                 || (token.since.is_none() && places(&Placeholder::Since));
             if !placed {
@@ -333,7 +335,7 @@ fn check_updated_at<E: serde::de::Error>(s: &mut StreamFields) -> Result<(), E> 
 
 /// Every template string of a stream (the request's, and a keyset stream's filter maps),
 /// with its pointer relative to the stream.
-pub fn template_strings<'a>(
+fn template_strings<'a>(
     request: &'a RequestSpec,
     pagination: &'a Pagination,
 ) -> Vec<(String, &'a str)> {
@@ -438,16 +440,6 @@ fn settle_since_param<E: serde::de::Error>(
         "/pagination/since/param",
         "a since filter is sent as `param` or through \"{{since}}\" in the request template: give one",
     ))
-}
-
-/// Every string value of a JSON body.
-fn body_strings<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
-    match value {
-        Value::String(s) => found.push(s),
-        Value::Array(items) => items.iter().for_each(|v| body_strings(v, found)),
-        Value::Object(map) => map.values().for_each(|v| body_strings(v, found)),
-        _ => {}
-    }
 }
 
 /// Headers that carry credentials belong in `auth` (whose secrets are redacted), and a
