@@ -2,6 +2,7 @@
 //! the exact text the upstream sent (no float/int round trip, no key reordering).
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
@@ -29,9 +30,17 @@ pub struct Item {
 #[derive(Debug, Clone, Default)]
 pub struct Page {
     pub records: Vec<Item>,
-    /// The value at the strategy's own pointer (next token, next position, next URL);
-    /// `None` when it is absent or `null`.
-    pub next: Option<Value>,
+    /// The values at the pointers the strategy reads besides the records (next token,
+    /// position or URL, `done`, `resume`, `next_page`), by pointer; absent and `null`
+    /// values are left out.
+    pub values: BTreeMap<String, Value>,
+}
+
+impl Page {
+    /// The value at `pointer`, one of those asked for; `None` when absent or `null`.
+    pub fn value(&self, pointer: &JsonPointer) -> Option<&Value> {
+        self.values.get(pointer.as_str())
+    }
 }
 
 /// Why a reply could not be read.
@@ -43,11 +52,11 @@ pub enum ExtractError {
     Shape(String),
 }
 
-/// Reads `body` as `records` describes; `next` is the strategy's extra pointer.
+/// Reads `body` as `records` describes, and the values at `pointers` besides.
 pub fn extract(
     body: &[u8],
     records: &RecordsSpec,
-    next: Option<&JsonPointer>,
+    pointers: &[JsonPointer],
 ) -> Result<Page, ExtractError> {
     let not_json =
         |e: serde_json::Error| ExtractError::NotJson(format!("the reply is not JSON: {e}"));
@@ -59,8 +68,8 @@ pub fn extract(
     };
     // A reply that is the array itself is read once; otherwise the document is read as
     // raw JSON first and only the records' array is read again.
-    let root: Option<&RawValue> = match (records.path.as_str(), next) {
-        ("", None) => None,
+    let root: Option<&RawValue> = match (records.path.as_str(), pointers) {
+        ("", []) => None,
         _ => Some(serde_json::from_slice(body).map_err(not_json)?),
     };
     let items: Vec<&RawValue> = match root {
@@ -82,17 +91,22 @@ pub fn extract(
     };
     let mut page = Page {
         records: Vec::with_capacity(items.len()),
-        next: None,
+        values: BTreeMap::new(),
     };
     for (i, raw) in items.into_iter().enumerate() {
         page.records.push(item(i, raw, records)?);
     }
-    if let (Some(pointer), Some(root)) = (next, root) {
-        page.next = find(root, pointer.as_str())?
-            .map(|raw| serde_json::from_str::<Value>(raw.get()))
-            .transpose()
-            .map_err(|e| ExtractError::Shape(format!("`{pointer}`: {e}")))?
-            .filter(|v| !v.is_null());
+    if let Some(root) = root {
+        for pointer in pointers {
+            let value = find(root, pointer.as_str())?
+                .map(|raw| serde_json::from_str::<Value>(raw.get()))
+                .transpose()
+                .map_err(|e| ExtractError::Shape(format!("`{pointer}`: {e}")))?
+                .filter(|v| !v.is_null());
+            if let Some(value) = value {
+                page.values.insert(pointer.to_string(), value);
+            }
+        }
     }
     Ok(page)
 }
@@ -320,7 +334,7 @@ mod tests {
             "meta": {"next_after_position": [1684739969.358085, 1160406004324630614]}}"#;
         let records = spec(r#"{"path": "/data", "key": "/id", "updated_at": "/updated"}"#);
         let next = JsonPointer::try_from("/meta/next_after_position".to_owned()).unwrap();
-        let page = extract(body, &records, Some(&next)).unwrap();
+        let page = extract(body, &records, std::slice::from_ref(&next)).unwrap();
         assert_eq!(page.records.len(), 1);
         let item = &page.records[0];
         assert_eq!(
@@ -333,7 +347,7 @@ mod tests {
             "1684739969.358085"
         );
         assert_eq!(
-            page.next.unwrap().to_string(),
+            page.value(&next).unwrap().to_string(),
             "[1684739969.358085,1160406004324630614]"
         );
     }
@@ -342,7 +356,7 @@ mod tests {
     fn deleted_predicate_and_root_arrays() {
         let body = br#"[{"id":"a","archived":true},{"id":"b","archived":false}]"#;
         let records = spec(r#"{"path": "", "key": "/id", "deleted": {"pointer": "/archived"}}"#);
-        let page = extract(body, &records, None).unwrap();
+        let page = extract(body, &records, &[]).unwrap();
         let deleted: Vec<bool> = page.records.iter().map(|r| r.deleted).collect();
         assert_eq!(deleted, [true, false]);
     }
@@ -358,7 +372,7 @@ mod tests {
             r#"{"path": "", "key": "/meta/id", "updated_at": "/meta/a~1b/t",
                 "deleted": {"pointer": "/flags/1/gone"}}"#,
         );
-        let page = extract(body, &records, None).unwrap();
+        let page = extract(body, &records, &[]).unwrap();
         let read: Vec<(&str, String, bool)> = page
             .records
             .iter()
@@ -381,9 +395,7 @@ mod tests {
         // unescaped; a record may be an array.
         let key = |body: &[u8], pointer: &str| {
             let records = spec(&format!(r#"{{"path": "", "key": "{pointer}"}}"#));
-            extract(body, &records, None).unwrap().records[0]
-                .key
-                .clone()
+            extract(body, &records, &[]).unwrap().records[0].key.clone()
         };
         assert_eq!(key(br#"[{"id": 1, "x": [], "id": 2}]"#, "/id"), "2");
         assert_eq!(key(br#"[{"i\u0064": 3}]"#, "/id"), "3");
@@ -394,9 +406,9 @@ mod tests {
     #[test]
     fn a_missing_records_path_is_not_an_empty_page() {
         let records = spec(r#"{"path": "/items", "key": "/id"}"#);
-        let err = extract(br#"{"error": "oops"}"#, &records, None).unwrap_err();
+        let err = extract(br#"{"error": "oops"}"#, &records, &[]).unwrap_err();
         assert!(matches!(err, ExtractError::Shape(_)), "{err:?}");
-        let err = extract(br#"{"items": {"a": 1}}"#, &records, None).unwrap_err();
+        let err = extract(br#"{"items": {"a": 1}}"#, &records, &[]).unwrap_err();
         assert!(matches!(err, ExtractError::Shape(_)), "{err:?}");
     }
 
@@ -407,7 +419,7 @@ mod tests {
             &b"[{\"id\": 1}, {\"id"[..],
             b"<html><body>502</body></html>",
         ] {
-            let err = extract(body, &records, None).unwrap_err();
+            let err = extract(body, &records, &[]).unwrap_err();
             assert!(matches!(err, ExtractError::NotJson(_)), "{err:?}");
         }
     }
@@ -421,7 +433,7 @@ mod tests {
             br#"[{"id": [1]}]"#,
         ] {
             assert!(matches!(
-                extract(body, &records, None),
+                extract(body, &records, &[]),
                 Err(ExtractError::Shape(_))
             ));
         }

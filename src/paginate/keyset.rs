@@ -4,52 +4,95 @@ use chrono::TimeDelta;
 use serde_json::{Map, Value};
 
 use super::extract::Page;
-use super::strategy::{Ask, Paginator, ReplyMeta, Step, StrategyError, field, scalar_text};
+use super::strategy::{
+    Ask, Paginator, ReplyMeta, Step, StrategyError, field, own_limit, scalar_text,
+};
+use super::template::{self, Placed, Values};
 use super::time::TimeStyle;
 use crate::spec::cursor::CursorWrite;
 use crate::spec::pagination;
+use crate::spec::template::Placeholder;
 
 #[derive(Debug)]
 pub struct Keyset {
     cfg: pagination::Keyset,
+    placed: Placed,
     /// The since value of the next request, verbatim.
-    since: String,
+    since: Value,
     /// The id of the next request, verbatim; none on a resume from a time alone.
-    from_id: Option<String>,
+    from_id: Option<Value>,
     /// The upstream's clock at the run's first reply, minus the lookback: no resume
     /// point stored by this run is later.
     horizon: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Keyset {
-    pub fn new(cfg: &pagination::Keyset, cursor: Option<&Value>) -> Result<Self, StrategyError> {
-        let since = field(cursor, "updated_since")?.map(scalar_text);
-        let from_id = field(cursor, "from_id")?.map(scalar_text);
+    pub fn new(
+        cfg: &pagination::Keyset,
+        placed: &Placed,
+        cursor: Option<&Value>,
+    ) -> Result<Self, StrategyError> {
         let bad = || StrategyError::Shape("the stored keyset cursor has an odd shape".into());
+        let scalar = |value: &Value| scalar_text(value).map(|_| value.clone()).ok_or_else(bad);
+        let since = field(cursor, "updated_since")?.map(scalar).transpose()?;
+        let from_id = field(cursor, "from_id")?.map(scalar).transpose()?;
         Ok(Keyset {
             cfg: cfg.clone(),
-            since: match since {
-                Some(s) => s.ok_or_else(bad)?,
-                None => cfg.initial_since.clone(),
-            },
-            from_id: from_id.map(|id| id.ok_or_else(bad)).transpose()?,
+            placed: placed.clone(),
+            since: since.unwrap_or_else(|| Value::String(cfg.initial_since.clone())),
+            from_id,
             horizon: None,
         })
+    }
+
+    fn since_text(&self) -> String {
+        scalar_text(&self.since).unwrap_or_default()
     }
 }
 
 impl Paginator for Keyset {
     fn ask(&self) -> Ask {
-        let mut query = vec![(self.cfg.since_param.to_string(), self.since.clone())];
-        if let Some(id) = &self.from_id {
-            query.push((self.cfg.id_param.to_string(), id.clone()));
+        let values = Values {
+            since: Some(self.since.clone()),
+            from_id: self.from_id.clone(),
+            limit: Some(self.cfg.limit.get()),
+            ..Values::default()
+        };
+        let mut query = Vec::new();
+        match &self.cfg.query {
+            // Filter expressions: the `after` map once there is an id to go after.
+            Some(maps) => {
+                let map = match self.from_id {
+                    Some(_) => &maps.after,
+                    None => &maps.since,
+                };
+                for (name, value) in map {
+                    if let Some(value) = template::text(value, &values) {
+                        query.push((name.clone(), value));
+                    }
+                }
+            }
+            None => {
+                if let Some(param) = &self.cfg.since_param
+                    && !self.placed.has(&Placeholder::Since)
+                {
+                    query.push((param.to_string(), self.since_text()));
+                }
+                if let (Some(param), Some(id)) = (&self.cfg.id_param, &self.from_id)
+                    && !self.placed.has(&Placeholder::FromId)
+                {
+                    query.push((param.to_string(), scalar_text(id).unwrap_or_default()));
+                }
+            }
         }
-        query.push((
-            self.cfg.limit_param.to_string(),
-            self.cfg.limit.get().to_string(),
+        query.extend(own_limit(
+            &self.placed,
+            &self.cfg.limit_param,
+            self.cfg.limit,
         ));
         Ask {
             query,
+            values,
             ..Ask::default()
         }
     }
@@ -72,7 +115,9 @@ impl Paginator for Keyset {
                 last.key
             ))
         })?;
-        if since == self.since && self.from_id.as_deref() == Some(last.key.as_str()) {
+        let same_id =
+            self.from_id.as_ref().and_then(scalar_text).as_deref() == Some(last.key.as_str());
+        if since == self.since_text() && same_id {
             // No progress: the natural end of an upstream whose since is inclusive when
             // the page is short, a loop when it is full.
             if page.records.len() < self.cfg.limit.get() as usize {
@@ -83,7 +128,11 @@ impl Paginator for Keyset {
             }
             return Err(StrategyError::Stuck(format!(
                 "a full page ended at ({since}, {}) again: more records share one time than a page holds and the upstream ignores `{}`",
-                last.key, self.cfg.id_param
+                last.key,
+                self.cfg
+                    .id_param
+                    .as_ref()
+                    .map_or("the id filter", |p| p.as_str())
             )));
         }
         let mut cursor = Map::new();
@@ -103,8 +152,8 @@ impl Paginator for Keyset {
                 cursor.insert("from_id".into(), last.key_value.clone());
             }
         }
-        self.since = since;
-        self.from_id = Some(last.key.clone());
+        self.since = updated.clone();
+        self.from_id = Some(last.key_value.clone());
         Ok(Step {
             cursor: CursorWrite::Set(Value::Object(cursor)),
             done: false,

@@ -1,22 +1,41 @@
 //! Next-URL paging: an RFC 8288 `Link: <...>; rel="next"` header or a URL in the body.
+//! An optional since filter's parameter is sent on a run's first request (next URLs carry
+//! it from there; `{{since}}` in a header or body has its value on every request of the
+//! run); `resume` says where the next run starts (docs/design.md §4a).
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use url::Url;
 
 use super::extract::Page;
-use super::strategy::{Ask, Paginator, ReplyMeta, Step, StrategyError, field};
+use super::since::{Resumable, SinceRun};
+use super::strategy::{
+    Ask, Paginator, ReplyMeta, Step, StrategyError, cursor_of, field, own_limit,
+};
+use super::template::{Placed, Values};
 use crate::spec::cursor::CursorWrite;
 use crate::spec::names::JsonPointer;
-use crate::spec::pagination;
+use crate::spec::pagination::{self, Resume};
 
 #[derive(Debug)]
 pub struct Link {
     cfg: pagination::Link,
+    resume: Resume,
+    placed: Placed,
+    /// The URL of the next request; `None`: the template's (the run's first request).
     next: Option<Url>,
+    since: Resumable,
+    /// Where the last page read would have gone on: the next URL it named, else its own.
+    last_page: Option<Url>,
+    /// What the last page read names at the `resume` pointer.
+    named: Option<Url>,
 }
 
 impl Link {
-    pub fn new(cfg: &pagination::Link, cursor: Option<&Value>) -> Result<Self, StrategyError> {
+    pub fn new(
+        cfg: &pagination::Link,
+        placed: &Placed,
+        cursor: Option<&Value>,
+    ) -> Result<Self, StrategyError> {
         let next = field(cursor, "next")?
             .map(|v| {
                 v.as_str().and_then(|s| Url::parse(s).ok()).ok_or_else(|| {
@@ -24,60 +43,69 @@ impl Link {
                 })
             })
             .transpose()?;
+        let resume = cfg.resume();
         Ok(Link {
+            since: Resumable::new(cfg.since.as_ref(), &resume, next.is_some(), cursor)?,
             cfg: cfg.clone(),
+            resume,
+            placed: placed.clone(),
             next,
+            last_page: None,
+            named: None,
         })
     }
 }
 
 impl Paginator for Link {
     fn ask(&self) -> Ask {
-        match &self.next {
-            Some(url) => Ask {
+        let values = Values {
+            since: self.since.run().and_then(|s| s.value().cloned()),
+            limit: self.cfg.limit.map(|l| l.get()),
+            ..Values::default()
+        };
+        if let Some(url) = &self.next {
+            return Ask {
                 url: Some(url.clone()),
+                values,
                 ..Ask::default()
-            },
-            None => Ask {
-                query: match (&self.cfg.limit_param, self.cfg.limit) {
-                    (Some(param), Some(limit)) => {
-                        vec![(param.to_string(), limit.get().to_string())]
-                    }
-                    _ => Vec::new(),
-                },
-                ..Ask::default()
-            },
+            };
+        }
+        let mut query = Vec::new();
+        if let Some(param) = self.since.run().and_then(SinceRun::query) {
+            query.push(param);
+        }
+        if let (Some(param), Some(limit)) = (&self.cfg.limit_param, self.cfg.limit) {
+            query.extend(own_limit(&self.placed, param, limit));
+        }
+        Ask {
+            query,
+            values,
+            ..Ask::default()
         }
     }
 
     fn advance(&mut self, page: &Page, reply: &ReplyMeta) -> Result<Step, StrategyError> {
+        self.since.observe(page, reply)?;
+        if let Resume::Pointer(pointer) = &self.resume {
+            self.named = url_at(page, pointer, reply)?;
+        }
         let next = match &self.cfg.next {
-            Some(pointer) => match &page.next {
-                Some(Value::String(s)) => Some(resolve(reply, s).ok_or_else(|| {
-                    StrategyError::Shape(format!("`{pointer}` is not a URL: {s}"))
-                })?),
-                Some(other) => {
-                    return Err(StrategyError::Shape(format!(
-                        "`{pointer}` is not a URL: {other}"
-                    )));
-                }
-                None => None,
-            },
+            Some(pointer) => url_at(page, pointer, reply)?,
             None => reply.link_next.clone(),
         };
+        self.last_page = Some(next.clone().unwrap_or_else(|| reply.request_url.clone()));
         let Some(next) = next else {
-            return Ok(Step {
-                cursor: CursorWrite::Keep,
-                done: true,
-            });
+            return Ok(Step::done());
         };
         if self.next.as_ref() == Some(&next) {
             return Err(StrategyError::Stuck(format!(
                 "the next link points at the page just read: {next}"
             )));
         }
-        let mut cursor = Map::new();
-        cursor.insert("next".into(), Value::String(next.to_string()));
+        let cursor = cursor_of(&[
+            ("next", Some(Value::String(next.to_string()))),
+            ("high_water", self.since.within_run()),
+        ]);
         self.next = Some(next);
         Ok(Step {
             cursor: CursorWrite::Set(Value::Object(cursor)),
@@ -85,13 +113,52 @@ impl Paginator for Link {
         })
     }
 
-    /// Each run starts from the first URL again.
+    /// `restart` (the default): each run starts from the first URL again, with the since
+    /// high-water if there is a filter. `last_page`: where the last page would have gone
+    /// on. A pointer: what the final page named there, else as `restart`.
     fn finish(&self) -> CursorWrite {
-        CursorWrite::Clear
+        let at = |url: &Url| {
+            CursorWrite::Set(Value::Object(cursor_of(&[(
+                "next",
+                Some(Value::String(url.to_string())),
+            )])))
+        };
+        match &self.resume {
+            Resume::Restart => self.since.restart(),
+            Resume::LastPage => self.last_page.as_ref().map_or(CursorWrite::Keep, at),
+            Resume::Pointer(pointer) => match &self.named {
+                Some(url) => at(url),
+                None => {
+                    tracing::warn!(%pointer, "the final page names no URL to resume from; the next run starts from the beginning");
+                    self.since.restart()
+                }
+            },
+        }
     }
 
-    fn next_pointer(&self) -> Option<&JsonPointer> {
-        self.cfg.next.as_ref()
+    fn pointers(&self) -> Vec<JsonPointer> {
+        let mut pointers: Vec<JsonPointer> = self.cfg.next.iter().cloned().collect();
+        if let Resume::Pointer(pointer) = &self.resume {
+            pointers.push(pointer.clone());
+        }
+        pointers
+    }
+}
+
+/// The URL at `pointer` of the body, if there is one.
+fn url_at(
+    page: &Page,
+    pointer: &JsonPointer,
+    reply: &ReplyMeta,
+) -> Result<Option<Url>, StrategyError> {
+    match page.value(pointer) {
+        Some(Value::String(s)) => resolve(reply, s)
+            .map(Some)
+            .ok_or_else(|| StrategyError::Shape(format!("`{pointer}` is not a URL: {s}"))),
+        Some(other) => Err(StrategyError::Shape(format!(
+            "`{pointer}` is not a URL: {other}"
+        ))),
+        None => Ok(None),
     }
 }
 

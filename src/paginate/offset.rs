@@ -1,65 +1,92 @@
 //! Page/offset paging with an optional since filter (Reqon style). Rows shift under
 //! offsets, so nothing but the since high-water is ever stored, and only when a run
-//! completes: an interrupted run starts again from its first page.
+//! completes: an interrupted run starts again from its first page. A page-number API
+//! that names the next page (`next_page`) ends the run where it says, which is what makes
+//! an API that answers every page past the end with the last one end cleanly.
 
-use chrono::{DateTime, TimeDelta, Utc};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::extract::Page;
-use super::strategy::{Ask, Paginator, ReplyMeta, Step, StrategyError, field, scalar_text};
-use super::time::{TimeStyle, write_since};
+use super::since::{self, SinceRun};
+use super::strategy::{Ask, Paginator, ReplyMeta, Step, StrategyError, own_limit};
+use super::template::{Placed, Values};
 use crate::spec::cursor::CursorWrite;
-use crate::spec::pagination::{self, HighWaterFrom};
+use crate::spec::names::JsonPointer;
+use crate::spec::pagination;
+use crate::spec::template::Placeholder;
 
 #[derive(Debug)]
 pub struct Offset {
     cfg: pagination::Offset,
-    /// The since value sent with every page of this run.
-    high_water: Option<String>,
+    placed: Placed,
+    /// The since filter, sent with every page of this run.
+    since: Option<SinceRun>,
     /// Records read so far in this run (the next offset).
     read: u64,
-    /// Pages read so far in this run.
-    pages: u32,
-    run_start: Option<DateTime<Utc>>,
-    max_updated: Option<DateTime<Utc>>,
+    /// The number of the next page.
+    page: u64,
     /// First and last key of the previous page, to catch an upstream that ignores the
     /// offset and repeats itself.
     previous: Option<(String, String)>,
 }
 
 impl Offset {
-    pub fn new(cfg: &pagination::Offset, cursor: Option<&Value>) -> Result<Self, StrategyError> {
-        let high_water = field(cursor, "high_water")?
-            .map(|v| {
-                scalar_text(v).ok_or_else(|| {
-                    StrategyError::Shape("the stored offset cursor has an odd shape".into())
-                })
-            })
-            .transpose()?;
+    pub fn new(
+        cfg: &pagination::Offset,
+        placed: &Placed,
+        cursor: Option<&Value>,
+    ) -> Result<Self, StrategyError> {
         Ok(Offset {
+            since: SinceRun::from_cursor(cfg.since.as_ref(), cursor)?,
             cfg: cfg.clone(),
-            high_water: high_water.filter(|_| cfg.since.is_some()),
+            placed: placed.clone(),
             read: 0,
-            pages: 0,
-            run_start: None,
-            max_updated: None,
+            page: u64::from(cfg.start_page),
             previous: None,
         })
+    }
+
+    /// The page number the reply names next; `None` ends the run.
+    fn named_page(&self, page: &Page, pointer: &JsonPointer) -> Result<Option<u64>, StrategyError> {
+        let Some(value) = page.value(pointer) else {
+            return Ok(None);
+        };
+        let number = match value {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.parse().ok(),
+            _ => None,
+        };
+        let next = number.ok_or_else(|| {
+            StrategyError::Shape(format!("`{pointer}` is not a page number: {value}"))
+        })?;
+        if next <= self.page && !page.records.is_empty() {
+            return Err(StrategyError::Stuck(format!(
+                "the reply to page {} names page {next} as the next one",
+                self.page
+            )));
+        }
+        Ok(Some(next))
     }
 }
 
 impl Paginator for Offset {
     fn ask(&self) -> Ask {
+        let values = Values {
+            since: self.since.as_ref().and_then(|s| s.value().cloned()),
+            limit: Some(self.cfg.limit.get()),
+            offset: Some(self.read),
+            page: Some(self.page),
+            ..Values::default()
+        };
         let mut query = Vec::new();
-        if let (Some(since), Some(value)) = (&self.cfg.since, &self.high_water) {
-            query.push((since.param.to_string(), value.clone()));
+        if let Some(param) = self.since.as_ref().and_then(SinceRun::query) {
+            query.push(param);
         }
         match &self.cfg.page_param {
-            Some(param) => query.push((
-                param.to_string(),
-                (u64::from(self.cfg.start_page) + u64::from(self.pages)).to_string(),
-            )),
-            None => {
+            Some(param) if !self.placed.has(&Placeholder::Page) => {
+                query.push((param.to_string(), self.page.to_string()));
+            }
+            None if !self.placed.has(&Placeholder::Offset) => {
                 let param = self
                     .cfg
                     .offset_param
@@ -67,42 +94,32 @@ impl Paginator for Offset {
                     .map_or("offset", |p| p.as_str());
                 query.push((param.to_owned(), self.read.to_string()));
             }
+            _ => {}
         }
-        query.push((
-            self.cfg.limit_param.to_string(),
-            self.cfg.limit.get().to_string(),
+        query.extend(own_limit(
+            &self.placed,
+            &self.cfg.limit_param,
+            self.cfg.limit,
         ));
         Ask {
             query,
+            values,
             ..Ask::default()
         }
     }
 
     fn advance(&mut self, page: &Page, reply: &ReplyMeta) -> Result<Step, StrategyError> {
-        self.run_start.get_or_insert(reply.upstream_now);
-        let wants_max = self
-            .cfg
-            .since
-            .as_ref()
-            .is_some_and(|s| s.from == Some(HighWaterFrom::MaxRecord));
-        if wants_max {
-            for item in &page.records {
-                let time = item
-                    .updated
-                    .as_ref()
-                    .and_then(TimeStyle::detect)
-                    .map(|(t, _)| t)
-                    .ok_or_else(|| {
-                        StrategyError::Shape(format!(
-                            "record {} has no updated time that reads as a time",
-                            item.key
-                        ))
-                    })?;
-                self.max_updated = Some(self.max_updated.map_or(time, |m| m.max(time)));
-            }
+        if let Some(since) = &mut self.since {
+            since.observe(page, reply)?;
         }
         let count = page.records.len() as u64;
-        let done = count < u64::from(self.cfg.limit.get());
+        let (done, next_page) = match &self.cfg.next_page {
+            Some(pointer) => {
+                let next = self.named_page(page, pointer)?;
+                (next.is_none() || count == 0, next)
+            }
+            None => (count < u64::from(self.cfg.limit.get()), None),
+        };
         if let (Some(first), Some(last)) = (page.records.first(), page.records.last()) {
             let ends = (first.key.clone(), last.key.clone());
             if !done && self.previous.as_ref() == Some(&ends) {
@@ -114,32 +131,20 @@ impl Paginator for Offset {
             self.previous = Some(ends);
         }
         self.read += count;
-        self.pages += 1;
+        self.page = next_page.unwrap_or(self.page + 1);
         Ok(Step {
             cursor: CursorWrite::Keep,
             done,
         })
     }
 
-    /// The high-water of a completed run: the run's start, or the smaller of it and the
-    /// newest record seen, minus the lookback, written in the configured format.
+    /// The high-water of a completed run (docs/design.md §4): `min(newest record read,
+    /// run start − lookback)`, or `run start − lookback`, in the configured format.
     fn finish(&self) -> CursorWrite {
-        let (Some(since), Some(start)) = (&self.cfg.since, self.run_start) else {
-            return CursorWrite::Keep;
-        };
-        let mark = match since.from {
-            Some(HighWaterFrom::MaxRecord) => match self.max_updated {
-                Some(max) => max.min(start),
-                None => return CursorWrite::Keep,
-            },
-            _ => start,
-        };
-        let mark = mark - TimeDelta::seconds(i64::from(since.lookback_seconds.get()));
-        let mut cursor = Map::new();
-        cursor.insert(
-            "high_water".into(),
-            Value::String(write_since(mark, since.format)),
-        );
-        CursorWrite::Set(Value::Object(cursor))
+        since::finish(self.since.as_ref())
+    }
+
+    fn pointers(&self) -> Vec<JsonPointer> {
+        self.cfg.next_page.iter().cloned().collect()
     }
 }

@@ -1,9 +1,11 @@
-//! The request of one page: the stream's request template (method, path, static query and
-//! headers) with what its strategy asks added, as the upstream client sends it.
+//! The request of one page: the stream's request template (method, path, query, headers
+//! and body, whose placeholders get the values the strategy has for this request) with
+//! the strategy's own parameters added, as the upstream client sends it.
 
 use url::Url;
 
 use super::strategy::Ask;
+use super::template;
 use crate::problem::{Problem, ProblemType};
 use crate::spec::names::HttpUrl;
 use crate::spec::source::{Method, RequestSpec};
@@ -22,8 +24,8 @@ pub struct Request {
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Target {
-    /// `base_url` + `path`, then `query` appended in order (values sent verbatim,
-    /// percent-encoded).
+    /// `base_url` + `path` (already percent-encoded), then `query` appended in order
+    /// (values sent verbatim, percent-encoded).
     Path {
         path: String,
         query: Vec<(String, String)>,
@@ -43,30 +45,34 @@ impl Target {
     }
 }
 
-/// A stream's request template: method, path, static query and headers.
+/// A stream's request template: method, path, query, headers and body, each of which may
+/// hold placeholders.
 #[derive(Debug)]
 pub struct RequestTemplate {
     method: Method,
-    /// `base_url` + path, without a query.
-    url: Url,
+    /// `base_url` without a query: its path is the prefix of every request's.
+    base: Url,
     path: String,
     query: Vec<(String, String)>,
     headers: Vec<(String, String)>,
+    body: Option<serde_json::Value>,
 }
 
 impl RequestTemplate {
     /// The template of `request` on a source at `base_url`.
     pub fn new(base_url: &HttpUrl, request: &RequestSpec) -> Result<Self, Problem> {
         let base = base_url.as_str().trim_end_matches('/');
-        let url = Url::parse(&format!("{base}{}", request.path)).map_err(|e| {
+        Url::parse(&format!("{base}{}", request.path)).map_err(|e| {
             Problem::new(
                 ProblemType::InvalidRequest,
                 format!("`{base}{}`: {e}", request.path),
             )
         })?;
+        let base = Url::parse(base)
+            .map_err(|e| Problem::new(ProblemType::InvalidRequest, format!("`{base}`: {e}")))?;
         Ok(RequestTemplate {
             method: request.method,
-            url,
+            base,
             path: request.path.as_str().to_owned(),
             query: request
                 .query
@@ -78,34 +84,45 @@ impl RequestTemplate {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            body: request.body.clone(),
         })
     }
 
-    /// The request for `ask`, and the URL it reads (relative next links resolve against it).
+    /// The request for `ask`, and the URL it reads (relative next links resolve against
+    /// it). A query parameter or header whose placeholder has no value is left out.
     pub fn request(&self, ask: Ask) -> (Request, Url) {
+        let values = &ask.values;
         let (target, url) = match ask.url {
             Some(url) => (Target::Url(url.clone()), url),
             None => {
-                let mut query = self.query.clone();
+                let path = template::path(&self.path, values);
+                let mut query: Vec<(String, String)> = self
+                    .query
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), template::text(v, values)?)))
+                    .collect();
                 query.extend(ask.query);
-                let mut url = self.url.clone();
+                let mut url = self.base.clone();
+                url.set_path(&format!(
+                    "{}/{}",
+                    self.base.path().trim_end_matches('/'),
+                    path.trim_start_matches('/')
+                ));
                 if !query.is_empty() {
                     url.query_pairs_mut().extend_pairs(&query);
                 }
-                (
-                    Target::Path {
-                        path: self.path.clone(),
-                        query,
-                    },
-                    url,
-                )
+                (Target::Path { path, query }, url)
             }
         };
         let request = Request {
             method: self.method,
             target,
-            headers: self.headers.clone(),
-            body: ask.body,
+            headers: self
+                .headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), template::text(v, values)?)))
+                .collect(),
+            body: self.body.as_ref().map(|body| template::body(body, values)),
         };
         (request, url)
     }

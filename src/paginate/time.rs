@@ -143,13 +143,42 @@ fn number(text: &str) -> Option<Value> {
     serde_json::from_str(text).ok()
 }
 
-/// Writes `time` as an offset stream's since value in the configured format.
-pub fn write_since(time: DateTime<Utc>, format: TimeFormat) -> String {
+/// Writes `time` as a since value in `format`, rounded down to what the format shows (so
+/// an inclusive filter never excludes the record the time was taken from). A pattern that
+/// writes an offset writes the time in `offset` (the records' own), UTC without one; the
+/// other formats are in UTC. `verbatim` has no spelling of its own (it sends a record's
+/// text): a computed time is written as RFC 3339 with every digit.
+pub fn write_since(
+    time: DateTime<Utc>,
+    format: &TimeFormat,
+    offset: Option<FixedOffset>,
+) -> String {
+    use chrono::SecondsFormat;
     match format {
-        TimeFormat::Iso8601 => time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        TimeFormat::Iso8601 => time.to_rfc3339_opts(SecondsFormat::Secs, true),
+        TimeFormat::Iso8601Ms => time.to_rfc3339_opts(SecondsFormat::Millis, true),
+        TimeFormat::Iso8601Us => time.to_rfc3339_opts(SecondsFormat::Micros, true),
         TimeFormat::Date => time.format("%Y-%m-%d").to_string(),
         TimeFormat::Unix => time.timestamp().to_string(),
         TimeFormat::UnixMs => time.timestamp_millis().to_string(),
+        TimeFormat::Verbatim => time.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        TimeFormat::Pattern(pattern) => match offset.filter(|_| pattern.writes_offset()) {
+            Some(offset) => time
+                .with_timezone(&offset)
+                .format(pattern.as_str())
+                .to_string(),
+            None => time.format(pattern.as_str()).to_string(),
+        },
+    }
+}
+
+impl TimeStyle {
+    /// The UTC offset this style writes, if it writes one.
+    pub fn offset(self) -> Option<FixedOffset> {
+        match self {
+            TimeStyle::Offset { offset, .. } => Some(offset),
+            _ => None,
+        }
     }
 }
 
@@ -204,12 +233,60 @@ mod tests {
         }
     }
 
+    fn pattern(p: &str) -> TimeFormat {
+        TimeFormat::Pattern(p.to_owned().try_into().unwrap())
+    }
+
     #[test]
     fn since_formats() {
         let t = DateTime::from_timestamp(1_705_746_600, 0).unwrap();
-        assert_eq!(write_since(t, TimeFormat::Iso8601), "2024-01-20T10:30:00Z");
-        assert_eq!(write_since(t, TimeFormat::Date), "2024-01-20");
-        assert_eq!(write_since(t, TimeFormat::Unix), "1705746600");
-        assert_eq!(write_since(t, TimeFormat::UnixMs), "1705746600000");
+        let w = |f: TimeFormat| write_since(t, &f, None);
+        assert_eq!(w(TimeFormat::Iso8601), "2024-01-20T10:30:00Z");
+        assert_eq!(w(TimeFormat::Iso8601Ms), "2024-01-20T10:30:00.000Z");
+        assert_eq!(w(TimeFormat::Iso8601Us), "2024-01-20T10:30:00.000000Z");
+        assert_eq!(w(TimeFormat::Date), "2024-01-20");
+        assert_eq!(w(TimeFormat::Unix), "1705746600");
+        assert_eq!(w(TimeFormat::UnixMs), "1705746600000");
+        assert_eq!(w(pattern("%Y/%m/%d %H:%M")), "2024/01/20 10:30");
+    }
+
+    /// A time just before a boundary of every format is written as the boundary below it,
+    /// never the one above, and never coarser than the format shows.
+    #[test]
+    fn every_format_rounds_down() {
+        // 2024-01-20T23:59:59.999999999Z
+        let t = DateTime::from_timestamp(1_705_795_199, 999_999_999).unwrap();
+        let w = |f: TimeFormat| write_since(t, &f, None);
+        assert_eq!(w(TimeFormat::Iso8601), "2024-01-20T23:59:59Z");
+        assert_eq!(w(TimeFormat::Iso8601Ms), "2024-01-20T23:59:59.999Z");
+        assert_eq!(w(TimeFormat::Iso8601Us), "2024-01-20T23:59:59.999999Z");
+        assert_eq!(w(TimeFormat::Date), "2024-01-20");
+        assert_eq!(w(TimeFormat::Unix), "1705795199");
+        assert_eq!(w(TimeFormat::UnixMs), "1705795199999");
+        assert_eq!(w(TimeFormat::Verbatim), "2024-01-20T23:59:59.999999999Z");
+        assert_eq!(w(pattern("%Y/%m/%d %H:%M")), "2024/01/20 23:59");
+        assert_eq!(w(pattern("%Y-%m-%d")), "2024-01-20");
+        // Before the epoch too: down is towards the past.
+        let before = DateTime::from_timestamp(-2, 500_000_000).unwrap();
+        assert_eq!(write_since(before, &TimeFormat::Unix, None), "-2");
+        assert_eq!(write_since(before, &TimeFormat::UnixMs, None), "-1500");
+    }
+
+    #[test]
+    fn patterns_are_in_utc_unless_they_write_an_offset() {
+        let t = DateTime::from_timestamp(1_705_746_600, 0).unwrap();
+        let moscow = FixedOffset::east_opt(3 * 3600);
+        assert_eq!(
+            write_since(t, &pattern("%Y/%m/%d %H:%M"), moscow),
+            "2024/01/20 10:30"
+        );
+        assert_eq!(
+            write_since(t, &pattern("%Y-%m-%d %H:%M:%S %:z"), moscow),
+            "2024-01-20 13:30:00 +03:00"
+        );
+        assert_eq!(
+            write_since(t, &pattern("%Y-%m-%d %H:%M:%S %z"), None),
+            "2024-01-20 10:30:00 +0000"
+        );
     }
 }

@@ -37,7 +37,9 @@ pub struct CursorView {
 /// `PUT .../cursor`: the new checkpoint, or `null` to reset it. Its shape depends on the
 /// stream's strategy: keyset `{"updated_since": "...", "from_id": 123}` (`from_id`
 /// optional), token `{"token": "..."}`, position `{"position": <any JSON>}`, offset
-/// `{"high_water": "..."}`, link `{"next": "https://..."}`; a `none` stream has no cursor.
+/// `{"high_water": "..."}`, link `{"next": "https://..."}`. Streams with a `since` filter
+/// keep its value as `high_water` (link and token beside `next` or `token` within a run);
+/// a `none` stream without one has no cursor.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CursorUpdate {
@@ -56,9 +58,11 @@ struct KeysetCursor {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)]
 struct TokenCursor {
-    token: String,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    high_water: Option<HighWater>,
 }
 
 #[derive(Deserialize)]
@@ -72,14 +76,25 @@ struct PositionCursor {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 struct OffsetCursor {
-    high_water: String,
+    high_water: HighWater,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)]
 struct LinkCursor {
-    next: url::Url,
+    #[serde(default)]
+    next: Option<url::Url>,
+    #[serde(default)]
+    high_water: Option<HighWater>,
+}
+
+/// A since value as sent: text, or a number (a `verbatim` numeric time) kept exactly.
+#[derive(Deserialize)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum HighWater {
+    Text(String),
+    Number(serde_json::Number),
 }
 
 /// Checks that `cursor` (not null) has the shape `pagination` keeps (a link cursor must
@@ -89,51 +104,57 @@ pub fn check(
     base_url: &HttpUrl,
     cursor: &Value,
 ) -> Result<(), ParseError> {
-    fn shape<T: serde::de::DeserializeOwned>(cursor: &Value) -> Result<(), ParseError> {
-        serde_path_to_error::deserialize::<_, T>(cursor)
-            .map(|_| ())
-            .map_err(|e| {
-                let mut pointer = "/cursor".to_owned();
-                for segment in e.path().iter() {
-                    if let serde_path_to_error::Segment::Map { key } = segment {
-                        pointer.push('/');
-                        pointer.push_str(&escape_token(key));
-                    }
-                }
-                ParseError::Invalid {
-                    pointer,
-                    message: e.inner().to_string(),
-                }
-            })
-    }
+    let invalid = |pointer: &str, message: &str| ParseError::Invalid {
+        pointer: pointer.into(),
+        message: message.into(),
+    };
+    // A high-water is kept only beside a since filter.
+    let high_water = |given: bool| match given && pagination.since().is_none() {
+        true => Err(invalid(
+            "/cursor/high_water",
+            "only a stream with a `since` filter keeps a high-water",
+        )),
+        false => Ok(()),
+    };
     match pagination {
-        Pagination::Keyset(_) => shape::<KeysetCursor>(cursor),
-        Pagination::Token(_) => shape::<TokenCursor>(cursor),
+        Pagination::Keyset(_) => shape::<KeysetCursor>(cursor).map(|_| ()),
+        Pagination::Token(_) => {
+            let token = shape::<TokenCursor>(cursor)?;
+            if token.token.is_none() && token.high_water.is_none() {
+                return Err(invalid(
+                    "/cursor",
+                    "a token cursor is `{\"token\": \"...\"}` (or, with a since filter, `{\"high_water\": \"...\"}`)",
+                ));
+            }
+            high_water(token.high_water.is_some())
+        }
         Pagination::Position(_) => {
             shape::<PositionCursor>(cursor)?;
             if cursor.get("position").is_some_and(Value::is_null) {
-                return Err(ParseError::Invalid {
-                    pointer: "/cursor/position".into(),
-                    message: "a position cannot be null: reset the cursor with `\"cursor\": null`"
-                        .into(),
-                });
+                return Err(invalid(
+                    "/cursor/position",
+                    "a position cannot be null: reset the cursor with `\"cursor\": null`",
+                ));
             }
             Ok(())
         }
-        Pagination::Offset(_) => shape::<OffsetCursor>(cursor),
+        Pagination::Offset(_) => shape::<OffsetCursor>(cursor).map(|_| ()),
         Pagination::Link(_) => {
-            shape::<LinkCursor>(cursor)?;
-            let origin = |url: &str| {
-                url::Url::parse(url)
-                    .ok()
-                    .filter(|u| matches!(u.scheme(), "http" | "https"))
-                    .map(|u| u.origin())
+            let link = shape::<LinkCursor>(cursor)?;
+            high_water(link.high_water.is_some())?;
+            let Some(next) = link.next else {
+                return match link.high_water {
+                    Some(_) => Ok(()),
+                    None => Err(invalid(
+                        "/cursor",
+                        "a link cursor is `{\"next\": \"https://...\"}` (or, with a since filter, `{\"high_water\": \"...\"}`)",
+                    )),
+                };
             };
-            let next = cursor
-                .get("next")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            match (origin(next), origin(base_url.as_str())) {
+            let origin =
+                |url: &url::Url| matches!(url.scheme(), "http" | "https").then(|| url.origin());
+            let base = url::Url::parse(base_url.as_str()).ok();
+            match (origin(&next), base.as_ref().and_then(origin)) {
                 (Some(next), Some(base)) if next == base => Ok(()),
                 _ => Err(ParseError::Invalid {
                     pointer: "/cursor/next".into(),
@@ -143,10 +164,29 @@ pub fn check(
                 }),
             }
         }
-        Pagination::None => Err(ParseError::Invalid {
-            pointer: "/cursor".into(),
-            message: "a stream with `none` pagination keeps no cursor; only `null` is accepted"
-                .into(),
-        }),
+        Pagination::None(single) if single.since.is_some() => {
+            shape::<OffsetCursor>(cursor).map(|_| ())
+        }
+        Pagination::None(_) => Err(invalid(
+            "/cursor",
+            "a stream with `none` pagination and no since filter keeps no cursor; only `null` is accepted",
+        )),
     }
+}
+
+/// Reads `cursor` as `T`, with errors pointing into the `PUT` body.
+fn shape<T: serde::de::DeserializeOwned>(cursor: &Value) -> Result<T, ParseError> {
+    serde_path_to_error::deserialize::<_, T>(cursor).map_err(|e| {
+        let mut pointer = "/cursor".to_owned();
+        for segment in e.path().iter() {
+            if let serde_path_to_error::Segment::Map { key } = segment {
+                pointer.push('/');
+                pointer.push_str(&escape_token(key));
+            }
+        }
+        ParseError::Invalid {
+            pointer,
+            message: e.inner().to_string(),
+        }
+    })
 }

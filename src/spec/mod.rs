@@ -11,6 +11,7 @@ pub mod pagination;
 pub mod record;
 pub mod secret;
 pub mod source;
+pub mod template;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

@@ -11,11 +11,12 @@ use utoipa::ToSchema;
 use super::auth::Auth;
 use super::de::{error_at, escape_token};
 use super::names::{
-    CronExpr, HeaderName, HeaderValue, HttpUrl, JsonPointer, RequestPath, SourceName, StreamName,
-    ranged,
+    CronExpr, HeaderName, HeaderValue, HttpUrl, JsonPointer, ParamName, RequestPath, SourceName,
+    StreamName, ranged,
 };
-use super::pagination::{HighWaterFrom, Offset, Pagination};
+use super::pagination::{HighWaterFrom, Keyset, Pagination, TimeFormat};
 use super::secret::Secret;
+use super::template::{self, Piece, Placeholder};
 
 const MAX_STREAMS: usize = 100;
 
@@ -264,43 +265,32 @@ impl<'de> Deserialize<'de> for StreamSpec {
                 "the key must point inside the record, e.g. `/id`",
             ));
         }
-        if let (Pagination::Token(_), Some(body)) = (&s.pagination, &s.request.body)
-            && !mentions(body, "{{since}}")
-        {
-            return Err(error_at(
-                "/request/body",
-                "a token stream's body must contain \"{{since}}\" where the token goes",
-            ));
+        if let (Pagination::Token(token), Some(_)) = (&s.pagination, &s.request.body) {
+            let strings = template::request_strings(&s.request);
+            let body = strings
+                .iter()
+                .filter(|(pointer, _)| pointer.starts_with("/request/body"));
+            let places = |p: &Placeholder| template::mentions(body.clone().map(|(_, s)| *s), p);
+            let placed = places(&Placeholder::Cursor)
+                || (token.since.is_none() && places(&Placeholder::Since));
+            if !placed {
+                let why = match token.since {
+                    None => {
+                        "a token stream's body must contain \"{{since}}\" (or \"{{cursor}}\") where the token goes"
+                    }
+                    Some(_) => {
+                        "a token stream with a since filter must have \"{{cursor}}\" in its body where the token goes (\"{{since}}\" is the filter's value)"
+                    }
+                };
+                return Err(error_at("/request/body", why));
+            }
         }
         check_headers(&s.request.headers).map_err(|(name, why)| {
             error_at(&format!("/request/headers/{}", escape_token(&name)), why)
         })?;
-        let has_updated_at = s.records.updated_at.is_some();
-        let needs_updated_at = match &mut s.pagination {
-            Pagination::Keyset(_) => Some("keyset pagination"),
-            Pagination::Offset(Offset {
-                since: Some(since), ..
-            }) => {
-                let from = since.from.get_or_insert(if has_updated_at {
-                    HighWaterFrom::MaxRecord
-                } else {
-                    HighWaterFrom::SyncStart
-                });
-                (*from == HighWaterFrom::MaxRecord)
-                    .then_some("an offset since filter with `from: max_record`")
-            }
-            _ => None,
-        };
-        if let Some(why) = needs_updated_at
-            && !has_updated_at
-        {
-            return Err(error_at(
-                "/records/updated_at",
-                format!(
-                    "{why} needs `records.updated_at`, the pointer to each record's updated time"
-                ),
-            ));
-        }
+        check_updated_at(&mut s)?;
+        check_templates(&s.request, &s.pagination)?;
+        settle_since_param(&s.request, &mut s.pagination)?;
         Ok(StreamSpec {
             name: s.name,
             deletes: s.deletes,
@@ -312,14 +302,144 @@ impl<'de> Deserialize<'de> for StreamSpec {
     }
 }
 
-/// Whether `value` holds the string `needle` anywhere.
-fn mentions(value: &Value, needle: &str) -> bool {
-    match value {
-        Value::String(s) => s == needle,
-        Value::Array(items) => items.iter().any(|v| mentions(v, needle)),
-        Value::Object(map) => map.values().any(|v| mentions(v, needle)),
-        _ => false,
+/// Sets a since filter's `from` (by whether records have an updated time) and refuses
+/// what needs `records.updated_at` without it.
+fn check_updated_at<E: serde::de::Error>(s: &mut StreamFields) -> Result<(), E> {
+    let has_updated_at = s.records.updated_at.is_some();
+    let needs_updated_at = match &mut s.pagination {
+        Pagination::Keyset(_) => Some("keyset pagination"),
+        pagination => pagination.since_mut().and_then(|since| {
+            let from = *since.from.get_or_insert(if has_updated_at {
+                HighWaterFrom::MaxRecord
+            } else {
+                HighWaterFrom::SyncStart
+            });
+            if since.format == TimeFormat::Verbatim {
+                Some("a since filter in the `verbatim` format (the newest record's own time)")
+            } else if since.order.is_some() {
+                Some("a since filter in seek mode (`order`)")
+            } else {
+                (from == HighWaterFrom::MaxRecord)
+                    .then_some("a since filter with `from: max_record`")
+            }
+        }),
+    };
+    match needs_updated_at {
+        Some(why) if !has_updated_at => Err(error_at(
+            "/records/updated_at",
+            format!("{why} needs `records.updated_at`, the pointer to each record's updated time"),
+        )),
+        _ => Ok(()),
     }
+}
+
+/// Every template string of a stream (the request's, and a keyset stream's filter maps),
+/// with its pointer relative to the stream.
+fn template_strings<'a>(
+    request: &'a RequestSpec,
+    pagination: &'a Pagination,
+) -> Vec<(String, &'a str)> {
+    let mut strings = template::request_strings(request);
+    if let Pagination::Keyset(Keyset {
+        query: Some(query), ..
+    }) = pagination
+    {
+        strings.extend(template::map_strings(
+            "/pagination/query/since",
+            &query.since,
+        ));
+        strings.extend(template::map_strings(
+            "/pagination/query/after",
+            &query.after,
+        ));
+    }
+    strings
+}
+
+/// Refuses a template naming a placeholder the stream's strategy never has a value for.
+fn check_templates<E: serde::de::Error>(
+    request: &RequestSpec,
+    pagination: &Pagination,
+) -> Result<(), E> {
+    let has = pagination.placeholders();
+    for (pointer, text) in template_strings(request, pagination) {
+        // The two body placeholders of the first version (docs/design.md §4) were valid on
+        // every strategy: they stay so, `null` where the strategy has no value.
+        if pointer.starts_with("/request/body")
+            && matches!(
+                template::whole(text),
+                Some(Placeholder::Since | Placeholder::Limit)
+            )
+        {
+            continue;
+        }
+        for piece in template::pieces(text).map_err(|why| error_at(&pointer, why))? {
+            let Piece::Slot(placeholder) = piece else {
+                continue;
+            };
+            let why = match &placeholder {
+                Placeholder::Parent(_) => format!(
+                    "`{placeholder}` is a member of the parent record: only a child stream (one with `parent`) has one"
+                ),
+                Placeholder::FromId if pointer.starts_with("/pagination/query/since/") => {
+                    "`{{from_id}}` has no value when only a since value is sent: it belongs in `after`"
+                        .to_owned()
+                }
+                p if has.contains(p) => continue,
+                Placeholder::Since => format!(
+                    "{} streams have a since value only with a `since` filter",
+                    pagination.kind()
+                ),
+                Placeholder::Limit if matches!(pagination, Pagination::Link(_)) => {
+                    "a link stream has a limit only with `limit` and `limit_param`".to_owned()
+                }
+                p => {
+                    let names: Vec<String> = has.iter().map(|p| format!("`{p}`")).collect();
+                    format!(
+                        "{} streams never have a value for `{p}`; they have {}",
+                        pagination.kind(),
+                        if names.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            names.join(", ")
+                        }
+                    )
+                }
+            };
+            return Err(error_at(&pointer, why));
+        }
+    }
+    Ok(())
+}
+
+/// A since filter without `param` is sent only through `{{since}}` in a template; an
+/// offset stream with neither sends `modified_since`, as it always has.
+fn settle_since_param<E: serde::de::Error>(
+    request: &RequestSpec,
+    pagination: &mut Pagination,
+) -> Result<(), E> {
+    let templated = {
+        let strings = template_strings(request, pagination);
+        template::mentions(strings.iter().map(|(_, s)| *s), &Placeholder::Since)
+    };
+    let offset = matches!(pagination, Pagination::Offset(_));
+    let Some(since) = pagination.since_mut() else {
+        return Ok(());
+    };
+    if since.param.is_some() || templated {
+        return Ok(());
+    }
+    if offset {
+        since.param = Some(
+            ParamName::try_from("modified_since".to_owned())
+                .expect("the default parameter name is valid"),
+        );
+        return Ok(());
+    }
+    Err(error_at(
+        "/pagination/since/param",
+        "a since filter is sent as `param` or through \"{{since}}\" in the request template: give one",
+    ))
 }
 
 /// Headers that carry credentials belong in `auth` (whose secrets are redacted), and a
@@ -363,14 +483,17 @@ pub struct RequestSpec {
     pub method: Method,
     #[schema(value_type = String, example = "/admin/products.json")]
     pub path: RequestPath,
-    /// Static query parameters, sent with every request of the stream.
+    /// Query parameters sent with every request of the stream; their values may hold
+    /// placeholders, and a parameter whose placeholder has no value on a request is left
+    /// out.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub query: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schema(value_type = BTreeMap<String, String>)]
     pub headers: BTreeMap<HeaderName, HeaderValue>,
-    /// A JSON body template for POST (e.g. GraphQL); the string values `"{{since}}"` and
-    /// `"{{limit}}"` are replaced by typed values.
+    /// A JSON body template for POST (e.g. GraphQL). Its strings may hold placeholders
+    /// (`{{since}}`, `{{limit}}`, ...); a string that is exactly one becomes the typed
+    /// value, and `null` when it has none on a request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub body: Option<Value>,

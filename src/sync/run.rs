@@ -71,7 +71,7 @@ async fn run_pages(
         &template,
         strategy.ask(),
         &stream.records,
-        strategy.next_pointer(),
+        strategy.pointers(),
     );
     let Some(mut next) = guarded(engine, lost, fetch_first).await else {
         return interrupted(engine);
@@ -106,8 +106,8 @@ async fn run_pages(
         let prefetch = async {
             match ask {
                 Some(ask) if !engine.stopping() => {
-                    let pointer = strategy.next_pointer();
-                    let fetching = client.fetch_page(&template, ask, &stream.records, pointer);
+                    let pointers = strategy.pointers();
+                    let fetching = client.fetch_page(&template, ask, &stream.records, pointers);
                     guarded(engine, &mut lost.clone(), fetching).await
                 }
                 _ => None,

@@ -33,7 +33,7 @@ impl From<ExtractError> for BodyError {
 
 impl SourceClient {
     /// Sends the request `ask` makes of `template` and reads its reply as `records`
-    /// describes, with the value at `next` besides. The reply's `Date` is the upstream's
+    /// describes, with the values at `pointers` besides. The reply's `Date` is the upstream's
     /// clock (the gateway's when there is none); its `Link: rel="next"` and relative next
     /// URLs resolve against the request's URL as the template writes it.
     pub async fn fetch_page(
@@ -41,12 +41,12 @@ impl SourceClient {
         template: &RequestTemplate,
         ask: Ask,
         records: &RecordsSpec,
-        next: Option<&JsonPointer>,
+        pointers: &[JsonPointer],
     ) -> Result<FetchedPage, UpstreamError> {
         let (request, url) = template.request(ask);
         let fetched = self
             .fetch(&request, |reply| {
-                extract(&reply.body, records, next).map_err(BodyError::from)
+                extract(&reply.body, records, pointers).map_err(BodyError::from)
             })
             .await?;
         let links = fetched

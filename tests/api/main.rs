@@ -2,6 +2,9 @@
 //! with modules, so the whole suite links once.
 
 mod auth;
+mod compat;
+mod compose;
+mod compose_sync;
 mod conformance;
 mod crash;
 mod errors;
