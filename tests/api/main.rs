@@ -2,6 +2,7 @@
 //! with modules, so the whole suite links once.
 
 mod auth;
+mod catalog;
 mod compat;
 mod compose;
 mod compose_sync;

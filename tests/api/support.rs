@@ -455,3 +455,33 @@ pub async fn spawn_on(database_url: String, configure: impl FnOnce(&mut Config))
     )
     .await
 }
+
+impl Sandbox {
+    /// Every live record of a style or dialect, keyed by the value at `key` (a JSON
+    /// pointer; strings as they are, other values as JSON text), the texts the API serves
+    /// byte for byte, as a mirror keys them.
+    pub async fn truth_by(&self, style: &str, key: &str) -> BTreeMap<String, String> {
+        let text = self
+            .client
+            .get(format!("{}/_control/{style}/truth", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let records: Vec<Box<RawValue>> = serde_json::from_str(&text).unwrap();
+        records
+            .into_iter()
+            .map(|r| {
+                let value: Value = serde_json::from_str(r.get()).unwrap();
+                let key = match value.pointer(key) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                    None => panic!("a {style} record without {key}: {}", r.get()),
+                };
+                (key, r.get().to_owned())
+            })
+            .collect()
+    }
+}
