@@ -11,7 +11,11 @@
 //!   cannot — and a mass update of three pages on one timestamp), a final sync and, where
 //!   the API cannot report hard deletes, a reconcile: the mirror and a feed consumer's
 //!   replica (following `until` from a blank `since`) equal the dialect's truth byte for
-//!   byte;
+//!   byte; before the reconcile, the mirror may differ from the truth only by those hard
+//!   deletes (Stripe's: and by updates, which its listing never shows);
+//! - **rows moving mid-run**, deterministically: the second page of a full sync is held
+//!   back (a `slow` fault) while 20 records change, and one incremental later the mirror
+//!   equals the truth;
 //! - **request economy**, counted in the sandbox's request log: an idle incremental makes
 //!   at most 2 requests, k changes at most `ceil(k / page) + 1`.
 //!
@@ -501,7 +505,8 @@ async fn converges(entry: &Entry) {
     }
 }
 
-/// The sandbox's requests from the `skip`th on, one line each, for failure messages.
+/// Logged sandbox requests, one line each (status, method, path, query), for failure
+/// messages.
 fn request_lines(requests: &[Value]) -> String {
     requests
         .iter()
