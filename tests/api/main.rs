@@ -3,6 +3,7 @@
 
 mod auth;
 mod conformance;
+mod consumers;
 mod crash;
 mod errors;
 mod failover;
