@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::problems;
-use super::sources::{next_after, page_limit};
+use super::sources::{after_param, next_after, page_limit};
 use crate::api::error::ApiError;
 use crate::feed::{Consumer, ConsumerList, ConsumerName, LAG_CAP};
 
@@ -98,13 +98,7 @@ async fn list_consumers(
     Query(params): Query<ConsumerListParams>,
 ) -> Result<Json<ConsumerList>, ApiError> {
     let limit = page_limit(params.limit)?;
-    let after = match params.after.filter(|a| !a.is_empty()) {
-        Some(a) => Some(
-            ConsumerName::try_from(a)
-                .map_err(|_| ApiError::invalid_param("after", "not a `next` value of this list"))?,
-        ),
-        None => None,
-    };
+    let after = after_param(params.after, |a| ConsumerName::try_from(a).ok())?;
     let consumers = state.feed.consumers(after.as_ref(), limit).await?;
     let next = next_after(&consumers, limit, |c| c.name.to_string());
     Ok(Json(ConsumerList {
