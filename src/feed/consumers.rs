@@ -226,25 +226,29 @@ impl Feed {
     }
 
     async fn consumer_of(&self, stored: StoredConsumer) -> Result<Consumer, FeedError> {
+        let StoredConsumer {
+            last,
+            first_read_at,
+        } = stored;
         let corrupt =
             |what: String| crate::store::StoreError::Corrupt(format!("stored consumer {what}"));
-        let name = ConsumerName::try_from(stored.name).map_err(corrupt)?;
-        let scope = Scope::parse(Some(&stored.scope))
+        let name = ConsumerName::try_from(last.name).map_err(corrupt)?;
+        let scope = Scope::parse(Some(&last.scope))
             .map_err(|e| corrupt(format!("`{name}`'s filter: {e}")))?;
         // One more than the cap tells whether the count stopped there.
         let behind = self
             .store
-            .count_changes(scope.streams(), stored.position, LAG_CAP + 1)
+            .count_changes(scope.streams(), last.position, LAG_CAP + 1)
             .await?;
-        let seconds = (Utc::now() - stored.read_at).num_milliseconds().max(0) as f64 / 1000.0;
+        let seconds = (Utc::now() - last.read_at).num_milliseconds().max(0) as f64 / 1000.0;
         Ok(Consumer {
             name,
             position: ConsumerPosition {
-                since: stored.since,
+                since: last.since,
                 stream: (!scope.streams().is_empty()).then(|| scope.to_string()),
             },
-            first_read_at: stored.first_read_at,
-            last_read_at: stored.read_at,
+            first_read_at,
+            last_read_at: last.read_at,
             lag: ConsumerLag {
                 changes: behind.min(LAG_CAP),
                 exact: behind <= LAG_CAP,

@@ -10,7 +10,7 @@ use super::backend::{Backend, Conn, Db, Row, RowsAffected, Scalar, SqlStore, joi
 use crate::spec::change::StreamRef;
 
 /// One feed request of a named consumer, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ConsumerRead {
     pub name: String,
     /// The normalized `stream` filter; empty for the whole feed.
@@ -25,12 +25,9 @@ pub struct ConsumerRead {
 /// A consumer as stored: its latest read, and when it was first seen.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct StoredConsumer {
-    pub name: String,
-    pub scope: String,
-    pub since: Option<String>,
-    pub position: i64,
+    #[sqlx(flatten)]
+    pub last: ConsumerRead,
     pub first_read_at: DateTime<Utc>,
-    pub read_at: DateTime<Utc>,
 }
 
 const COLUMNS: &str = "SELECT name, scope, since, position, first_read_at, read_at FROM consumers ";
