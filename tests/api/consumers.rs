@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use reqwest::Method;
+use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
 use crate::feed::sse_events;
@@ -51,6 +51,16 @@ async fn shown(app: &TestApp, name: &str, what: &str, done: impl Fn(&Value) -> b
         ready_if(status == 200 && done(&body), body)
     })
     .await
+}
+
+/// A request with the reader token.
+async fn as_reader(app: &TestApp, method: Method, path: &str) -> Response {
+    app.client
+        .request(method, format!("{}{path}", app.base))
+        .bearer_auth(READER)
+        .send()
+        .await
+        .unwrap()
 }
 
 fn time(value: &Value) -> DateTime<Utc> {
@@ -298,32 +308,14 @@ async fn an_event_stream_records_where_it_started_and_the_last_event_it_was_sent
 async fn a_forgotten_consumer_is_gone_until_it_reads_again() {
     let app = spawn_with_tokens().await;
     // A reader may name itself and see the consumers; only an admin may forget one.
-    let read = app
-        .client
-        .get(format!("{}/v1/changes?consumer=gone", app.base))
-        .bearer_auth(READER)
-        .send()
-        .await
-        .unwrap();
+    let read = as_reader(&app, Method::GET, "/v1/changes?consumer=gone").await;
     assert_eq!(read.status(), 200);
     shown(&app, "gone", "recorded", |_| true).await;
-    let listed = app
-        .client
-        .get(format!("{}/v1/consumers", app.base))
-        .bearer_auth(READER)
-        .send()
-        .await
-        .unwrap();
+    let listed = as_reader(&app, Method::GET, "/v1/consumers").await;
     assert_eq!(listed.status(), 200);
     let listed: Value = listed.json().await.unwrap();
     assert_eq!(listed["results"][0]["name"], "gone");
-    let refused = app
-        .client
-        .delete(format!("{}/v1/consumers/gone", app.base))
-        .bearer_auth(READER)
-        .send()
-        .await
-        .unwrap();
+    let refused = as_reader(&app, Method::DELETE, "/v1/consumers/gone").await;
     assert_problem(refused, 403, "forbidden").await;
     let anonymous = app
         .client
