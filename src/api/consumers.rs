@@ -160,27 +160,12 @@ async fn delete_consumer(
 
 /// How long `/metrics` waits for the consumers' lag; past it they are left out.
 const METRICS_WITHIN: Duration = Duration::from_secs(2);
-/// Consumers read per query for `/metrics`.
-const METRICS_PAGE: u32 = 1000;
 
 /// The consumers' lag in the Prometheus text format, read from the database when scraped
 /// (so a forgotten consumer has no series left behind, and every instance reports the
 /// same values). Empty when there are none, or when the database does not answer in time.
 pub(super) async fn metrics(state: &AppState) -> String {
-    let read = async {
-        let mut all = Vec::new();
-        let mut after = None;
-        loop {
-            let page = state.feed.consumers(after.as_ref(), METRICS_PAGE).await?;
-            let full = page.len() == METRICS_PAGE as usize;
-            after = page.last().map(|c| c.name.clone());
-            all.extend(page);
-            if !full {
-                return Ok::<_, crate::feed::FeedError>(all);
-            }
-        }
-    };
-    let consumers = match tokio::time::timeout(METRICS_WITHIN, read).await {
+    let consumers = match tokio::time::timeout(METRICS_WITHIN, state.feed.every_consumer()).await {
         Ok(Ok(consumers)) => consumers,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "reading the feed consumers for /metrics failed");
@@ -198,7 +183,7 @@ pub(super) async fn metrics(state: &AppState) -> String {
     let mut gauge = |name: &str, help: &str, value: &dyn Fn(&Consumer) -> String| {
         // Writing to a String cannot fail.
         let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for consumer in &consumers {
+        for consumer in consumers.iter() {
             let _ = writeln!(
                 text,
                 "{name}{{consumer=\"{}\"}} {}",

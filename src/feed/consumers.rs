@@ -10,9 +10,10 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SubsecRound, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
@@ -26,8 +27,8 @@ pub const LAG_CAP: u64 = 10_000;
 
 /// A consumer's name: a slug like every other name of the API (`[a-z0-9][a-z0-9_-]*`, at
 /// most 64 characters).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(into = "String")]
 pub struct ConsumerName(String);
 
 impl ConsumerName {
@@ -106,6 +107,17 @@ pub struct ConsumerList {
     /// Pass as `after` to read the next page; `null` on the last page.
     pub next: Option<String>,
 }
+
+/// How long the list of every consumer (for `/metrics`) is reused: scrapes that come
+/// together (several Prometheus servers, or anyone: `/metrics` takes no token) cost one
+/// read of the database.
+const REUSE_EVERY_CONSUMER: Duration = Duration::from_secs(1);
+/// Consumers read per query for [`Feed::every_consumer`].
+const EVERY_CONSUMER_PAGE: u32 = 1000;
+
+/// The last reading of every consumer, behind a lock that one reading holds at a time.
+#[derive(Default)]
+pub(super) struct EveryConsumer(tokio::sync::Mutex<Option<(Instant, Arc<Vec<Consumer>>)>>);
 
 /// Reads noted and not yet written, at most one per consumer, and the one task that
 /// writes them.
@@ -219,10 +231,39 @@ impl Feed {
         }
     }
 
+    /// Every consumer with its lag, as read from the database at most
+    /// [`REUSE_EVERY_CONSUMER`] ago; callers that come while it is read wait for that
+    /// reading.
+    pub async fn every_consumer(&self) -> Result<Arc<Vec<Consumer>>, FeedError> {
+        let mut last = self.every_consumer.0.lock().await;
+        if let Some((at, consumers)) = &*last
+            && at.elapsed() < REUSE_EVERY_CONSUMER
+        {
+            return Ok(consumers.clone());
+        }
+        let mut all = Vec::new();
+        loop {
+            let page = self
+                .consumers(all.last().map(|c: &Consumer| &c.name), EVERY_CONSUMER_PAGE)
+                .await?;
+            let full = page.len() == EVERY_CONSUMER_PAGE as usize;
+            all.extend(page);
+            if !full {
+                break;
+            }
+        }
+        let all = Arc::new(all);
+        *last = Some((Instant::now(), all.clone()));
+        Ok(all)
+    }
+
     /// Forgets a consumer; `false` when there was none. Its next read records it again.
     pub async fn forget(&self, name: &ConsumerName) -> Result<bool, FeedError> {
         self.recorder.forget(name);
-        Ok(self.store.delete_consumer(name.as_str()).await?)
+        let forgotten = self.store.delete_consumer(name.as_str()).await?;
+        // Not shown by this instance's next scrape either.
+        *self.every_consumer.0.lock().await = None;
+        Ok(forgotten)
     }
 
     async fn consumer_of(&self, stored: StoredConsumer) -> Result<Consumer, FeedError> {

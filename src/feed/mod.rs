@@ -44,7 +44,7 @@ pub use wait::{MAX_WAIT, Waiter};
 
 use crate::spec::change::StreamRef;
 use crate::store::{Store, StoreError};
-use consumers::Recorder;
+use consumers::{EveryConsumer, Recorder};
 use token::{Epoch, TokenKey};
 
 /// Settings keys of the values made at first start.
@@ -89,6 +89,8 @@ pub struct Feed {
     closing: watch::Sender<bool>,
     /// Named consumers' reads, written in the background.
     recorder: Recorder,
+    /// The last reading of every consumer, for scrapes.
+    every_consumer: EveryConsumer,
 }
 
 impl Feed {
@@ -105,6 +107,7 @@ impl Feed {
             .await?;
         Ok(Feed {
             recorder: Recorder::start(store.clone()),
+            every_consumer: EveryConsumer::default(),
             store,
             epoch: Epoch(decode_setting(EPOCH_SETTING, &epoch)?),
             key: TokenKey::new(decode_setting(KEY_SETTING, &secret)?),
