@@ -88,6 +88,8 @@ EOF
     name=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["name"])' "$file")
     api -X POST "$API/v1/sources/$name/sync" >/dev/null
 done
+# A named feed consumer, so that the consumer routes reach a real one too.
+api "$API/v1/changes?limit=1&consumer=fuzz" >/dev/null
 # Wait (bounded) until the first syncs have finished, so the mirror and feed hold records.
 for _ in $(seq 300); do
     active=$(api "$API/v1/jobs?status=queued" | python3 -c 'import json, sys; print(len(json.load(sys.stdin)["results"]))')
@@ -115,11 +117,13 @@ sources = get("/v1/sources?limit=1000")["results"]
 streams = sorted({s["name"] for source in sources for s in source["streams"]})
 keys = [r["key"] for r in get("/v1/sources/insales/streams/products/records?limit=20")["results"]]
 jobs = [j["id"] for j in get("/v1/jobs?limit=1000")["results"]]
+consumers = [c["name"] for c in get("/v1/consumers?limit=1000")["results"]]
 dictionaries = {
     "sources": [s["name"] for s in sources],
     "streams": streams,
     "keys": keys,
     "jobs": jobs,
+    "consumers": consumers,
     "webhook_secrets": [webhook_secret],
 }
 # Schemathesis keeps what it learnt between runs (failures replay first); not in the tree.
@@ -129,7 +133,8 @@ for name, values in dictionaries.items():
     print(f"{name} = {{ values = {json.dumps(values)} }}")
 print("[parameters]")
 for param, name in [("path.source", "sources"), ("path.stream", "streams"), ("path.key", "keys"),
-                    ("path.id", "jobs"), ("header.X-Webhook-Secret", "webhook_secrets")]:
+                    ("path.id", "jobs"), ("path.name", "consumers"),
+                    ("header.X-Webhook-Secret", "webhook_secrets")]:
     print(f'"{param}" = {{ dictionary = "{name}", probability = 0.5 }}')
 print("""
 # Every check Schemathesis has (the list is spelled out so that a new version's checks
@@ -165,8 +170,8 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403",
 include-name-regex = "^(POST /v1/sources|PUT /v1/sources/.source.|PUT /v1/sources/.source./streams/.stream./cursor)$"
 checks.positive_data_acceptance.enabled = false
 """)
-print(f"gateway: {len(sources)} sources, {len(streams)} stream names, {len(keys)} keys, {len(jobs)} jobs",
-      file=sys.stderr)
+print(f"gateway: {len(sources)} sources, {len(streams)} stream names, {len(keys)} keys, {len(jobs)} jobs, "
+      f"{len(consumers)} consumers", file=sys.stderr)
 EOF
 
 set +e

@@ -16,6 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::consumers::consumer_param;
 use super::problems;
 use super::sources::page_limit;
 use crate::api::error::ApiError;
@@ -75,6 +76,11 @@ pub struct ChangesParams {
         pattern = "^ *([a-z0-9][a-z0-9_-]{0,63}/[a-z0-9][a-z0-9_-]{0,63})? *(, *([a-z0-9][a-z0-9_-]{0,63}/[a-z0-9][a-z0-9_-]{0,63})? *)*$"
     )]
     stream: Option<String>,
+    /// Who is reading: a name of your choice (a slug), under which the gateway records the
+    /// `since` this request came with and when (see `/v1/consumers`). It never changes
+    /// what the feed returns; blank: nobody in particular.
+    #[param(pattern = "^([a-z0-9][a-z0-9_-]{0,63})?$", example = "billing")]
+    consumer: Option<String>,
 }
 
 /// The `stream` filter.
@@ -102,6 +108,11 @@ pub struct StreamParams {
         pattern = "^ *([a-z0-9][a-z0-9_-]{0,63}/[a-z0-9][a-z0-9_-]{0,63})? *(, *([a-z0-9][a-z0-9_-]{0,63}/[a-z0-9][a-z0-9_-]{0,63})? *)*$"
     )]
     stream: Option<String>,
+    /// Who is reading: a name of your choice (a slug), under which the gateway records
+    /// where it started and the last event it was sent (see `/v1/consumers`). It never
+    /// changes what the stream sends; blank: nobody in particular.
+    #[param(pattern = "^([a-z0-9][a-z0-9_-]{0,63})?$", example = "billing")]
+    consumer: Option<String>,
 }
 
 /// The `stream` filter. Only the characters its documented pattern allows: names,
@@ -158,8 +169,13 @@ async fn list_changes(
             let limit = page_limit(params.limit)?;
             let wait = wait_param(params.wait)?;
             let scope = scope_param(params.stream.as_deref())?;
+            let consumer = consumer_param(params.consumer.as_deref())?;
             let since = state.feed.since(params.since.as_deref(), &scope)?;
-            Ok(Json(state.feed.poll(&scope, since, limit, wait).await?))
+            let page = state
+                .feed
+                .poll(&scope, since, limit, wait, consumer.as_ref())
+                .await?;
+            Ok(Json(page))
         }
         .await,
     )
@@ -223,6 +239,7 @@ async fn stream_changes(
         "stream",
         async {
             let scope = scope_param(params.stream.as_deref())?;
+            let consumer = consumer_param(params.consumer.as_deref())?;
             let resume = match headers.get("last-event-id") {
                 Some(value) => Some(
                     value
@@ -232,7 +249,7 @@ async fn stream_changes(
                 None => params.since.as_deref(),
             };
             let since = state.feed.since(resume, &scope)?;
-            let changes = state.feed.clone().follow(scope, since).await?;
+            let changes = state.feed.clone().follow(scope, since, consumer).await?;
             let events = changes.map(|item| {
                 let event = match item {
                     Ok((id, change)) => match serde_json::to_string(&change) {

@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::extract::{JobPath, JsonOrEmpty, SourcePath, StreamPath};
 use super::problems;
-use super::sources::{found_source, next_after, no_stream, page_limit};
+use super::sources::{after_param, found_source, next_after, no_stream, page_limit};
 use crate::api::error::ApiError;
 use crate::spec::job::{JobList, JobStatus, SourceJobs, SyncRequest, Trigger};
 use crate::spec::secret::Secret;
@@ -165,17 +165,12 @@ async fn list_jobs(
             })
             .transpose()?,
     };
-    let after = params
-        .after
-        .filter(|a| !a.is_empty())
-        .map(|a| {
-            // Only the hyphenated form that `next` hands out (the parser also takes others).
-            Some(a)
-                .filter(|a| a.len() == 36)
-                .and_then(|a| a.parse().ok())
-                .ok_or_else(|| ApiError::invalid_param("after", "not a `next` value of this list"))
-        })
-        .transpose()?;
+    // Only the hyphenated form that `next` hands out (the parser also takes others).
+    let after = after_param(params.after, |a| {
+        Some(a)
+            .filter(|a| a.len() == 36)
+            .and_then(|a| a.parse().ok())
+    })?;
     let jobs = state.store.list_jobs(&filter, after, limit).await?;
     let next = next_after(&jobs, limit, |j| j.id.to_string());
     Ok(Json(JobList {

@@ -1,6 +1,7 @@
 //! HTTP only: routes, extractors, auth, handlers and the OpenAPI document.
 
 mod auth;
+mod consumers;
 pub mod error;
 mod extract;
 mod feed;
@@ -157,6 +158,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(jobs::router())
         .merge(records::router())
         .merge(feed::router())
+        .merge(consumers::router())
         .merge(ops::router())
         .split_for_parts();
     OpenObjects.modify(&mut api);

@@ -64,8 +64,11 @@ const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 #[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
     responses((status = 200, description = "Metrics", body = String, content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    let mut text = state.metrics.render();
+    let consumers = super::consumers::metrics(&state).await;
+    if !consumers.is_empty() && !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&consumers);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

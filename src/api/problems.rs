@@ -126,6 +126,15 @@ impl IntoResponses for NoJob {
     }
 }
 
+/// `{name}` names no feed consumer.
+pub struct NoConsumer;
+
+impl IntoResponses for NoConsumer {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        set([(404, problem("No such consumer"))])
+    }
+}
+
 /// The request conflicts with what is stored (the problem's `detail` says how).
 pub struct Conflict;
 

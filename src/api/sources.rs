@@ -108,6 +108,21 @@ pub(super) fn next_after<T>(
         .map(key)
 }
 
+/// A list's `after`: blank or missing is the beginning; anything else must be a `next`
+/// value the list hands out, which `parse` reads.
+pub(super) fn after_param<T>(
+    after: Option<String>,
+    parse: impl FnOnce(String) -> Option<T>,
+) -> Result<Option<T>, ApiError> {
+    after
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            parse(a)
+                .ok_or_else(|| ApiError::invalid_param("after", "not a `next` value of this list"))
+        })
+        .transpose()
+}
+
 /// Register a source with its streams.
 #[utoipa::path(
     post, path = "/v1/sources", tag = "sources",
@@ -192,13 +207,7 @@ async fn list_sources(
     Query(params): Query<SourceListParams>,
 ) -> Result<Json<SourceList>, ApiError> {
     let limit = page_limit(params.limit)?;
-    let after = match params.after.filter(|a| !a.is_empty()) {
-        Some(a) => Some(
-            SourceName::try_from(a)
-                .map_err(|_| ApiError::invalid_param("after", "not a `next` value of this list"))?,
-        ),
-        None => None,
-    };
+    let after = after_param(params.after, |a| SourceName::try_from(a).ok())?;
     let sources = state.store.list_sources(after.as_ref(), limit).await?;
     let next = next_after(&sources, limit, |s| s.spec.name.to_string());
     Ok(Json(SourceList {

@@ -11,12 +11,15 @@
 //! - `wait.rs`: long-poll waiting, the cap on waiting requests, the jitter, and shutdown
 //!   ending every wait.
 //! - `sse.rs`: the Server-Sent Events follow loop.
+//! - `consumers.rs`: named consumers: their reads recorded in the background, their
+//!   position and lag.
 //! - `tasks.rs`: the background tasks: commit relay, head re-check, tombstone retention
 //!   purge.
 //!
 //! This file: the [`Feed`] of one instance, made from the epoch and token secret stored
 //! with the database, and [`FeedError`].
 
+mod consumers;
 mod position;
 mod read;
 mod scope;
@@ -32,6 +35,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::Rng;
 use tokio::sync::{Semaphore, watch};
 
+pub use consumers::{Consumer, ConsumerLag, ConsumerList, ConsumerName, ConsumerPosition, LAG_CAP};
 pub use position::Position;
 pub use scope::Scope;
 pub use sse::SSE_MAX;
@@ -40,6 +44,7 @@ pub use wait::{MAX_WAIT, Waiter};
 
 use crate::spec::change::StreamRef;
 use crate::store::{Store, StoreError};
+use consumers::{EveryConsumer, Recorder};
 use token::{Epoch, TokenKey};
 
 /// Settings keys of the values made at first start.
@@ -82,6 +87,10 @@ pub struct Feed {
     /// Set at shutdown: waiting requests answer at once, event streams end, so that the
     /// server's graceful shutdown does not wait for them.
     closing: watch::Sender<bool>,
+    /// Named consumers' reads, written in the background.
+    recorder: Recorder,
+    /// The last reading of every consumer, for scrapes.
+    every_consumer: EveryConsumer,
 }
 
 impl Feed {
@@ -97,6 +106,8 @@ impl Feed {
             .setting_or_insert(KEY_SETTING, &URL_SAFE_NO_PAD.encode(secret))
             .await?;
         Ok(Feed {
+            recorder: Recorder::start(store.clone()),
+            every_consumer: EveryConsumer::default(),
             store,
             epoch: Epoch(decode_setting(EPOCH_SETTING, &epoch)?),
             key: TokenKey::new(decode_setting(KEY_SETTING, &secret)?),

@@ -114,6 +114,20 @@ impl Feed {
         })
     }
 
+    /// The token a request gave for `position` (tokens have one text each), or `None`
+    /// for the beginning.
+    pub(super) fn since_token(&self, scope: &Scope, position: Position) -> Option<String> {
+        position.issued.map(|issued| {
+            self.key.encode(&FeedToken {
+                epoch: self.epoch,
+                scope: scope.hash(),
+                position: position.at,
+                head: issued.head,
+                horizon: issued.horizon,
+            })
+        })
+    }
+
     /// A token for "from now on" in `scope`.
     pub async fn head(&self, scope: &Scope) -> Result<String, FeedError> {
         let batch = self.read(scope, Position::START, 0).await?;

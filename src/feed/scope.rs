@@ -1,5 +1,7 @@
 //! The `stream` filter of a feed request, and the hash of it that a token carries.
 
+use std::fmt;
+
 use sha2::{Digest, Sha256};
 
 use super::FeedError;
@@ -51,5 +53,19 @@ impl Scope {
         let mut hash = [0u8; 8];
         hash.copy_from_slice(&digest[..8]);
         ScopeHash(hash)
+    }
+}
+
+/// The filter as a request would give it: `source/stream` names joined by commas, empty
+/// for the whole feed. [`Scope::parse`] reads it back as the same scope.
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, stream) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{stream}")?;
+        }
+        Ok(())
     }
 }

@@ -12,7 +12,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 use super::read::Batch;
-use super::{Feed, FeedError, Position, Scope, Waiter};
+use super::{ConsumerName, Feed, FeedError, Position, Scope, Waiter};
 use crate::spec::change::Change;
 use crate::store::Commit;
 
@@ -21,21 +21,32 @@ const SSE_BATCH: u32 = 100;
 /// How long the server keeps one Server-Sent Events response open; the client reconnects
 /// with `Last-Event-ID`, which also spreads long-lived connections over instances.
 pub const SSE_MAX: Duration = Duration::from_secs(300);
+/// How often at most a named consumer's event stream records the last event it was sent.
+const NOTE_EVERY: Duration = Duration::from_secs(1);
 
 impl Feed {
     /// Every change after `since`, then each new one as it commits, for [`SSE_MAX`]: each
     /// with the token that resumes right after it. Checks `since` and takes a waiting slot
-    /// before the first item, so those errors come before any event.
+    /// before the first item, so those errors come before any event. A named `consumer` is
+    /// recorded at `since` once it proved followable, then at the last event it was sent:
+    /// at most every [`NOTE_EVERY`] while events are sent, and when the response ends.
     pub async fn follow(
         self: Arc<Self>,
         scope: Scope,
         since: Position,
+        consumer: Option<ConsumerName>,
     ) -> Result<impl Stream<Item = Result<(String, Change), FeedError>> + Send + 'static, FeedError>
     {
         let waiter = self.waiter()?;
         let commits = self.store.notifier().subscribe();
         let batch = self.read(&scope, since, SSE_BATCH).await?;
+        if let Some(consumer) = &consumer {
+            self.note_since(consumer, &scope, since);
+        }
         let mut follow = Follow {
+            consumer,
+            noted: Instant::now(),
+            unnoted: None,
             closed: Box::pin(self.closed()),
             feed: self,
             scope,
@@ -62,23 +73,56 @@ struct Follow {
     /// The last read was cut at its limit: read again without waiting.
     more: bool,
     ids: Vec<i64>,
-    pending: VecDeque<(String, Change)>,
+    /// Changes to send, each with its position and the token that resumes after it.
+    pending: VecDeque<(i64, String, Change)>,
     commits: broadcast::Receiver<Commit>,
     deadline: Instant,
     failed: bool,
     closed: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// The named consumer following, if any.
+    consumer: Option<ConsumerName>,
+    /// When its position was last noted.
+    noted: Instant,
+    /// The last event sent to it, when sent after that: (position, token).
+    unnoted: Option<(i64, String)>,
     _waiter: Waiter,
+}
+
+impl Drop for Follow {
+    /// However the response ends (its time is up, the client left), the consumer's position
+    /// is the last event it was sent.
+    fn drop(&mut self) {
+        self.note_unnoted();
+    }
 }
 
 impl Follow {
     fn take(&mut self, batch: Batch) {
         for (seq, change) in &batch.changes {
             let token = self.feed.token(&self.scope, *seq, &batch);
-            self.pending.push_back((token, change.clone()));
+            self.pending.push_back((*seq, token, change.clone()));
         }
         self.position = batch.next();
         self.more = batch.has_more;
         self.ids = batch.ids;
+    }
+
+    /// Keeps the consumer's new position to note, at once when [`NOTE_EVERY`] has passed
+    /// since the last time.
+    fn sent(&mut self, seq: i64, token: &str) {
+        if self.consumer.is_some() {
+            self.unnoted = Some((seq, token.to_owned()));
+            if self.noted.elapsed() >= NOTE_EVERY {
+                self.note_unnoted();
+            }
+        }
+    }
+
+    fn note_unnoted(&mut self) {
+        if let (Some(consumer), Some((seq, token))) = (&self.consumer, self.unnoted.take()) {
+            self.feed.note(consumer, &self.scope, Some(token), seq);
+            self.noted = Instant::now();
+        }
     }
 
     async fn next(mut self) -> Option<(Result<(String, Change), FeedError>, Self)> {
@@ -86,13 +130,22 @@ impl Follow {
             if self.failed {
                 return None;
             }
-            if let Some(item) = self.pending.pop_front() {
-                return Some((Ok(item), self));
+            if let Some((seq, token, change)) = self.pending.pop_front() {
+                self.sent(seq, &token);
+                return Some((Ok((token, change)), self));
             }
             if !self.more {
                 let woke = tokio::select! {
                     () = tokio::time::sleep_until(self.deadline) => return None,
                     () = &mut self.closed => return None,
+                    // Caught up after a burst: its end is the position, not the event that
+                    // happened to be sent a second after the last note.
+                    () = tokio::time::sleep_until(self.noted + NOTE_EVERY),
+                        if self.unnoted.is_some() =>
+                    {
+                        self.note_unnoted();
+                        continue;
+                    }
                     commit = self.commits.recv() => commit,
                 };
                 match woke {

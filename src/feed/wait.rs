@@ -9,7 +9,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
-use super::{Feed, FeedError, Position, Scope};
+use super::{ConsumerName, Feed, FeedError, Position, Scope};
 use crate::spec::change::ChangePage;
 
 /// The longest long-poll.
@@ -60,17 +60,22 @@ impl Feed {
     /// A page of changes after `since`. With nothing to hand out and a `wait`, the
     /// request waits, holding no database connection, until a commit in its scope (then
     /// answers at once) or the end of the wait, shortened by up to a tenth so that many
-    /// consumers do not come back in lockstep (then answers with no changes).
+    /// consumers do not come back in lockstep (then answers with no changes). A named
+    /// `consumer`'s read is recorded once `since` proved followable, before any wait.
     pub async fn poll(
         &self,
         scope: &Scope,
         since: Position,
         limit: u32,
         wait: Duration,
+        consumer: Option<&ConsumerName>,
     ) -> Result<ChangePage, FeedError> {
         // Subscribed before reading: a commit between the read and the wait still wakes.
         let mut commits = self.store.notifier().subscribe();
         let mut batch = self.read(scope, since, limit).await?;
+        if let Some(consumer) = consumer {
+            self.note_since(consumer, scope, since);
+        }
         if !batch.changes.is_empty() || wait.is_zero() {
             return Ok(self.page(scope, batch));
         }

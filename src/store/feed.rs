@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{ColumnIndex, Encode, Executor, Type};
 
 use super::backend::{Backend, Conn, Db, Row, RowsAffected, Scalar, SqlStore, join, label};
+use super::consumers::{ConsumerRead, StoredConsumer};
 use super::notify::Notifier;
 use super::{StoreError, StoreResult};
 use crate::spec::change::StreamRef;
@@ -90,6 +91,26 @@ pub trait FeedStore: Send + Sync {
     /// Announces other instances' commits to [`FeedStore::notifier`] until the connection
     /// fails (PostgreSQL `LISTEN`); never returns where there are no other instances.
     async fn relay_commits(&self) -> StoreResult<()>;
+
+    /// Records named consumers' reads (one upsert each, in one transaction), each unless a
+    /// later read of the same consumer is stored already.
+    async fn record_consumers(&self, reads: &[ConsumerRead]) -> StoreResult<()>;
+
+    /// Consumers ordered by name, after `after`.
+    async fn list_consumers(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredConsumer>>;
+
+    async fn get_consumer(&self, name: &str) -> StoreResult<Option<StoredConsumer>>;
+
+    /// Forgets a consumer; `false` when there was none of that name.
+    async fn delete_consumer(&self, name: &str) -> StoreResult<bool>;
+
+    /// How many changes of `streams` (empty: of every stream) lie after `after`, counted up
+    /// to `cap` and no further.
+    async fn count_changes(&self, streams: &[StreamRef], after: i64, cap: u64) -> StoreResult<u64>;
 }
 
 /// The columns of a feed row, as [`ChangeRow`] reads them; followed by a `WHERE` clause.
@@ -300,5 +321,31 @@ where
 
     async fn relay_commits(&self) -> StoreResult<()> {
         self.backend.relay(&self.write, &self.notifier).await
+    }
+
+    // The consumers' statements are in `consumers.rs`, as inherent methods of the same names.
+
+    async fn record_consumers(&self, reads: &[ConsumerRead]) -> StoreResult<()> {
+        self.record_consumers(reads).await
+    }
+
+    async fn list_consumers(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredConsumer>> {
+        self.list_consumers(after, limit).await
+    }
+
+    async fn get_consumer(&self, name: &str) -> StoreResult<Option<StoredConsumer>> {
+        self.get_consumer(name).await
+    }
+
+    async fn delete_consumer(&self, name: &str) -> StoreResult<bool> {
+        self.delete_consumer(name).await
+    }
+
+    async fn count_changes(&self, streams: &[StreamRef], after: i64, cap: u64) -> StoreResult<u64> {
+        self.count_changes(streams, after, cap).await
     }
 }

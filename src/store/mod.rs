@@ -12,10 +12,13 @@
 //!   `sources.rs` (sources, streams, cursors), `queue.rs` (jobs and scheduling),
 //!   `pages.rs` (page commits and their plan), `records.rs` (reads of the mirror) and
 //!   `feed.rs` (the [`FeedStore`] part).
+//! - `consumers.rs`: named feed consumers, an aggregate whose methods are part of
+//!   [`FeedStore`] too.
 //! - `sqlite.rs` and `postgres.rs`: the two backends, with only what differs.
 //! - `notify.rs` (wake-ups for feed waiters) and `sealed.rs` (stored secrets).
 
 mod backend;
+mod consumers;
 mod feed;
 mod notify;
 mod pages;
@@ -40,6 +43,7 @@ use crate::spec::source::Schedule;
 use crate::spec::{Job, SourceName, SourceSpec, StreamName, StreamSpec};
 
 pub use backend::SqlStore;
+pub use consumers::{ConsumerRead, StoredConsumer};
 pub use feed::{FeedQuery, FeedSnapshot, FeedStore, FeedStream, Purged, StoredChange};
 pub use notify::{Commit, Notifier};
 pub use sealed::{Sealer, SecretKey};

@@ -567,14 +567,18 @@ async fn shutdown_answers_waiting_requests_at_once() {
 
 /// One Server-Sent Event.
 #[derive(Debug)]
-struct SseEvent {
-    id: Option<String>,
-    event: Option<String>,
-    data: String,
+pub(crate) struct SseEvent {
+    pub(crate) id: Option<String>,
+    pub(crate) event: Option<String>,
+    pub(crate) data: String,
 }
 
 /// Reads events from an event stream until `n` have arrived (comments are skipped).
-async fn sse_events(response: &mut Response, buffer: &mut String, n: usize) -> Vec<SseEvent> {
+pub(crate) async fn sse_events(
+    response: &mut Response,
+    buffer: &mut String,
+    n: usize,
+) -> Vec<SseEvent> {
     let mut events = Vec::new();
     while events.len() < n {
         if let Some(end) = buffer.find("\n\n") {

@@ -7,6 +7,7 @@ mod compat;
 mod compose;
 mod compose_sync;
 mod conformance;
+mod consumers;
 mod crash;
 mod errors;
 mod failover;
