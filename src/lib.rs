@@ -16,7 +16,7 @@
 //! | [`store`] | persistence: the `Store` trait, SQL per aggregate, one backend per database, the commit notifier, secrets at rest | a new query |
 //! | [`paginate`] | pure pagination state machines, since formats, record extraction: no network, no database | a new pagination option |
 //! | [`upstream`] | the HTTP client: auth, pacing, retry, SSRF guard, upstream errors | a new auth kind or retry rule |
-//! | [`feed`] | feed tokens, reads, long-poll waiting, SSE, background tasks | a new feed behaviour |
+//! | [`feed`] | feed tokens, reads, long-poll waiting, SSE, named consumers, background tasks | a new feed behaviour |
 //! | [`sync`] | scheduler, workers (claim, lease, heartbeat), the page loop | how jobs run |
 //! | [`config`] | settings from the environment and flags | a new setting |
 //! | [`api`] | HTTP only: routes, extractors, auth, handlers, `ApiError`, the OpenAPI document | a new route |
