@@ -27,4 +27,6 @@ pub mod time;
 pub mod token;
 
 #[cfg(test)]
+mod shift_tests;
+#[cfg(test)]
 mod tests;

@@ -217,6 +217,23 @@ impl Resumable {
         self.since.as_ref()
     }
 
+    /// The filter of this run, to seek with.
+    pub fn run_mut(&mut self) -> Option<&mut SinceRun> {
+        self.since.as_mut()
+    }
+
+    /// What a page that starts a new query within the run commits: the high-water the
+    /// run started from (an interrupted run goes on from there), or nothing.
+    pub fn requery(&self) -> CursorWrite {
+        match &self.started_from {
+            Some(high_water) => CursorWrite::Set(Value::Object(cursor_of(&[(
+                "high_water",
+                Some(high_water.clone()),
+            )]))),
+            None => CursorWrite::Clear,
+        }
+    }
+
     /// Takes in one reply, when this run will compute a high-water.
     pub fn observe(&mut self, page: &Page, reply: &ReplyMeta) -> Result<(), StrategyError> {
         match &mut self.since {

@@ -346,12 +346,25 @@ fn check_seek<E: serde::de::Error>(
     kind: &str,
 ) -> Result<(), E> {
     let seeks = matches!(pagination, Pagination::Offset(_) | Pagination::Link(_));
-    let pages = !matches!(pagination, Pagination::None(_));
+    let caps = seeks || matches!(pagination, Pagination::Token(_));
+    let restarts = match pagination {
+        Pagination::Link(link) => link.resume() == Resume::Restart,
+        Pagination::Token(token) => token.resume() == Resume::Restart,
+        _ => true,
+    };
     match (&since.order, &since.max_results) {
-        (_, Some(_)) if !pages => {
+        (_, Some(_)) if !caps => {
             return Err(error_at(
                 "/since/max_results",
-                "a single request is one query: `max_results` is for streams that page",
+                format!(
+                    "`max_results` is for offset, link and token streams: a {kind} stream's query goes on from its cursor"
+                ),
+            ));
+        }
+        (Some(_), _) if !restarts => {
+            return Err(error_at(
+                "/resume",
+                "a since filter in seek mode (`order`) asks for each query from a since value: it needs `\"resume\": \"restart\"`",
             ));
         }
         (None, Some(_)) => {
@@ -364,7 +377,7 @@ fn check_seek<E: serde::de::Error>(
             return Err(error_at(
                 "/since/order",
                 format!(
-                    "`order` (seek mode) is for offset and link streams: the cursor of {kind} streams already carries their place (with `max_results` it says the listing is sorted for a new query)"
+                    "`order` (seek mode) is for offset and link streams: the cursor of {kind} streams already carries their place (a token stream gives it with `max_results`, to say the listing is sorted for a new query)"
                 ),
             ));
         }
