@@ -361,12 +361,6 @@ fn check_seek<E: serde::de::Error>(
                 ),
             ));
         }
-        (Some(_), _) if !restarts => {
-            return Err(error_at(
-                "/resume",
-                "a since filter in seek mode (`order`) asks for each query from a since value: it needs `\"resume\": \"restart\"`",
-            ));
-        }
         (None, Some(_)) => {
             return Err(error_at(
                 "/since/max_results",
@@ -379,6 +373,12 @@ fn check_seek<E: serde::de::Error>(
                 format!(
                     "`order` (seek mode) is for offset and link streams: the cursor of {kind} streams already carries their place (a token stream gives it with `max_results`, to say the listing is sorted for a new query)"
                 ),
+            ));
+        }
+        (Some(_), _) if !restarts => {
+            return Err(error_at(
+                "/resume",
+                "a since filter in seek mode (`order`) asks for each query from a since value: it needs `\"resume\": \"restart\"`",
             ));
         }
         _ => {}
