@@ -19,6 +19,8 @@
 //! Positions count rows from the start of the listing as the current request asks for
 //! it; a page-number API's positions are multiples of the page size.
 
+use std::collections::HashMap;
+
 /// Step backs at one boundary before the walk gives up on finding its anchor.
 pub const MAX_STEP_BACKS: u32 = 8;
 
@@ -52,11 +54,16 @@ impl Window {
     /// The latest-positioned of this window's keys that `keys` lists: (its index in the
     /// window, its index in `keys`).
     fn find(&self, keys: &[String]) -> Option<(usize, usize)> {
+        // First places only: a page that lists a key twice is the upstream's to explain.
+        let mut at = HashMap::with_capacity(keys.len());
+        for (j, key) in keys.iter().enumerate() {
+            at.entry(key.as_str()).or_insert(j);
+        }
         self.keys
             .iter()
             .enumerate()
             .rev()
-            .find_map(|(i, key)| keys.iter().position(|k| k == key).map(|j| (i, j)))
+            .find_map(|(i, key)| at.get(key.as_str()).map(|&j| (i, j)))
     }
 
     /// The position of the window's last row.
