@@ -169,7 +169,9 @@ impl Paginator for Link {
             None => reply.link_next.clone(),
         };
         self.last_page = Some(next.clone().unwrap_or_else(|| reply.request_url.clone()));
-        if self.seek.is_some() {
+        // Seek mode needs the run's since value: a run that goes on from a stored URL
+        // (`last_page`, a pointer) follows its next links as they are.
+        if self.seek.is_some() && self.since.run().is_some() {
             return self.seek(page, next);
         }
         let Some(next) = next else {

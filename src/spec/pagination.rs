@@ -375,10 +375,10 @@ fn check_seek<E: serde::de::Error>(
                 ),
             ));
         }
-        (Some(_), _) if !restarts => {
+        (_, Some(_)) if !restarts => {
             return Err(error_at(
                 "/resume",
-                "a since filter in seek mode (`order`) asks for each query from a since value: it needs `\"resume\": \"restart\"`",
+                "`max_results` starts new queries from a since value within a run, which a stored URL or token cannot carry on: it needs `\"resume\": \"restart\"`",
             ));
         }
         _ => {}

@@ -570,8 +570,9 @@ async fn misused_seek_and_cap_fields_are_refused_with_their_pointer() {
             format!("{p}/since/order"),
         ),
         (
-            "seek mode on a link stream resuming at its last page",
-            json!({"type": "link", "resume": "last_page", "since": {"param": "since", "order": "since"}}),
+            "a capped link stream resuming at its last page",
+            json!({"type": "link", "resume": "last_page",
+                   "since": {"param": "since", "order": "since", "max_results": 1000}}),
             format!("{p}/resume"),
         ),
         (
