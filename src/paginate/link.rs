@@ -28,6 +28,16 @@ pub struct Link {
     last_page: Option<Url>,
     /// What the last page read names at the `resume` pointer.
     named: Option<Url>,
+    /// Seek mode (`since.order`): the current query's since value as text, and the
+    /// records read in it.
+    seek: Option<Query>,
+}
+
+/// One query of a seek-mode run: the listing from one since value.
+#[derive(Debug)]
+struct Query {
+    text: Option<String>,
+    read: u64,
 }
 
 impl Link {
@@ -44,14 +54,79 @@ impl Link {
             })
             .transpose()?;
         let resume = cfg.resume();
+        let since = Resumable::new(cfg.since.as_ref(), &resume, next.is_some(), cursor)?;
+        let seek = cfg.since.as_ref().and_then(|s| s.order).map(|_| Query {
+            text: since.run().and_then(SinceRun::query_text),
+            read: 0,
+        });
         Ok(Link {
-            since: Resumable::new(cfg.since.as_ref(), &resume, next.is_some(), cursor)?,
+            since,
+            seek,
             cfg: cfg.clone(),
             resume,
             placed: placed.clone(),
             next,
             last_page: None,
             named: None,
+        })
+    }
+}
+
+impl Link {
+    /// Seek mode (docs/design.md §4): a page that ends past the current query's since
+    /// value starts a new query at its last record's value (the records of that value
+    /// already read come first in it, and are read again); a page within one value (a
+    /// tie) follows its next link; a page without one ends the run. Pages commit no URL: an
+    /// interrupted run starts again from the last completed run's high-water.
+    fn seek(&mut self, page: &Page, next: Option<Url>) -> Result<Step, StrategyError> {
+        let (Some(query), Some(since), Some(last)) =
+            (&mut self.seek, self.since.run(), page.records.last())
+        else {
+            return Ok(Step::done());
+        };
+        // A page without a next link lists the rest of the listing as it is now.
+        let Some(next) = next else {
+            return Ok(Step::done());
+        };
+        let (text, value) = since.seek_value(last)?;
+        query.read += page.records.len() as u64;
+        if query.text.as_deref() == Some(text.as_str()) {
+            if let Some(max) = since.max_results()
+                && query.read >= max
+            {
+                return Err(StrategyError::Stuck(format!(
+                    "more records share the since value {text} than the upstream answers to one query ({max})"
+                )));
+            }
+            if self.next.as_ref() == Some(&next) {
+                return Err(StrategyError::Stuck(format!(
+                    "the next link points at the page just read: {next}"
+                )));
+            }
+            self.next = Some(next);
+            return Ok(Step {
+                cursor: CursorWrite::Keep,
+                done: false,
+            });
+        }
+        let mut tie = 0;
+        for item in page.records.iter().rev() {
+            if since.seek_value(item)?.0 != text {
+                break;
+            }
+            tie += 1;
+        }
+        *query = Query {
+            text: Some(text),
+            read: tie,
+        };
+        if let Some(since) = self.since.run_mut() {
+            since.seek_to(value);
+        }
+        self.next = None;
+        Ok(Step {
+            cursor: CursorWrite::Keep,
+            done: false,
         })
     }
 }
@@ -94,6 +169,11 @@ impl Paginator for Link {
             None => reply.link_next.clone(),
         };
         self.last_page = Some(next.clone().unwrap_or_else(|| reply.request_url.clone()));
+        // Seek mode needs the run's since value: a run that goes on from a stored URL
+        // (`last_page`, a pointer) follows its next links as they are.
+        if self.seek.is_some() && self.since.run().is_some() {
+            return self.seek(page, next);
+        }
         let Some(next) = next else {
             return Ok(Step::done());
         };

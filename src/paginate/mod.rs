@@ -12,6 +12,7 @@
 //!   around the `Paginator` it holds, not once per file; one several take (the `since`
 //!   filter) in its own file ([`since`]), used by each of them.
 
+pub mod anchor;
 pub mod extract;
 pub mod keyset;
 pub mod link;
@@ -25,5 +26,7 @@ pub mod template;
 pub mod time;
 pub mod token;
 
+#[cfg(test)]
+mod shift_tests;
 #[cfg(test)]
 mod tests;

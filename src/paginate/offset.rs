@@ -1,11 +1,15 @@
-//! Page/offset paging with an optional since filter (Reqon style). Rows shift under
+//! Page/offset paging with an optional since filter (Reqon style), anchored (docs/design.md
+//! §4, "Offset paging never skips a row"; the walk is [`super::anchor`]). Rows shift under
 //! offsets, so nothing but the since high-water is ever stored, and only when a run
-//! completes: an interrupted run starts again from its first page. A page-number API
-//! that names the next page (`next_page`) ends the run where it says, which is what makes
-//! an API that answers every page past the end with the last one end cleanly.
+//! completes without a shift it could not repair: an interrupted run starts again from
+//! its first page. A page-number API that names the next page (`next_page`) ends the run
+//! where it says. With `since.order: "since"` (seek mode) each page asks for the listing
+//! from the last record's since value, the offset or page counting only the records of
+//! that value already read.
 
 use serde_json::Value;
 
+use super::anchor::{Next, Shifts, Walk};
 use super::extract::Page;
 use super::since::{self, SinceRun};
 use super::strategy::{Ask, Paginator, ReplyMeta, Step, StrategyError, own_limit};
@@ -21,13 +25,12 @@ pub struct Offset {
     placed: Placed,
     /// The since filter, sent with every page of this run.
     since: Option<SinceRun>,
-    /// Records read so far in this run (the next offset).
-    read: u64,
-    /// The number of the next page.
-    page: u64,
-    /// First and last key of the previous page, to catch an upstream that ignores the
-    /// offset and repeats itself.
-    previous: Option<(String, String)>,
+    /// Where the next request is, and what shifted under the run.
+    walk: Walk,
+    /// Seek mode: the text of the since value the current query was asked from.
+    seek: Option<Option<String>>,
+    /// The page a reply read on to named next, and the position of that reply.
+    named: Option<(u64, u64)>,
 }
 
 impl Offset {
@@ -36,14 +39,60 @@ impl Offset {
         placed: &Placed,
         cursor: Option<&Value>,
     ) -> Result<Self, StrategyError> {
+        Self::with_walk(
+            cfg,
+            placed,
+            cursor,
+            Walk::new(cfg.limit.get(), cfg.page_param.is_some()),
+        )
+    }
+
+    /// An offset stream whose pages are not anchored: only for the test that shows what
+    /// anchoring prevents.
+    #[cfg(test)]
+    pub fn unanchored(
+        cfg: &pagination::Offset,
+        placed: &Placed,
+        cursor: Option<&Value>,
+    ) -> Result<Self, StrategyError> {
+        Self::with_walk(
+            cfg,
+            placed,
+            cursor,
+            Walk::unanchored(cfg.limit.get(), cfg.page_param.is_some()),
+        )
+    }
+
+    fn with_walk(
+        cfg: &pagination::Offset,
+        placed: &Placed,
+        cursor: Option<&Value>,
+        walk: Walk,
+    ) -> Result<Self, StrategyError> {
+        let since = SinceRun::from_cursor(cfg.since.as_ref(), cursor)?;
+        // The first query is asked from the run's since value.
+        let seek = cfg
+            .since
+            .as_ref()
+            .and_then(|s| s.order)
+            .map(|_| since.as_ref().and_then(SinceRun::query_text));
         Ok(Offset {
-            since: SinceRun::from_cursor(cfg.since.as_ref(), cursor)?,
+            since,
             cfg: cfg.clone(),
             placed: placed.clone(),
-            read: 0,
-            page: u64::from(cfg.start_page),
-            previous: None,
+            walk,
+            seek,
+            named: None,
         })
+    }
+
+    fn limit(&self) -> u64 {
+        u64::from(self.cfg.limit.get())
+    }
+
+    /// The number of the page at the walk's position.
+    fn page(&self) -> u64 {
+        self.walk.position() / self.limit() + u64::from(self.cfg.start_page)
     }
 
     /// The page number the reply names next; `None` ends the run.
@@ -59,23 +108,52 @@ impl Offset {
         let next = number.ok_or_else(|| {
             StrategyError::Shape(format!("`{pointer}` is not a page number: {value}"))
         })?;
-        if next <= self.page && !page.records.is_empty() {
+        if next <= self.page() && !page.records.is_empty() {
             return Err(StrategyError::Stuck(format!(
                 "the reply to page {} names page {next} as the next one",
-                self.page
+                self.page()
             )));
         }
         Ok(Some(next))
+    }
+
+    /// Seek mode, after a page the walk reads on from: a page that ends past the current
+    /// query's value starts the next query at the value of its last record, whose records
+    /// of that value (the tie) are its first rows.
+    fn seek(&mut self, page: &Page) -> Result<(), StrategyError> {
+        let (Some(query), Some(since), Some(last)) = (&self.seek, &self.since, page.records.last())
+        else {
+            return Ok(());
+        };
+        let (text, value) = since.seek_value(last)?;
+        if query.as_deref() == Some(text.as_str()) {
+            return Ok(());
+        }
+        let mut tie = 0;
+        for item in page.records.iter().rev() {
+            if since.seek_value(item)?.0 != text {
+                break;
+            }
+            tie += 1;
+        }
+        self.walk.rebase(tie);
+        self.seek = Some(Some(text));
+        if let Some(since) = &mut self.since {
+            since.seek_to(value);
+        }
+        Ok(())
     }
 }
 
 impl Paginator for Offset {
     fn ask(&self) -> Ask {
+        let offset = self.walk.position();
+        let page = self.page();
         let values = Values {
             since: self.since.as_ref().and_then(|s| s.value().cloned()),
             limit: Some(self.cfg.limit.get()),
-            offset: Some(self.read),
-            page: Some(self.page),
+            offset: Some(offset),
+            page: Some(page),
             ..Values::default()
         };
         let mut query = Vec::new();
@@ -84,7 +162,7 @@ impl Paginator for Offset {
         }
         match &self.cfg.page_param {
             Some(param) if !self.placed.has(&Placeholder::Page) => {
-                query.push((param.to_string(), self.page.to_string()));
+                query.push((param.to_string(), page.to_string()));
             }
             None if !self.placed.has(&Placeholder::Offset) => {
                 let param = self
@@ -92,7 +170,7 @@ impl Paginator for Offset {
                     .offset_param
                     .as_ref()
                     .map_or("offset", |p| p.as_str());
-                query.push((param.to_owned(), self.read.to_string()));
+                query.push((param.to_owned(), offset.to_string()));
             }
             _ => {}
         }
@@ -113,25 +191,35 @@ impl Paginator for Offset {
             since.observe(page, reply)?;
         }
         let count = page.records.len() as u64;
-        let (done, next_page) = match &self.cfg.next_page {
+        let (ends, named) = match &self.cfg.next_page {
             Some(pointer) => {
                 let next = self.named_page(page, pointer)?;
                 (next.is_none() || count == 0, next)
             }
-            None => (count < u64::from(self.cfg.limit.get()), None),
+            None => (count < self.limit(), None),
         };
-        if let (Some(first), Some(last)) = (page.records.first(), page.records.last()) {
-            let ends = (first.key.clone(), last.key.clone());
-            if !done && self.previous.as_ref() == Some(&ends) {
-                return Err(StrategyError::Stuck(format!(
-                    "two pages in a row were the same records ({} .. {}): the upstream ignores the page parameter",
-                    ends.0, ends.1
-                )));
-            }
-            self.previous = Some(ends);
+        if self.walk.reads_on() {
+            self.named = named.map(|next| (self.walk.position(), next));
         }
-        self.read += count;
-        self.page = next_page.unwrap_or(self.page + 1);
+        let keys = page.records.iter().map(|r| r.key.clone()).collect();
+        let done = self.walk.advance(keys, ends) == Next::Done;
+        if let (false, Some(accepted)) = (done, self.walk.accepted()) {
+            // A page read on to (directly, or once its check held) goes on where it said.
+            if let Some((at, next)) = self.named
+                && at == accepted.start
+            {
+                let start = u64::from(self.cfg.start_page);
+                self.walk.jump(next.saturating_sub(start) * self.limit());
+            }
+            self.seek(page)?;
+        }
+        if let (false, Some(max)) = (done, self.since.as_ref().and_then(SinceRun::max_results))
+            && self.walk.position() >= max
+        {
+            return Err(StrategyError::Stuck(format!(
+                "more records share one since value than the upstream answers to one query ({max}): the listing cannot be read past them"
+            )));
+        }
         Ok(Step {
             cursor: CursorWrite::Keep,
             done,
@@ -139,12 +227,20 @@ impl Paginator for Offset {
     }
 
     /// The high-water of a completed run (docs/design.md §4): `min(newest record read,
-    /// run start − lookback)`, or `run start − lookback`, in the configured format.
+    /// run start − lookback)`, or `run start − lookback`, in the configured format; the
+    /// old one when rows shifted under the run and it could not find its place again.
     fn finish(&self) -> CursorWrite {
+        if self.walk.shifts().shifted > 0 {
+            return CursorWrite::Keep;
+        }
         since::finish(self.since.as_ref())
     }
 
     fn pointers(&self) -> Vec<JsonPointer> {
         self.cfg.next_page.iter().cloned().collect()
+    }
+
+    fn shifts(&self) -> Shifts {
+        self.walk.shifts()
     }
 }

@@ -8,7 +8,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
 
-use super::extract::Page;
+use super::extract::{Item, Page};
 use super::strategy::{ReplyMeta, StrategyError, cursor_of, field};
 use super::time::{TimeStyle, write_since};
 use crate::spec::cursor::CursorWrite;
@@ -67,12 +67,55 @@ impl SinceRun {
 
     /// The query parameter and its text, when this run sends one.
     pub fn query(&self) -> Option<(String, String)> {
-        let param = self.param()?;
-        let text = match self.value()? {
+        Some((self.param()?.to_string(), self.query_text()?))
+    }
+
+    /// The value this run sends, as text.
+    pub fn query_text(&self) -> Option<String> {
+        Some(match self.value()? {
             Value::String(s) => s.clone(),
             other => other.to_string(),
+        })
+    }
+
+    /// Seek mode (docs/design.md §4): the since value that asks for the listing from
+    /// `item` on, inclusively: its own text with `verbatim`, else its time written in the
+    /// format (rounded down). Returns the text (records of one text are one tie) and the
+    /// value as sent.
+    pub fn seek_value(&self, item: &Item) -> Result<(String, Value), StrategyError> {
+        let unreadable = || {
+            StrategyError::Shape(format!(
+                "record {} has no updated time that reads as a time",
+                item.key
+            ))
         };
-        Some((param.to_string(), text))
+        let updated = item.updated.as_ref().ok_or_else(unreadable)?;
+        let text = match &self.cfg.format {
+            TimeFormat::Verbatim => match updated {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => return Err(unreadable()),
+            },
+            format => {
+                let (time, style) = TimeStyle::detect(updated).ok_or_else(unreadable)?;
+                write_since(time, format, style.offset())
+            }
+        };
+        let value = match (&self.cfg.format, updated) {
+            (TimeFormat::Verbatim, value) => value.clone(),
+            (format, _) => typed(Value::String(text.clone()), format),
+        };
+        Ok((text, value))
+    }
+
+    /// Sends `value` from the next request on (seek mode's next query).
+    pub fn seek_to(&mut self, value: Value) {
+        self.value = Some(value);
+    }
+
+    /// The most results the upstream answers to one query, if it caps them.
+    pub fn max_results(&self) -> Option<u64> {
+        self.cfg.max_results.map(|m| u64::from(m.get()))
     }
 
     /// Takes in one reply: the run's start from the first, the newest record from each.
@@ -174,6 +217,23 @@ impl Resumable {
         self.since.as_ref()
     }
 
+    /// The filter of this run, to seek with.
+    pub fn run_mut(&mut self) -> Option<&mut SinceRun> {
+        self.since.as_mut()
+    }
+
+    /// What a page that starts a new query within the run commits: the high-water the
+    /// run started from (an interrupted run goes on from there), or nothing.
+    pub fn requery(&self) -> CursorWrite {
+        match &self.started_from {
+            Some(high_water) => CursorWrite::Set(Value::Object(cursor_of(&[(
+                "high_water",
+                Some(high_water.clone()),
+            )]))),
+            None => CursorWrite::Clear,
+        }
+    }
+
     /// Takes in one reply, when this run will compute a high-water.
     pub fn observe(&mut self, page: &Page, reply: &ReplyMeta) -> Result<(), StrategyError> {
         match &mut self.since {
@@ -241,7 +301,6 @@ fn typed(value: Value, format: &TimeFormat) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::paginate::extract::Item;
     use serde_json::json;
     use url::Url;
 

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use url::Url;
 
+use super::anchor::Shifts;
 use super::extract::Page;
 use super::template::{Placed, Values};
 use super::{keyset, link, none, offset, position, token};
@@ -96,6 +97,11 @@ pub trait Paginator: std::fmt::Debug + Send + Sync {
     fn pointers(&self) -> Vec<JsonPointer> {
         Vec::new()
     }
+
+    /// What the run found shifting under it so far (offset paging, docs/design.md §4).
+    fn shifts(&self) -> Shifts {
+        Shifts::default()
+    }
 }
 
 /// One stream's strategy, positioned at a start cursor. A trait object rather than an
@@ -175,6 +181,12 @@ impl Strategy {
     /// The cursor a completed run leaves for the next one, committed with the last page.
     pub fn finish(&self) -> CursorWrite {
         self.paginator.finish()
+    }
+
+    /// What the run found shifting under it so far: step backs, and shifts it could not
+    /// repair (which keep the old high-water).
+    pub fn shifts(&self) -> Shifts {
+        self.paginator.shifts()
     }
 }
 

@@ -33,6 +33,9 @@ pub struct Token {
     first: bool,
     /// What the last page read names at the `resume` pointer.
     named: Option<String>,
+    /// Records read in the current query, and the text of the since value it was asked
+    /// from (`max_results`: a new query starts from the newest value read at the cap).
+    query: (u64, Option<String>),
 }
 
 impl Token {
@@ -51,8 +54,10 @@ impl Token {
             .transpose()?
             .filter(|t| !t.is_empty());
         let resume = cfg.resume();
+        let since = Resumable::new(cfg.since.as_ref(), &resume, token.is_some(), cursor)?;
+        let query = (0, since.run().and_then(SinceRun::query_text));
         Ok(Token {
-            since: Resumable::new(cfg.since.as_ref(), &resume, token.is_some(), cursor)?,
+            since,
             cfg: cfg.clone(),
             resume,
             body,
@@ -60,6 +65,7 @@ impl Token {
             token,
             first: true,
             named: None,
+            query,
         })
     }
 
@@ -70,6 +76,49 @@ impl Token {
             .run()
             .filter(|_| self.first && self.token.is_none())
             .and_then(SinceRun::query)
+    }
+}
+
+impl Token {
+    /// Result caps (`since.max_results`, docs/design.md §4a): once the current query has
+    /// answered as many records as the upstream answers to one, the next request is a new
+    /// query from the newest since value read (its records of that value come first in it
+    /// again), without a token.
+    fn capped(&mut self, page: &Page) -> Result<Option<Step>, StrategyError> {
+        let (Some(since), Some(last)) = (self.since.run(), page.records.last()) else {
+            return Ok(None);
+        };
+        let Some(max) = since.max_results() else {
+            return Ok(None);
+        };
+        self.query.0 += page.records.len() as u64;
+        if self.query.0 < max {
+            return Ok(None);
+        }
+        let (text, value) = since.seek_value(last)?;
+        let mut tie = 0;
+        for item in page.records.iter().rev() {
+            if since.seek_value(item)?.0 != text {
+                break;
+            }
+            tie += 1;
+        }
+        if self.query.1.as_deref() == Some(text.as_str()) || tie >= max {
+            return Err(StrategyError::Stuck(format!(
+                "more records share the since value {text} than the upstream answers to one query ({max})"
+            )));
+        }
+        tracing::debug!(%text, max, "the query reached the upstream's cap: a new one asks from the newest since value read");
+        self.query = (tie, Some(text));
+        if let Some(since) = self.since.run_mut() {
+            since.seek_to(value);
+        }
+        self.token = None;
+        self.first = true;
+        Ok(Some(Step {
+            cursor: self.since.requery(),
+            done: false,
+        }))
     }
 }
 
@@ -155,6 +204,9 @@ impl Paginator for Token {
             return Err(StrategyError::Stuck(format!(
                 "the upstream answered records with the same token `{until}` it was given"
             )));
+        }
+        if let Some(step) = self.capped(page)? {
+            return Ok(step);
         }
         let cursor = cursor_of(&[
             ("token", Some(Value::String(until.clone()))),

@@ -54,6 +54,14 @@ pub struct JobStats {
     pub updated: u64,
     pub unchanged: u64,
     pub deleted: u64,
+    /// Requests made to step back (or check a page again) after rows shifted under an
+    /// offset run (docs/design.md §4, "Offset paging never skips a row").
+    #[serde(default)]
+    pub step_backs: u64,
+    /// Page boundaries at which rows shifted under an offset run and no anchor was found
+    /// again: the run read on to the end but kept its old high-water.
+    #[serde(default)]
+    pub shifted: u64,
 }
 
 /// One sync run of one stream.

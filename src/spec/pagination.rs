@@ -31,6 +31,14 @@ ranged!(
     86_400
 );
 
+ranged!(
+    /// The most results an upstream answers to one query (HubSpot's search: 10,000).
+    MaxResults,
+    u32,
+    1,
+    1_000_000_000
+);
+
 /// The pagination strategy of a stream, tagged by `type`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -82,6 +90,18 @@ impl Pagination {
             Pagination::Offset(o) => o.since.as_mut(),
             Pagination::Link(l) => l.since.as_mut(),
             Pagination::None(n) => n.since.as_mut(),
+        }
+    }
+
+    /// The page size the strategy asks for, where it asks for one.
+    pub fn limit(&self) -> Option<PageLimit> {
+        match self {
+            Pagination::Keyset(k) => Some(k.limit),
+            Pagination::Token(t) => Some(t.limit),
+            Pagination::Position(p) => Some(p.limit),
+            Pagination::Offset(o) => Some(o.limit),
+            Pagination::Link(l) => l.limit,
+            Pagination::None(_) => None,
         }
     }
 
@@ -310,21 +330,72 @@ impl<'de> Deserialize<'de> for Pagination {
                 ));
             }
         };
-        // Seek mode restarts a listing at the last record's value: only listings read
-        // page after page by offsets or next links have one.
-        if let Some(since) = pagination.since()
-            && since.order.is_some()
-            && !matches!(pagination, Pagination::Offset(_) | Pagination::Link(_))
-        {
-            return Err(error_at(
-                "/since/order",
-                format!(
-                    "`order` (seek mode) is for offset and link streams: the cursor of {kind} streams already carries their place"
-                ),
-            ));
+        if let Some(since) = pagination.since() {
+            check_seek(&pagination, since, &kind)?;
         }
         Ok(pagination)
     }
+}
+
+/// Seek mode restarts a listing at the last record's value: only listings read page
+/// after page by offsets or next links have one. A cap on one query's results is read
+/// past by a new query from the newest value read, which needs the listing sorted by it.
+fn check_seek<E: serde::de::Error>(
+    pagination: &Pagination,
+    since: &Since,
+    kind: &str,
+) -> Result<(), E> {
+    let seeks = matches!(pagination, Pagination::Offset(_) | Pagination::Link(_));
+    let caps = seeks || matches!(pagination, Pagination::Token(_));
+    let restarts = match pagination {
+        Pagination::Link(link) => link.resume() == Resume::Restart,
+        Pagination::Token(token) => token.resume() == Resume::Restart,
+        _ => true,
+    };
+    match (&since.order, &since.max_results) {
+        (_, Some(_)) if !caps => {
+            return Err(error_at(
+                "/since/max_results",
+                format!(
+                    "`max_results` is for offset, link and token streams: a {kind} stream's query goes on from its cursor"
+                ),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(error_at(
+                "/since/max_results",
+                "`max_results` starts a new query from the newest since value read, which reads on only where the listing is sorted by it: it needs `\"order\": \"since\"`",
+            ));
+        }
+        (Some(_), None) if !seeks => {
+            return Err(error_at(
+                "/since/order",
+                format!(
+                    "`order` (seek mode) is for offset and link streams: the cursor of {kind} streams already carries their place (a token stream gives it with `max_results`, to say the listing is sorted for a new query)"
+                ),
+            ));
+        }
+        (_, Some(_)) if !restarts => {
+            return Err(error_at(
+                "/resume",
+                "`max_results` starts new queries from a since value within a run, which a stored URL or token cannot carry on: it needs `\"resume\": \"restart\"`",
+            ));
+        }
+        _ => {}
+    }
+    if let (Some(max), Some(limit)) = (since.max_results, pagination.limit())
+        && max.get() < limit.get()
+    {
+        return Err(error_at(
+            "/since/max_results",
+            format!(
+                "`max_results` ({}) is smaller than the page size ({}): no page could be read whole",
+                max.get(),
+                limit.get()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses an option given to a strategy that does not take it, saying which do (the
@@ -625,6 +696,12 @@ pub struct Since {
     /// `since` when the listing is sorted by the since field (seek mode, docs/design.md §4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order: Option<SinceOrder>,
+    /// The most results the upstream answers to one query (HubSpot's search: 10,000).
+    /// A run that has read that many from one query starts a new one from the newest
+    /// since value read instead of asking past the cap; needs `order`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = 10000)]
+    pub max_results: Option<MaxResults>,
 }
 
 /// [`Since`] as sent, before its fields are checked against each other.
@@ -643,6 +720,8 @@ struct SinceFields {
     initial: Option<String>,
     #[serde(default)]
     order: Option<SinceOrder>,
+    #[serde(default)]
+    max_results: Option<MaxResults>,
 }
 
 impl<'de> Deserialize<'de> for Since {
@@ -667,6 +746,7 @@ impl<'de> Deserialize<'de> for Since {
             lookback_seconds: s.lookback_seconds,
             initial: s.initial,
             order: s.order,
+            max_results: s.max_results,
         })
     }
 }

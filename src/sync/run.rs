@@ -87,10 +87,14 @@ async fn run_pages(
         stats.requests += u64::from(fetched.attempts);
         stats.pages += 1;
         stats.records_seen += fetched.page.records.len() as u64;
+        let before = strategy.shifts();
         let step = match strategy.advance(&fetched.page, &fetched.reply) {
             Ok(step) => step,
             Err(e) => return fail(e.problem()),
         };
+        let shifts = strategy.shifts().since(before);
+        stats.step_backs += shifts.step_backs;
+        stats.shifted += shifts.shifted;
         let done = step.done;
         let cursor = match (done, strategy.finish()) {
             (true, CursorWrite::Keep) | (false, _) => step.cursor,

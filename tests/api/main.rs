@@ -1,6 +1,7 @@
 //! Integration tests: the real app over real HTTP on a loopback port. One test binary
 //! with modules, so the whole suite links once.
 
+mod anchor;
 mod auth;
 mod catalog;
 mod compat;
