@@ -12,15 +12,20 @@ use utoipa::ToSchema;
 pub struct Problem {
     /// Stable identifier of the kind of problem, e.g. `invalid-spec`, `not-found`.
     #[serde(rename = "type")]
+    #[schema(example = "invalid-spec")]
     pub kind: String,
     /// Short, human-readable summary of the kind of problem.
+    #[schema(example = "Invalid request body")]
     pub title: String,
     /// The HTTP status code.
+    #[schema(minimum = 100, maximum = 599, example = 422)]
     pub status: u16,
     /// Human-readable explanation of this occurrence.
+    #[schema(example = "20000 is out of range: must be 1 to 10000")]
     pub detail: String,
     /// JSON pointer (RFC 6901) to the field of the request body at fault, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "/streams/0/pagination/limit")]
     pub pointer: Option<String>,
 }
 

@@ -63,11 +63,11 @@ pub struct ChangesParams {
     /// compacted snapshot).
     since: Option<String>,
     /// Page size, 1 to 1000 (default 100).
-    #[param(minimum = 1, maximum = 1000)]
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<u32>,
     /// With no change to hand out, wait up to this many seconds (0 to 60, decimals
     /// allowed; default 0) for one to commit.
-    #[param(minimum = 0, maximum = 60)]
+    #[param(minimum = 0, maximum = 60, default = 0)]
     wait: Option<f64>,
     /// Only these streams: `source/stream`, several separated by commas. A token is bound
     /// to the filter it was issued for.

@@ -108,7 +108,7 @@ pub struct JobParams {
     #[param(pattern = "^(queued|running|succeeded|failed|cancelled)?$")]
     status: Option<String>,
     /// Page size, 1 to 1000 (default 100).
-    #[param(minimum = 1, maximum = 1000)]
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<u32>,
     /// The `next` value of the previous page (a job id); blank: from the beginning.
     #[param(

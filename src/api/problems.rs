@@ -24,14 +24,43 @@ fn problem(description: &str) -> ResponseBuilder {
     )
 }
 
-/// The responses of a set, by status.
+/// The responses of a set, by status, each with an example problem of its status.
 fn set<const N: usize>(
     responses: [(u16, ResponseBuilder); N],
 ) -> BTreeMap<String, RefOr<Response>> {
     responses
         .into_iter()
-        .map(|(status, response)| (status.to_string(), response.build().into()))
+        .map(|(status, response)| {
+            let mut response = response.build();
+            let example = example(status, &response.description);
+            if let Some(content) = response.content.get_mut(PROBLEM_JSON) {
+                content.example = Some(example);
+            }
+            (status.to_string(), response.into())
+        })
         .collect()
+}
+
+/// A problem document with this status, for the document's examples (Swagger UI would
+/// otherwise make one up from the schema, status and all).
+fn example(status: u16, description: &str) -> serde_json::Value {
+    use crate::problem::ProblemType::*;
+    let kind = match status {
+        401 => Unauthorized,
+        403 => Forbidden,
+        404 => NotFound,
+        409 => Conflict,
+        410 => SinceExpired,
+        413 => PayloadTooLarge,
+        415 => UnsupportedMediaType,
+        422 => InvalidSpec,
+        429 => TooManyWaiters,
+        503 => Unavailable,
+        _ => BadRequest,
+    };
+    let mut problem = Problem::new(kind, description.replace('`', ""));
+    problem.status = status;
+    serde_json::to_value(problem).unwrap_or_default()
 }
 
 fn no_token() -> (u16, ResponseBuilder) {

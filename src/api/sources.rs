@@ -161,7 +161,7 @@ async fn create_source(
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Page size, 1 to 1000 (default 100).
-    #[param(minimum = 1, maximum = 1000)]
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<u32>,
     /// The `next` value of the previous page.
     after: Option<String>,
@@ -172,7 +172,7 @@ pub struct ListParams {
 #[into_params(parameter_in = Query)]
 pub struct SourceListParams {
     /// Page size, 1 to 1000 (default 100).
-    #[param(minimum = 1, maximum = 1000)]
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<u32>,
     /// The `next` value of the previous page (a source name); blank: from the beginning.
     #[param(pattern = "^([a-z0-9][a-z0-9_-]{0,63})?$")]

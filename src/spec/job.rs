@@ -89,6 +89,7 @@ pub struct Job {
 #[serde(deny_unknown_fields)]
 pub struct SyncRequest {
     #[serde(default)]
+    #[schema(default = "incremental")]
     pub mode: JobMode,
 }
 

@@ -29,6 +29,7 @@ pub struct SourceSpec {
     /// Every stream's `request.path` is appended to this URL.
     #[schema(value_type = String, example = "http://127.0.0.1:9000")]
     pub base_url: HttpUrl,
+    /// No credentials (`{"type": "none"}`) when not given.
     #[serde(default)]
     pub auth: Auth,
     /// Headers sent with every request to this source.
@@ -89,6 +90,7 @@ fn retry<'de, D: Deserializer<'de>>(d: D) -> Result<Retry, D::Error> {
 pub struct RateLimit {
     /// Minimum time between two requests, in milliseconds.
     #[serde(default)]
+    #[schema(default = 0)]
     pub min_interval_ms: u32,
     /// An optional cap on requests per second (fractions allowed, e.g. `0.5`).
     #[serde(default, deserialize_with = "positive_rate")]
@@ -480,6 +482,7 @@ pub enum Method {
 #[serde(deny_unknown_fields)]
 pub struct RequestSpec {
     #[serde(default)]
+    #[schema(default = "GET")]
     pub method: Method,
     #[schema(value_type = String, example = "/admin/products.json")]
     pub path: RequestPath,
