@@ -14,7 +14,11 @@ pub(super) async fn work(engine: Arc<Engine>, index: usize) {
     while !engine.stopping() {
         // Registered before claiming, so a job queued meanwhile still wakes this worker.
         let woken = engine.wake.notified();
-        match engine.store.claim_job(&owner, engine.lease).await {
+        let claimed = engine
+            .store
+            .claim_job(engine.instance, &owner, engine.lease)
+            .await;
+        match claimed {
             Ok(Some(claim)) => run_claim(&engine, &owner, claim).await,
             Ok(None) => {
                 tokio::select! {
@@ -59,7 +63,7 @@ async fn run_claim(engine: &Arc<Engine>, owner: &str, claim: Claim) {
             }
         })
     };
-    tracing::info!("job started");
+    tracing::info!(attempt = claim.job.attempts, "job started");
     let (ending, stats) = run::run(engine, owner, &claim, lost).await;
     heartbeat.abort();
     let outcome = match &ending {

@@ -9,6 +9,8 @@ mod failover;
 mod failures;
 mod feed;
 mod fuzz;
+mod history;
+mod liveness;
 mod openapi;
 mod outage;
 mod security;
