@@ -2,6 +2,7 @@
 //! with modules, so the whole suite links once.
 
 mod auth;
+mod bodies;
 mod conformance;
 mod crash;
 mod errors;
@@ -15,6 +16,7 @@ mod openapi;
 mod outage;
 mod security;
 mod sources;
+mod startup;
 mod store;
 mod styles;
 mod support;
