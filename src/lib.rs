@@ -13,11 +13,11 @@
 //! |---|---|---|
 //! | [`problem`] | the problem catalogue: every `type`, its status and title | a new problem type |
 //! | [`spec`] | the public types: source and stream specs, jobs, cursors, changes | a new spec field (and its validation) |
-//! | [`store`] | persistence: the `Store` trait, SQL per aggregate, one backend per database, the commit notifier, secrets at rest | a new query |
+//! | [`store`] | persistence: the `Store` trait, SQL per aggregate, one backend per database (and its liveness lock), the commit notifier, secrets at rest | a new query |
 //! | [`paginate`] | pure pagination state machines, since formats, record extraction: no network, no database | a new pagination option |
 //! | [`upstream`] | the HTTP client: auth, pacing, retry, SSRF guard, upstream errors | a new auth kind or retry rule |
 //! | [`feed`] | feed tokens, reads, long-poll waiting, SSE, background tasks | a new feed behaviour |
-//! | [`sync`] | scheduler, workers (claim, lease, heartbeat), the page loop | how jobs run |
+//! | [`sync`] | scheduler, workers (claim, lease, heartbeat), the page loop, the job history's retention | how jobs run |
 //! | [`config`] | settings from the environment and flags | a new setting |
 //! | [`api`] | HTTP only: routes, extractors, auth, handlers, `ApiError`, the OpenAPI document | a new route |
 //!

@@ -60,9 +60,11 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// The migrations of this database, which `ready` counts.
     const MIGRATOR: &'static Migrator;
     /// Claims the oldest claimable job for worker `$1` of instance `$4` at `$2` with its
-    /// lease until `$3`: a queued job, or a running one whose lease expired or whose
-    /// instance no longer holds its liveness lock. Returns its id.
+    /// lease until `$3`: a queued job, or a running one whose lease expired. Returns its id.
     const CLAIM_SQL: &'static str;
+    /// Ends at `$2` the leases of the running jobs whose instance (not `$1`) no longer
+    /// holds its liveness lock, so that the next claim takes them over.
+    const EXPIRE_GONE_SQL: &'static str;
     /// A source's id by name (`$1`), locked against new streams until commit.
     const LOCK_SOURCE_SQL: &'static str;
     /// `key, hash, rev` of the records of stream `$1` whose keys are in the list `$2`.
@@ -285,6 +287,10 @@ where
         lease: chrono::TimeDelta,
     ) -> StoreResult<Option<Claim>> {
         self.claim_job(instance, owner, lease).await
+    }
+
+    async fn expire_gone_leases(&self, instance: InstanceId) -> StoreResult<u64> {
+        self.expire_gone_leases(instance).await
     }
 
     async fn heartbeat(

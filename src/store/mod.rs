@@ -370,8 +370,12 @@ pub trait Store: FeedStore + Send + Sync + 'static {
     /// Closes the database and lets go of the liveness lock (once the workers stopped).
     async fn close(&self);
 
-    /// Claims the oldest queued job, or a running one whose lease expired or whose
-    /// instance no longer holds its liveness lock, for worker `owner` of `instance`.
+    /// Ends the leases of the running jobs whose instance (another than `instance`) no
+    /// longer holds its liveness lock, so that they are claimed at once; how many.
+    async fn expire_gone_leases(&self, instance: InstanceId) -> StoreResult<u64>;
+
+    /// Claims the oldest queued job, or a running one whose lease expired, for worker
+    /// `owner` of `instance`.
     async fn claim_job(
         &self,
         instance: InstanceId,

@@ -28,7 +28,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The first key of every liveness lock (`pg_advisory_lock(class, instance)`; "tdmk"),
 /// which keeps them apart from other advisory locks of the database.
 const LIVENESS_CLASS: i32 = 0x7464_6d6b;
-/// [`LIVENESS_CLASS`] as the claim's SQL writes it.
+/// [`LIVENESS_CLASS`] as `EXPIRE_GONE_SQL` writes it.
 const LIVENESS_CLASS_SQL: &str = "1952738667";
 
 /// How long a session may sit inside a transaction waiting for its client before the
@@ -65,26 +65,30 @@ impl Backend for Postgres {
     const MIGRATOR: &'static Migrator = &MIGRATOR;
 
     /// Claims the oldest claimable job; `SKIP LOCKED` lets the workers of every instance
-    /// claim at once without waiting on each other or taking the same job. A running job
-    /// of another instance is taken over at once when no session of this database holds
-    /// that instance's liveness lock (its process is gone, and with it its connection);
-    /// a job of this instance's own, or one without an instance (written by an older
-    /// version), waits out its lease.
-    const CLAIM_SQL: &'static str = join(&[
-        "UPDATE jobs SET status = 'running', \
+    /// claim at once without waiting on each other or taking the same job.
+    const CLAIM_SQL: &'static str = "UPDATE jobs SET status = 'running', \
          attempts = attempts + 1, started_at = COALESCE(started_at, $2), lease_owner = $1, \
          lease_instance = $4, lease_expires_at = $3 \
-         WHERE id = (SELECT j.id FROM jobs j WHERE j.status = 'queued' \
-            OR (j.status = 'running' AND (j.lease_expires_at < $2 \
-                OR (j.lease_instance <> $4 AND NOT EXISTS (\
-                    SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' \
-                    AND l.database = (SELECT oid FROM pg_database \
-                                      WHERE datname = current_database()) \
-                    AND l.classid = ",
+         WHERE id = (SELECT id FROM jobs WHERE status = 'queued' \
+                     OR (status = 'running' AND lease_expires_at < $2) \
+                     ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+         RETURNING id";
+
+    /// Ends the leases of the running jobs of other instances that no session of this
+    /// database holds the liveness lock of (their process is gone, and with it its
+    /// connection): `pg_locks` is read once per statement. A job of this instance's own,
+    /// or one without an instance (written by an older version), waits out its lease; a
+    /// row locked by a transaction in flight is skipped, not waited for.
+    const EXPIRE_GONE_SQL: &'static str = join(&[
+        "UPDATE jobs SET lease_expires_at = $2 WHERE id IN (\
+         SELECT id FROM jobs WHERE status = 'running' AND lease_expires_at > $2 \
+         AND lease_instance <> $1 AND lease_instance::int8 NOT IN (\
+             SELECT l.objid::int8 FROM pg_locks l WHERE l.locktype = 'advisory' \
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND l.classid = ",
         LIVENESS_CLASS_SQL,
-        " AND l.objid = j.lease_instance AND l.objsubid = 2 AND l.granted)))) \
-            ORDER BY j.created_at, j.id LIMIT 1 FOR UPDATE SKIP LOCKED) \
-         RETURNING id",
+        " AND l.objsubid = 2 AND l.granted) \
+         FOR UPDATE SKIP LOCKED)",
     ])
     .as_str();
 
@@ -417,6 +421,6 @@ mod tests {
     #[test]
     fn the_claim_names_the_liveness_class() {
         assert_eq!(LIVENESS_CLASS.to_string(), LIVENESS_CLASS_SQL);
-        assert!(Postgres::CLAIM_SQL.contains(&format!("l.classid = {LIVENESS_CLASS_SQL} ")));
+        assert!(Postgres::EXPIRE_GONE_SQL.contains(&format!("l.classid = {LIVENESS_CLASS_SQL} ")));
     }
 }

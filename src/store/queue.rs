@@ -248,6 +248,16 @@ where
     }
 
     #[tracing::instrument(skip_all)]
+    pub(super) async fn expire_gone_leases(&self, instance: InstanceId) -> StoreResult<u64> {
+        Ok(sqlx::query(B::EXPIRE_GONE_SQL)
+            .bind(instance.0)
+            .bind(now())
+            .execute(&self.write)
+            .await?
+            .rows_affected())
+    }
+
+    #[tracing::instrument(skip_all)]
     pub(super) async fn claim_job(
         &self,
         instance: InstanceId,

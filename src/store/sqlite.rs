@@ -52,16 +52,19 @@ impl Backend for Sqlite {
     const MIGRATOR: &'static Migrator = &MIGRATOR;
 
     /// Claims the oldest claimable job. SQLite has one writer, so no two workers can claim
-    /// the same job. The file's lock lets one process serve it, so a running job of any
-    /// other instance is a dead process's: it is taken over at once.
+    /// the same job.
     const CLAIM_SQL: &'static str = "UPDATE jobs SET status = 'running', \
          attempts = attempts + 1, started_at = COALESCE(started_at, $2), lease_owner = $1, \
          lease_instance = $4, lease_expires_at = $3 \
          WHERE id = (SELECT id FROM jobs WHERE status = 'queued' \
-                     OR (status = 'running' \
-                         AND (lease_expires_at < $2 OR lease_instance IS NOT $4)) \
+                     OR (status = 'running' AND lease_expires_at < $2) \
                      ORDER BY created_at, id LIMIT 1) \
          RETURNING id";
+
+    /// Ends the leases of the running jobs of every other instance: the file's lock lets
+    /// one process serve it, so they are a dead process's.
+    const EXPIRE_GONE_SQL: &'static str = "UPDATE jobs SET lease_expires_at = $2 \
+         WHERE status = 'running' AND lease_expires_at > $2 AND lease_instance IS NOT $1";
 
     /// A source's id. The one writer connection serializes every write, so there is
     /// nothing to lock.

@@ -41,6 +41,11 @@ pub struct Workers {
 /// scheduler looks for due streams.
 const POLL: Duration = Duration::from_secs(1);
 
+/// How often the workers' instance looks for jobs whose instance is gone (and, finding
+/// some, ends their leases and wakes its idle workers): what a takeover waits for, when a
+/// worker is free.
+const LIVENESS_POLL: Duration = Duration::from_millis(250);
+
 /// How the background work runs.
 pub struct Settings {
     /// Concurrent workers (0: none, and no scheduler).
@@ -75,6 +80,7 @@ impl Workers {
         }
         if settings.workers > 0 {
             tasks.spawn(scheduler::schedule(engine.clone()));
+            tasks.spawn(worker::take_over_the_gone(engine.clone()));
         }
         tasks.spawn(history::purge(engine.clone(), settings.job_retention));
         Workers {

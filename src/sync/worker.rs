@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::run::{self, Ending};
-use super::{Engine, POLL};
+use super::{Engine, LIVENESS_POLL, POLL};
 use crate::store::{Claim, JobEnd};
 
 pub(super) async fn work(engine: Arc<Engine>, index: usize) {
@@ -34,6 +34,25 @@ pub(super) async fn work(engine: Arc<Engine>, index: usize) {
                     _ = engine.stopped() => {}
                 }
             }
+        }
+    }
+}
+
+/// Ends the leases of jobs whose instance no longer holds its liveness lock (its process
+/// died), every [`LIVENESS_POLL`], and wakes the idle workers to claim them.
+pub(super) async fn take_over_the_gone(engine: Arc<Engine>) {
+    while !engine.stopping() {
+        match engine.store.expire_gone_leases(engine.instance).await {
+            Ok(0) => {}
+            Ok(jobs) => {
+                tracing::info!(jobs, "taking over the jobs of instances that are gone");
+                engine.wake.notify_waiters();
+            }
+            Err(e) => tracing::warn!(error = %e, "looking for the jobs of instances that are gone"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(LIVENESS_POLL) => {}
+            _ = engine.stopped() => {}
         }
     }
 }

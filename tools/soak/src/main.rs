@@ -282,6 +282,31 @@ impl Db {
         })
     }
 
+    /// The newest instance id of `pid`.
+    async fn instance_of(&self, pid: u32) -> anyhow::Result<Option<i32>> {
+        let sql = "SELECT MAX(id) FROM instances WHERE pid = $1";
+        let pid = i32::try_from(pid)?;
+        Ok(match self {
+            Db::Sqlite(pool) => sqlx::query_scalar(sql).bind(pid).fetch_one(pool).await?,
+            Db::Postgres(pool) => sqlx::query_scalar(sql).bind(pid).fetch_one(pool).await?,
+        })
+    }
+
+    /// Whether any session holds `instance`'s liveness lock (PostgreSQL).
+    async fn lock_held(&self, instance: i32) -> anyhow::Result<bool> {
+        let sql = "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
+                   AND classid = 1952738667 AND objid::int8 = $1 AND objsubid = 2)";
+        Ok(match self {
+            Db::Sqlite(_) => false,
+            Db::Postgres(pool) => {
+                sqlx::query_scalar(sql)
+                    .bind(i64::from(instance))
+                    .fetch_one(pool)
+                    .await?
+            }
+        })
+    }
+
     /// Jobs that succeeded: completed syncs.
     async fn succeeded(&self) -> anyhow::Result<i64> {
         let sql = "SELECT COUNT(*) FROM jobs WHERE status = 'succeeded'";
@@ -299,6 +324,8 @@ struct Takeovers {
     times: Vec<Duration>,
     /// Jobs not taken over within a minute.
     missed: u32,
+    /// From the SIGKILL to the killed instance's liveness lock being gone (PostgreSQL).
+    unlocked: Vec<Duration>,
     /// From spawning a gateway to its `/healthz` answering.
     restarts: Vec<Duration>,
 }
@@ -377,16 +404,31 @@ async fn kill_at_random(
             .filter(|(_, _, owner)| u32::try_from(*owner).ok() == Some(pid))
             .map(|(id, attempts, _)| (id, attempts))
             .collect();
+        let instance = db.instance_of(pid).await?;
         gateways[victim].child.kill()?;
         let killed = Instant::now();
         gateways[victim].child.wait()?;
+        if let (Db::Postgres(_), Some(instance)) = (db, instance) {
+            let (db, takeovers) = (db.clone(), takeovers.clone());
+            timers.spawn(async move {
+                while killed.elapsed() < Duration::from_secs(60) {
+                    if !db.lock_held(instance).await.unwrap_or(true) {
+                        takeovers.lock().await.unlocked.push(killed.elapsed());
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            });
+        }
         counters.restarts.fetch_add(1, Ordering::Relaxed);
-        timers.spawn(time_takeovers(
-            db.clone(),
-            running,
-            killed,
-            takeovers.clone(),
-        ));
+        for job in running {
+            timers.spawn(time_takeovers(
+                db.clone(),
+                vec![job],
+                killed,
+                takeovers.clone(),
+            ));
+        }
         let spawned = Instant::now();
         gateways[victim] = start_gateway(database, ports[victim], args.lease_seconds)?;
         wait_healthy(http, &gateways[victim].base).await?;
@@ -598,12 +640,13 @@ async fn consume(
     let page: FeedPage = serde_json::from_str(&response.text().await.ok()?).ok()?;
     for change in page.results {
         counters.delivered.fetch_add(1, Ordering::Relaxed);
-        let stream = replica.entry(change.stream).or_default();
+        let stream = replica.entry(change.stream.clone()).or_default();
         match change.record {
             Some(record) => {
                 let text = record.get().to_owned();
                 if stream.get(&change.key) == Some(&text) {
                     counters.unchanged.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("delivered with unchanged content: {} {}", change.stream, change.key);
                 }
                 stream.insert(change.key, text);
             }
@@ -941,6 +984,18 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
             "| jobs not taken over within 60 s | {} |",
             takeovers.missed
         );
+        if !takeovers.unlocked.is_empty() {
+            let mut unlocked = takeovers.unlocked.clone();
+            unlocked.sort_unstable();
+            println!(
+                "| kill to the liveness lock gone, {} kills: p50 / p99 / max | {} / {} / {} ms |",
+                unlocked.len(),
+                ms(quantile(&unlocked, 0.5)),
+                ms(quantile(&unlocked, 0.99)),
+                ms(unlocked.last().copied().unwrap_or_default())
+            );
+        }
+        eprintln!("takeovers (ms): {:?}", times.iter().map(|t| t.as_millis()).collect::<Vec<_>>());
         let mut restarts = takeovers.restarts.clone();
         restarts.sort_unstable();
         println!(
