@@ -1,4 +1,5 @@
-//! A worker: claims a job, keeps its lease alive, runs it, records how it ended.
+//! A worker: claims a job, keeps its lease alive, runs it, records how it ended; and the
+//! task that hands the jobs of instances that are gone to the workers.
 
 use std::sync::Arc;
 use std::time::Duration;
