@@ -20,8 +20,8 @@
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -488,21 +488,18 @@ async fn stop_phase(
         let pid = u32::try_from(pid)?;
         signal(pid, "STOP")?;
         let stopped = Instant::now();
-        let still = db.running().await?.into_iter().any(|(id, a, p)| {
-            id == job && a == attempts && u32::try_from(p).ok() == Some(pid)
-        });
+        let still = db
+            .running()
+            .await?
+            .into_iter()
+            .any(|(id, a, p)| id == job && a == attempts && u32::try_from(p).ok() == Some(pid));
         if !still {
             signal(pid, "CONT")?;
             continue;
         }
         let mut taken = None;
         while stopped.elapsed() < Duration::from_secs(seconds) {
-            if taken.is_none()
-                && db
-                    .job(&job)
-                    .await?
-                    .is_some_and(|(now, _)| now > attempts)
-            {
+            if taken.is_none() && db.job(&job).await?.is_some_and(|(now, _)| now > attempts) {
                 taken = Some(stopped.elapsed());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -646,7 +643,10 @@ async fn consume(
                 let text = record.get().to_owned();
                 if stream.get(&change.key) == Some(&text) {
                     counters.unchanged.fetch_add(1, Ordering::Relaxed);
-                    eprintln!("delivered with unchanged content: {} {}", change.stream, change.key);
+                    eprintln!(
+                        "delivered with unchanged content: {} {}",
+                        change.stream, change.key
+                    );
                 }
                 stream.insert(change.key, text);
             }
@@ -844,8 +844,7 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
     } else {
         for outage in events {
             let pause = slot.mul_f64(rng.random_range(0.5..1.5));
-            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now())))
-                .await;
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
             if outage {
                 outages.run(&http, &base, &args).await?;
                 continue;
@@ -925,7 +924,10 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
     // The stopped gateway's job went on as one more attempt, never a second one of its.
     let mut fenced = true;
     if let Some((job, attempts)) = stopped.as_ref().and_then(|s| s.job.clone()) {
-        fenced = db.job(&job).await?.is_some_and(|(now, _)| now == attempts + 1);
+        fenced = db
+            .job(&job)
+            .await?
+            .is_some_and(|(now, _)| now == attempts + 1);
     }
     let jobs = job_counts(&http, &base).await?;
     let unchanged = counters.unchanged.load(Ordering::Relaxed);
@@ -980,10 +982,7 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
             ms(quantile(&times, 0.99)),
             ms(times.last().copied().unwrap_or_default())
         );
-        println!(
-            "| jobs not taken over within 60 s | {} |",
-            takeovers.missed
-        );
+        println!("| jobs not taken over within 60 s | {} |", takeovers.missed);
         if !takeovers.unlocked.is_empty() {
             let mut unlocked = takeovers.unlocked.clone();
             unlocked.sort_unstable();
@@ -995,7 +994,10 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
                 ms(unlocked.last().copied().unwrap_or_default())
             );
         }
-        eprintln!("takeovers (ms): {:?}", times.iter().map(|t| t.as_millis()).collect::<Vec<_>>());
+        eprintln!(
+            "takeovers (ms): {:?}",
+            times.iter().map(|t| t.as_millis()).collect::<Vec<_>>()
+        );
         let mut restarts = takeovers.restarts.clone();
         restarts.sort_unstable();
         println!(
