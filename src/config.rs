@@ -15,12 +15,7 @@ use crate::upstream::policy::HostPolicy;
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
     /// Address to serve the API on.
-    #[arg(
-        long,
-        env = "TIDEMARK_BIND",
-        default_value = "127.0.0.1:8080",
-        global = true
-    )]
+    #[arg(long, env = "TIDEMARK_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
 
     /// `sqlite://<file>` (created if missing) or `postgres://...`.
@@ -28,7 +23,6 @@ pub struct Config {
         long,
         env = "DATABASE_URL",
         default_value = "sqlite://tidemark.db",
-        global = true,
         hide_env_values = true
     )]
     pub database_url: String,
@@ -39,7 +33,6 @@ pub struct Config {
         long,
         env = "TIDEMARK_API_TOKENS",
         default_value = "",
-        global = true,
         hide_env_values = true,
         hide_default_value = true,
         value_parser = Quiet::<ApiTokens>::new()
@@ -47,48 +40,39 @@ pub struct Config {
     pub api_tokens: ApiTokens,
 
     /// Largest accepted request body, in bytes.
-    #[arg(long, env = "TIDEMARK_MAX_BODY_BYTES", default_value_t = 1024 * 1024, global = true)]
+    #[arg(long, env = "TIDEMARK_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
 
     /// How long a client may take to send a request's head, then its body, and how long an
     /// idle keep-alive connection stays open; slower clients are cut off. Long-polls and
     /// event streams are not affected: the limit is on what the client sends.
-    #[arg(
-        long,
-        env = "TIDEMARK_CLIENT_TIMEOUT",
-        default_value = "30s",
-        global = true
-    )]
+    #[arg(long, env = "TIDEMARK_CLIENT_TIMEOUT", default_value = "30s")]
     pub client_timeout: Period,
 
     /// Concurrent sync workers of this instance (0: this instance only serves the API).
-    #[arg(long, env = "TIDEMARK_WORKERS", default_value_t = 4, global = true)]
+    #[arg(long, env = "TIDEMARK_WORKERS", default_value_t = 4)]
     pub workers: usize,
 
-    /// How long a worker's claim on a job lasts without a heartbeat; a job whose worker
-    /// died is taken over by another after this long.
-    #[arg(long, env = "TIDEMARK_JOB_LEASE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(3..=3600), global = true)]
+    /// How long a worker's claim on a job lasts without a heartbeat. A job whose process
+    /// died is taken over at once (its liveness lock is gone); the lease is for a process
+    /// that lives but hangs: its job is taken over after this long.
+    #[arg(long, env = "TIDEMARK_JOB_LEASE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(3..=3600))]
     pub job_lease_seconds: u32,
 
     /// How long the feed keeps tombstones (deleted records) before purging them; a feed
     /// token older than a purged tombstone gets `410 since-expired`. A number with a unit:
     /// `s`, `m`, `h` or `d` (e.g. `30d`, `12h`).
-    #[arg(
-        long,
-        env = "TIDEMARK_TOMBSTONE_RETENTION",
-        default_value = "30d",
-        global = true
-    )]
+    #[arg(long, env = "TIDEMARK_TOMBSTONE_RETENTION", default_value = "30d")]
     pub tombstone_retention: Period,
+
+    /// How long finished jobs are kept before they are deleted; the newest 100 jobs of
+    /// each stream are kept whatever their age. A number with a unit: `s`, `m`, `h` or `d`.
+    #[arg(long, env = "TIDEMARK_JOB_RETENTION", default_value = "7d")]
+    pub job_retention: Period,
 
     /// Feed requests of this instance that may wait (long-poll or Server-Sent Events) at
     /// once; beyond it they are answered `429` with `Retry-After`.
-    #[arg(
-        long,
-        env = "TIDEMARK_FEED_MAX_WAITERS",
-        default_value_t = 10_000,
-        global = true
-    )]
+    #[arg(long, env = "TIDEMARK_FEED_MAX_WAITERS", default_value_t = 10_000)]
     pub feed_max_waiters: usize,
 
     /// Encrypts the inline upstream secrets of stored sources (AES-256-GCM): 32 bytes, as
@@ -97,7 +81,6 @@ pub struct Config {
     #[arg(
         long,
         env = "TIDEMARK_SECRET_KEY",
-        global = true,
         hide_env_values = true,
         value_parser = Quiet::<SecretKey>::new()
     )]
@@ -111,23 +94,33 @@ pub struct Config {
         long,
         env = "TIDEMARK_UPSTREAM_ALLOW",
         default_value = "",
-        global = true,
         hide_default_value = true
     )]
     pub upstream_allow: HostPolicy,
 
+    #[command(flatten)]
+    pub logs: Logs,
+}
+
+/// What is logged, and how (logs go to standard output, coloured only on a terminal).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Logs {
     /// Log filter, in `tracing` `EnvFilter` syntax (e.g. `info,tidemark=debug`).
-    #[arg(long, env = "TIDEMARK_LOG", default_value = "info", global = true)]
+    #[arg(long, env = "TIDEMARK_LOG", default_value = "info")]
     pub log: String,
 
     /// Log format.
-    #[arg(
-        long,
-        env = "TIDEMARK_LOG_FORMAT",
-        default_value = "pretty",
-        global = true
-    )]
+    #[arg(long, env = "TIDEMARK_LOG_FORMAT", default_value = "pretty")]
     pub log_format: LogFormat,
+}
+
+impl Default for Logs {
+    fn default() -> Self {
+        Logs {
+            log: "info".into(),
+            log_format: LogFormat::Pretty,
+        }
+    }
 }
 
 /// Parses a setting that holds secrets without repeating it when it is invalid (clap's
@@ -295,11 +288,11 @@ impl Config {
             workers: 4,
             job_lease_seconds: 30,
             tombstone_retention: Period(Duration::from_secs(30 * 86_400)),
+            job_retention: Period(Duration::from_secs(7 * 86_400)),
             feed_max_waiters: 10_000,
             secret_key: None,
             upstream_allow: HostPolicy::default(),
-            log: "info".into(),
-            log_format: LogFormat::Pretty,
+            logs: Logs::default(),
         }
     }
 }

@@ -13,11 +13,11 @@
 //! |---|---|---|
 //! | [`problem`] | the problem catalogue: every `type`, its status and title | a new problem type |
 //! | [`spec`] | the public types: source and stream specs, jobs, cursors, changes | a new spec field (and its validation) |
-//! | [`store`] | persistence: the `Store` trait, SQL per aggregate, one backend per database, the commit notifier, secrets at rest | a new query |
+//! | [`store`] | persistence: the `Store` trait, SQL per aggregate, one backend per database (and its liveness lock), the commit notifier, secrets at rest | a new query |
 //! | [`paginate`] | pure pagination state machines, since formats, record extraction: no network, no database | a new pagination option |
 //! | [`upstream`] | the HTTP client: auth, pacing, retry, SSRF guard, upstream errors | a new auth kind or retry rule |
 //! | [`feed`] | feed tokens, reads, long-poll waiting, SSE, named consumers, background tasks | a new feed behaviour |
-//! | [`sync`] | scheduler, workers (claim, lease, heartbeat), the page loop | how jobs run |
+//! | [`sync`] | scheduler, workers (claim, lease, heartbeat), the page loop, the job history's retention | how jobs run |
 //! | [`config`] | settings from the environment and flags | a new setting |
 //! | [`api`] | HTTP only: routes, extractors, auth, handlers, `ApiError`, the OpenAPI document | a new route |
 //!
@@ -73,11 +73,19 @@ impl App {
         let store = store::connect(&config.database_url, config.secret_key.as_ref())
             .await
             .context("opening the database")?;
+        let instance = store
+            .start_instance()
+            .await
+            .context("taking this instance's liveness lock")?;
         let workers = sync::Workers::start(
             store.clone(),
             upstream::client::Upstream::with_policy(config.upstream_allow.clone()),
-            config.workers,
-            Duration::from_secs(u64::from(config.job_lease_seconds)),
+            instance,
+            sync::Settings {
+                workers: config.workers,
+                lease: Duration::from_secs(u64::from(config.job_lease_seconds)),
+                job_retention: config.job_retention.0,
+            },
         );
         let feed = feed::Feed::load(store.clone(), config.feed_max_waiters)
             .await
@@ -99,9 +107,10 @@ impl App {
         })
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then drains in-flight requests and
+    /// Serves on `listener` until `shutdown` resolves, then drains in-flight requests,
     /// stops the workers (each commits the page in flight and hands its job back to the
-    /// queue). Refuses a non-loopback listener when no API token is configured.
+    /// queue) and closes the database, letting go of the liveness lock. Refuses a
+    /// non-loopback listener when no API token is configured.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -110,8 +119,10 @@ impl App {
         let addr = listener.local_addr()?;
         if let Err(e) = self.config.check_exposure(addr) {
             self.workers.stop().await;
+            self.state.store.close().await;
             return Err(e);
         }
+        let store = self.state.store.clone();
         let feed = self.state.feed.clone();
         let client_timeout = self.config.client_timeout.0;
         let app = api::app(self.state, self.config.max_body_bytes, client_timeout);
@@ -125,6 +136,7 @@ impl App {
         self.workers.stop().await;
         tracing::info!("workers stopped");
         drop(self.feed_tasks);
+        store.close().await;
         Ok(())
     }
 }

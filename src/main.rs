@@ -1,6 +1,9 @@
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tidemark::config::{Config, LogFormat};
+use tidemark::config::{Config, LogFormat, Logs};
 use tidemark::{App, api, store};
 use tidemark_sandbox::{self as sandbox, Sandbox};
 use tracing_subscriber::EnvFilter;
@@ -10,17 +13,15 @@ use tracing_subscriber::EnvFilter;
 #[command(version, about)]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    config: Config,
+    command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the API (the default).
-    Serve,
+    /// Serve the API (the default: `tidemark [OPTIONS]` is `tidemark serve [OPTIONS]`).
+    Serve(Box<Config>),
     /// Apply database migrations and exit.
-    Migrate,
+    Migrate(Migrate),
     /// Print the OpenAPI document.
     Openapi,
     /// Serve the simulated upstream on 127.0.0.1 (for the quickstart, tests and benchmarks).
@@ -30,38 +31,82 @@ enum Command {
         /// Records each dataset starts with.
         #[arg(long, default_value_t = sandbox::DEFAULT_RECORDS)]
         records: usize,
+        #[command(flatten)]
+        logs: Logs,
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let config = cli.config;
-    match cli.command.unwrap_or(Command::Serve) {
+/// What `tidemark migrate` needs: the database, and its logs.
+#[derive(clap::Args)]
+struct Migrate {
+    /// `sqlite://<file>` (created if missing) or `postgres://...`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://tidemark.db",
+        hide_env_values = true
+    )]
+    database_url: String,
+    #[command(flatten)]
+    logs: Logs,
+}
+
+/// A failure to start (a setting, the database, the address) is told in one message,
+/// without a backtrace whatever `RUST_BACKTRACE` says: it is not a bug, and the message
+/// says what to change. (Panics, which are bugs, keep their backtraces.)
+fn main() -> ExitCode {
+    let cli = Cli::parse_from(with_command(std::env::args_os()));
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&anyhow::Error::new(e).context("starting the runtime")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+/// The arguments with `serve` inserted when they name no command, so that `tidemark` and
+/// `tidemark --bind ...` serve, while each command parses only its own options (the
+/// sandbox's help lists no server setting, and a server setting in the environment that
+/// does not parse does not stop the sandbox).
+fn with_command(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<_> = args.collect();
+    let names_a_command = args.get(1).and_then(|a| a.to_str()).is_some_and(|first| {
+        !first.starts_with('-') || ["-h", "--help", "-V", "--version"].contains(&first)
+    });
+    if !names_a_command {
+        args.insert(1.min(args.len()), "serve".into());
+    }
+    args
+}
+
+fn fail(error: &anyhow::Error) -> ExitCode {
+    eprintln!("tidemark: {error:#}");
+    ExitCode::FAILURE
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(config) => serve(*config).await,
         Command::Openapi => {
             println!("{}", api::openapi().to_pretty_json()?);
             Ok(())
         }
-        Command::Migrate => {
-            init_logs(&config)?;
-            store::connect(&config.database_url, config.secret_key.as_ref()).await?;
+        Command::Migrate(migrate) => {
+            init_logs(&migrate.logs)?;
+            store::connect(&migrate.database_url, None)
+                .await
+                .context("opening the database")?;
             tracing::info!("migrations applied");
             Ok(())
         }
-        Command::Serve => {
-            init_logs(&config)?;
-            // Checked before binding (and before touching the database), not only after.
-            config.check_exposure(config.bind)?;
-            let listener = tokio::net::TcpListener::bind(config.bind)
-                .await
-                .with_context(|| format!("binding {}", config.bind))?;
-            App::build(config)
-                .await?
-                .serve(listener, shutdown_signal())
-                .await
-        }
-        Command::Sandbox { port, records } => {
-            init_logs(&config)?;
+        Command::Sandbox {
+            port,
+            records,
+            logs,
+        } => {
+            init_logs(&logs)?;
             let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -74,12 +119,29 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-fn init_logs(config: &Config) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(&config.log).context("TIDEMARK_LOG")?;
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
-    match config.log_format {
-        LogFormat::Pretty => logs.init(),
-        LogFormat::Json => logs.json().init(),
+async fn serve(config: Config) -> anyhow::Result<()> {
+    init_logs(&config.logs)?;
+    // Checked before binding (and before touching the database), not only after.
+    config.check_exposure(config.bind)?;
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .with_context(|| format!("binding {}", config.bind))?;
+    App::build(config)
+        .await?
+        .serve(listener, shutdown_signal())
+        .await
+}
+
+/// Logs to standard output; colours only when it is a terminal (a log file or a pipe
+/// gets no escape codes).
+fn init_logs(logs: &Logs) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&logs.log).context("TIDEMARK_LOG")?;
+    let output = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
+    match logs.log_format {
+        LogFormat::Pretty => output.init(),
+        LogFormat::Json => output.json().init(),
     }
     Ok(())
 }

@@ -9,12 +9,12 @@ use serde::de::DeserializeOwned;
 use utoipa::IntoParams;
 
 use crate::api::error::ApiError;
-use crate::spec::de::{ParseError, parse};
+use crate::spec::de::{ParseError, parse_object};
 use crate::spec::{SourceName, StreamName};
 
 /// A JSON body parsed into `T`, keeping the text it came from. A body that is not JSON
-/// is a 400 `malformed-json`; JSON that is not a valid `T` is a 422 `invalid-spec` naming
-/// the field at fault; a body without a JSON content type is a 415.
+/// is a 400 `malformed-json`; JSON that is not an object, or not a valid `T`, is a 422
+/// `invalid-spec` naming the field at fault; a body without a JSON content type is a 415.
 pub struct ApiJson<T> {
     pub value: T,
     pub raw: String,
@@ -36,7 +36,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
 impl<T: DeserializeOwned> ApiJson<T> {
     fn from_bytes(bytes: Bytes) -> Result<Self, ApiError> {
-        let value = parse::<T>(&bytes).map_err(|e| match e {
+        let value = parse_object::<T>(&bytes).map_err(|e| match e {
             ParseError::Malformed(detail) => ApiError::malformed_json(detail),
             ParseError::Invalid { pointer, message } => ApiError::invalid(pointer, message),
         })?;

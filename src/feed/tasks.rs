@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 use crate::store::Store;
 
 /// How often the head is read again, for commits whose notification never came (another
-/// process on SQLite; a PostgreSQL notification lost while the listener reconnected).
+/// instance's, lost while the PostgreSQL listener reconnected).
 const RECHECK: Duration = Duration::from_millis(1500);
 
 /// The feed's background work: relaying other instances' commits, re-checking the head,

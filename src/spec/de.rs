@@ -49,6 +49,26 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ParseError> {
     Ok(value)
 }
 
+/// Parses a request body that must be a JSON object (or `null`, where `T` takes it). Any
+/// other document is refused as such, at the pointer `""`, rather than with what serde
+/// makes of it: an array is read as a struct's fields in order, which says "invalid
+/// length 0, expected struct SourceSpec with 9 elements".
+pub fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ParseError> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map_err(|e| ParseError::Malformed(e.to_string()))?;
+    let found = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{' | b'n') | None => return parse(bytes),
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(_) => "a number",
+    };
+    Err(ParseError::Invalid {
+        pointer: String::new(),
+        message: format!("expected a JSON object, found {found}"),
+    })
+}
+
 /// Deserializes a nested value from inside a hand-written `Deserialize`, carrying the
 /// nested error's location out through the enclosing deserializer.
 pub fn nested<T: DeserializeOwned, E: serde::de::Error>(value: Value) -> Result<T, E> {
@@ -79,6 +99,13 @@ fn locate(path: &serde_path_to_error::Path, message: &str) -> (String, String) {
         }
     }
     let message = strip_position(message);
+    // An array where a struct was expected (serde reads it as the fields in order).
+    let message =
+        if message.starts_with("invalid length ") && message.contains(", expected struct ") {
+            "expected a JSON object, found an array"
+        } else {
+            message
+        };
     match message
         .strip_prefix(MARK)
         .and_then(|rest| rest.split_once(MARK))
@@ -162,6 +189,39 @@ mod tests {
             invalid_pointer(r#"{"items":[{"n":1,"m~/":2}]}"#),
             "/items/0/m~0~1"
         );
+    }
+
+    #[test]
+    fn arrays_where_objects_belong_say_so() {
+        for body in ["[]", " [1, 2]", "\"x\"", "3", "true"] {
+            match parse_object::<Outer>(body.as_bytes()) {
+                Err(ParseError::Invalid { pointer, message }) => {
+                    assert_eq!(pointer, "", "{body}");
+                    assert!(
+                        message.starts_with("expected a JSON object, found "),
+                        "{message}"
+                    );
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            parse_object::<Option<Outer>>(b"null")
+                .unwrap()
+                .map(|o| o.items.len()),
+            None
+        );
+        match parse::<Outer>(br#"{"items": [[]]}"#) {
+            Err(ParseError::Invalid { pointer, message }) => {
+                assert_eq!(pointer, "/items/0");
+                assert_eq!(message, "expected a JSON object, found an array");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_object::<Outer>(b"[1,"),
+            Err(ParseError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -21,8 +21,8 @@ use uuid::Uuid;
 use super::notify::Notifier;
 use super::pages::Change;
 use super::{
-    Claim, Enqueued, JobEnd, JobFilter, NewSource, PageCommit, PageOutcome, PageRecord, Scheduled,
-    Sealer, Store, StoreError, StoreResult, StoredRecord, StoredSource, StreamState,
+    Claim, Enqueued, InstanceId, JobEnd, JobFilter, NewSource, PageCommit, PageOutcome, PageRecord,
+    Scheduled, Sealer, Store, StoreError, StoreResult, StoredRecord, StoredSource, StreamState,
 };
 use crate::spec::job::{JobMode, JobStats, Trigger};
 use crate::spec::{Job, SourceName, StreamName};
@@ -48,7 +48,8 @@ pub trait RowsAffected {
 }
 
 /// What SQLite and PostgreSQL do differently: the statements that differ, how a list is
-/// bound, how a page's changes are written, and how commits reach other instances.
+/// bound, how a page's changes are written, how commits reach other instances, and how
+/// an instance says it is alive.
 pub trait Backend: Send + Sync + Sized + 'static {
     type Db: Database<Arguments: IntoArguments<Self::Db>, QueryResult: RowsAffected>;
     /// A page's keys as one bound value (see [`Backend::key_list`]).
@@ -58,9 +59,12 @@ pub trait Backend: Send + Sync + Sized + 'static {
 
     /// The migrations of this database, which `ready` counts.
     const MIGRATOR: &'static Migrator;
-    /// Claims the oldest claimable job for `$1` at `$2` with its lease until `$3`;
-    /// returns its id.
+    /// Claims the oldest claimable job for worker `$1` of instance `$4` at `$2` with its
+    /// lease until `$3`: a queued job, or a running one whose lease expired. Returns its id.
     const CLAIM_SQL: &'static str;
+    /// Ends at `$2` the leases of the running jobs whose instance (not `$1`) no longer
+    /// holds its liveness lock, so that the next claim takes them over.
+    const EXPIRE_GONE_SQL: &'static str;
     /// A source's id by name (`$1`), locked against new streams until commit.
     const LOCK_SOURCE_SQL: &'static str;
     /// `key, hash, rev` of the records of stream `$1` whose keys are in the list `$2`.
@@ -72,8 +76,19 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// `id`, source name and stream name of the streams in the list `$1`.
     const STREAM_NAMES_SQL: &'static str;
 
-    /// Opens the pools and applies [`Backend::MIGRATOR`].
+    /// Opens the pools and applies [`Backend::MIGRATOR`]; the error says plainly what is
+    /// wrong with `url` or why the database cannot be reached.
     fn connect(url: &str) -> impl Future<Output = anyhow::Result<(Self, Pools<Self::Db>)>> + Send;
+
+    /// Holds `instance`'s liveness lock from now until [`Backend::release`].
+    fn hold_liveness(
+        &self,
+        pool: &Pool<Self::Db>,
+        instance: InstanceId,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Lets go of the liveness lock (the pools are closed by then).
+    fn release(&self) -> impl Future<Output = ()> + Send;
 
     /// The keys of a page as `EXISTING_SQL` binds them.
     fn key_list(records: &[PageRecord]) -> Self::KeyList;
@@ -245,8 +260,37 @@ where
         self.cancel_job(id).await
     }
 
-    async fn claim_job(&self, owner: &str, lease: chrono::TimeDelta) -> StoreResult<Option<Claim>> {
-        self.claim_job(owner, lease).await
+    async fn start_instance(&self) -> StoreResult<InstanceId> {
+        self.start_instance().await
+    }
+
+    async fn close(&self) {
+        // Bounded: a connection still checked out (a task being torn down) must not hold
+        // the shutdown up; the liveness lock goes either way.
+        let pools = async {
+            self.write.close().await;
+            self.read.close().await;
+        };
+        if tokio::time::timeout(std::time::Duration::from_secs(5), pools)
+            .await
+            .is_err()
+        {
+            tracing::warn!("closing the database took longer than 5 s");
+        }
+        self.backend.release().await;
+    }
+
+    async fn claim_job(
+        &self,
+        instance: InstanceId,
+        owner: &str,
+        lease: chrono::TimeDelta,
+    ) -> StoreResult<Option<Claim>> {
+        self.claim_job(instance, owner, lease).await
+    }
+
+    async fn expire_gone_leases(&self, instance: InstanceId) -> StoreResult<u64> {
+        self.expire_gone_leases(instance).await
     }
 
     async fn heartbeat(
@@ -315,6 +359,10 @@ where
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
         self.enqueue_scheduled(stream_id, previous, now).await
+    }
+
+    async fn purge_jobs(&self, before: DateTime<Utc>, keep: u32, batch: u32) -> StoreResult<u64> {
+        self.purge_jobs(before, keep, batch).await
     }
 }
 

@@ -87,8 +87,10 @@ impl StoreError {
             sqlx::Error::Database(db) => db.code().is_some_and(|code| match code.len() {
                 // PostgreSQL's SQLSTATE classes 08 (connection exception), 53 (insufficient
                 // resources), 57P (the server shutting down or starting up) and 40
-                // (transaction rollback: serialization failure, deadlock).
-                5 => ["08", "53", "57P", "40"]
+                // (transaction rollback: serialization failure, deadlock), and 25P03 (the
+                // server ended a session left idle inside a transaction: a process that
+                // hung there, and whose job may have been taken over meanwhile).
+                5 => ["08", "53", "57P", "40", "25P03"]
                     .iter()
                     .any(|class| code.starts_with(class)),
                 // SQLite's (extended) result codes: BUSY and LOCKED in the low byte.
@@ -267,6 +269,17 @@ pub struct StoredRecord {
     pub synced_at: DateTime<Utc>,
 }
 
+/// A serving process, as job leases name it. Ids are never reused, so a lease of a process
+/// that died is never mistaken for one of a process started later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstanceId(i32);
+
+impl std::fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// What `enqueue_job` did.
 #[derive(Debug, Clone)]
 pub struct Enqueued {
@@ -351,8 +364,28 @@ pub trait Store: FeedStore + Send + Sync + 'static {
     /// whether this call cancelled it.
     async fn cancel_job(&self, id: Uuid) -> StoreResult<Option<(Job, bool)>>;
 
-    /// Claims the oldest queued job, or a running one whose lease expired, for `owner`.
-    async fn claim_job(&self, owner: &str, lease: chrono::TimeDelta) -> StoreResult<Option<Claim>>;
+    /// Registers this process as a serving instance and takes its liveness lock, held until
+    /// [`Store::close`] or the process's end (docs/design.md §7): while an instance holds
+    /// it, its jobs are taken over only when their lease runs out; once it does not (the
+    /// process died), they are taken over at once. With SQLite the lock is the one taken
+    /// on the database file when it was opened: one process serves a file.
+    async fn start_instance(&self) -> StoreResult<InstanceId>;
+
+    /// Closes the database and lets go of the liveness lock (once the workers stopped).
+    async fn close(&self);
+
+    /// Ends the leases of the running jobs whose instance (another than `instance`) no
+    /// longer holds its liveness lock, so that they are claimed at once; how many.
+    async fn expire_gone_leases(&self, instance: InstanceId) -> StoreResult<u64>;
+
+    /// Claims the oldest queued job, or a running one whose lease expired, for worker
+    /// `owner` of `instance`.
+    async fn claim_job(
+        &self,
+        instance: InstanceId,
+        owner: &str,
+        lease: chrono::TimeDelta,
+    ) -> StoreResult<Option<Claim>>;
 
     /// Extends a lease; `false` when the job is no longer running under `owner`.
     async fn heartbeat(
@@ -417,6 +450,12 @@ pub trait Store: FeedStore + Send + Sync + 'static {
         previous: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
+
+    /// Deletes at most `batch` jobs that finished before `before` and are not among the
+    /// newest `keep` jobs of their stream (queued and running jobs are never deleted),
+    /// and the rows of instances started before then that no lease names; returns how
+    /// many jobs it deleted.
+    async fn purge_jobs(&self, before: DateTime<Utc>, keep: u32, batch: u32) -> StoreResult<u64>;
 }
 
 /// Opens the store `database_url` names (`sqlite:` or `postgres:`) and applies its

@@ -1,21 +1,44 @@
-//! PostgreSQL: one pool shared by every instance's API and workers.
+//! PostgreSQL: one pool shared by every instance's API and workers, and per instance one
+//! dedicated connection that holds its liveness lock (docs/design.md §7).
 
+use std::str::FromStr;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgListener, PgPoolOptions, PgQueryResult};
-use sqlx::{PgConnection, Pool};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgQueryResult};
+use sqlx::{Connection, PgConnection, Pool};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use super::backend::{Backend, Pools, RowsAffected, join};
 use super::feed::CHANGE_SELECT;
 use super::notify::Notifier;
 use super::pages::Change;
-use super::{PageRecord, StoreResult};
+use super::{InstanceId, PageRecord, StoreError, StoreResult};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
 const CONNECTIONS: u32 = 16;
+
+/// How long connecting may take before the server counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The first key of every liveness lock (`pg_advisory_lock(class, instance)`; "tdmk"),
+/// which keeps them apart from other advisory locks of the database.
+const LIVENESS_CLASS: i32 = 0x7464_6d6b;
+/// [`LIVENESS_CLASS`] as `EXPIRE_GONE_SQL` writes it.
+const LIVENESS_CLASS_SQL: &str = "1952738667";
+
+/// How long a session may sit inside a transaction waiting for its client before the
+/// server ends it. A process that hangs (or is stopped) in the middle of a page commit
+/// holds its job's row lock, which the claims skip: without this its job could not be
+/// taken over, lease or no lease, until the process woke up.
+const IDLE_IN_TRANSACTION: &str = "10s";
+
+/// How often the liveness connection is checked, and how long a check may take.
+const LIVENESS_PING: Duration = Duration::from_secs(1);
 
 /// The `LISTEN`/`NOTIFY` channel of feed commits.
 const CHANNEL: &str = "tidemark_feed";
@@ -24,6 +47,14 @@ const CHANNEL: &str = "tidemark_feed";
 pub struct Postgres {
     /// Tells this instance's feed notifications from other instances'.
     instance: String,
+    /// The task holding the liveness lock, once there is one.
+    liveness: Mutex<Option<Liveness>>,
+}
+
+/// The task that holds an instance's liveness lock, and how to end it.
+struct Liveness {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
 }
 
 impl Backend for Postgres {
@@ -37,11 +68,29 @@ impl Backend for Postgres {
     /// claim at once without waiting on each other or taking the same job.
     const CLAIM_SQL: &'static str = "UPDATE jobs SET status = 'running', \
          attempts = attempts + 1, started_at = COALESCE(started_at, $2), lease_owner = $1, \
-         lease_expires_at = $3 \
+         lease_instance = $4, lease_expires_at = $3 \
          WHERE id = (SELECT id FROM jobs WHERE status = 'queued' \
                      OR (status = 'running' AND lease_expires_at < $2) \
                      ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
          RETURNING id";
+
+    /// Ends the leases of the running jobs of other instances that no session of this
+    /// database holds the liveness lock of (their process is gone, and with it its
+    /// connection): `pg_locks` is read once per statement. A job of this instance's own,
+    /// or one without an instance (written by an older version), waits out its lease; a
+    /// row locked by a transaction in flight is skipped, not waited for.
+    const EXPIRE_GONE_SQL: &'static str = join(&[
+        "UPDATE jobs SET lease_expires_at = $2 WHERE id IN (\
+         SELECT id FROM jobs WHERE status = 'running' AND lease_expires_at > $2 \
+         AND lease_instance <> $1 AND lease_instance::int8 NOT IN (\
+             SELECT l.objid::int8 FROM pg_locks l WHERE l.locktype = 'advisory' \
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND l.classid = ",
+        LIVENESS_CLASS_SQL,
+        " AND l.objsubid = 2 AND l.granted) \
+         FOR UPDATE SKIP LOCKED)",
+    ])
+    .as_str();
 
     /// A source's id, its row locked until commit: no stream can be added to it meanwhile
     /// (adding one takes a key-share lock on the row) and a replace in flight is waited
@@ -69,16 +118,33 @@ impl Backend for Postgres {
          JOIN sources so ON so.id = st.source_id WHERE st.id = ANY($1)";
 
     /// Connects and applies migrations (sqlx serializes concurrent migrators with an
-    /// advisory lock, so several instances may start at once).
+    /// advisory lock, so several instances may start at once). One connection is made
+    /// first, so that an unreachable server is reported as such (the pool would only say
+    /// it timed out).
     async fn connect(url: &str) -> anyhow::Result<(Self, Pools<sqlx::Postgres>)> {
+        let options = PgConnectOptions::from_str(url)?
+            .options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION)]);
+        let server = server_of(&options);
+        match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await {
+            Err(_) => anyhow::bail!(
+                "cannot reach PostgreSQL at {server}: timed out after {} s",
+                CONNECT_TIMEOUT.as_secs()
+            ),
+            Ok(Err(e)) => return Err(unreachable(&server, e)),
+            Ok(Ok(first)) => {
+                let _ = first.close().await;
+            }
+        }
         let pool = PgPoolOptions::new()
             .max_connections(CONNECTIONS)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect(url)
-            .await?;
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|e| unreachable(&server, e))?;
         MIGRATOR.run(&pool).await?;
         let backend = Postgres {
             instance: uuid::Uuid::new_v4().simple().to_string(),
+            liveness: Mutex::new(None),
         };
         Ok((
             backend,
@@ -87,6 +153,44 @@ impl Backend for Postgres {
                 write: pool,
             },
         ))
+    }
+
+    /// Takes the instance's advisory lock on a connection of its own, and keeps it in a
+    /// task: the connection is checked every second and, if it was lost (the server
+    /// restarted, a network cut), made again and the lock taken again. Meanwhile other
+    /// instances may take this one's jobs over; its commits are then refused by the
+    /// lease, as for a process that hung. TCP keepalives on that connection make the
+    /// server notice within about 11 s a host that vanished without closing it.
+    async fn hold_liveness(
+        &self,
+        pool: &Pool<sqlx::Postgres>,
+        instance: InstanceId,
+    ) -> StoreResult<()> {
+        let options = pool
+            .connect_options()
+            .as_ref()
+            .clone()
+            .application_name("tidemark liveness")
+            .options([
+                ("tcp_keepalives_idle", "5"),
+                ("tcp_keepalives_interval", "2"),
+                ("tcp_keepalives_count", "3"),
+            ]);
+        let connection = lock(&options, instance).await?;
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(keep_lock(options, instance, connection, stopped));
+        if let Ok(mut liveness) = self.liveness.lock() {
+            *liveness = Some(Liveness { stop, task });
+        }
+        Ok(())
+    }
+
+    async fn release(&self) {
+        let liveness = self.liveness.lock().ok().and_then(|mut l| l.take());
+        if let Some(Liveness { stop, task }) = liveness {
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(CONNECT_TIMEOUT, task).await;
+        }
     }
 
     fn key_list(records: &[PageRecord]) -> Vec<String> {
@@ -173,6 +277,100 @@ impl Backend for Postgres {
     }
 }
 
+/// Where the server is, for messages: `host:port`, or the socket's directory.
+fn server_of(options: &PgConnectOptions) -> String {
+    match options.get_socket() {
+        Some(socket) => format!("{} (port {})", socket.display(), options.get_port()),
+        None => format!("{}:{}", options.get_host(), options.get_port()),
+    }
+}
+
+/// Why the server at `server` cannot be used, in words an operator acts on.
+fn unreachable(server: &str, e: sqlx::Error) -> anyhow::Error {
+    use std::io::ErrorKind;
+    match &e {
+        sqlx::Error::Io(io) => match io.kind() {
+            ErrorKind::ConnectionRefused => anyhow::anyhow!(
+                "cannot reach PostgreSQL at {server}: connection refused (is it running and \
+                 listening there?)"
+            ),
+            ErrorKind::TimedOut => {
+                anyhow::anyhow!("cannot reach PostgreSQL at {server}: timed out")
+            }
+            _ => anyhow::anyhow!("cannot reach PostgreSQL at {server}: {io}"),
+        },
+        sqlx::Error::PoolTimedOut => anyhow::anyhow!(
+            "cannot reach PostgreSQL at {server}: timed out after {} s",
+            CONNECT_TIMEOUT.as_secs()
+        ),
+        sqlx::Error::Database(db) => {
+            anyhow::anyhow!(
+                "PostgreSQL at {server} refused the connection: {}",
+                db.message()
+            )
+        }
+        _ => anyhow::anyhow!("cannot connect to PostgreSQL at {server}: {e}"),
+    }
+}
+
+/// A new connection holding `instance`'s liveness lock; an error when the lock is taken
+/// (by the previous connection of this instance, which the server has not yet seen go).
+async fn lock(options: &PgConnectOptions, instance: InstanceId) -> StoreResult<PgConnection> {
+    let mut connection = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(options))
+        .await
+        .map_err(|_| sqlx::Error::PoolTimedOut)??;
+    let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+        .bind(LIVENESS_CLASS)
+        .bind(instance.0)
+        .fetch_one(&mut connection)
+        .await?;
+    if !held {
+        return Err(StoreError::Conflict(format!(
+            "the liveness lock of instance {instance} is held by another session"
+        )));
+    }
+    Ok(connection)
+}
+
+/// Keeps `instance`'s liveness lock held on `connection` (made again when lost) until
+/// `stopped` fires or its sender is dropped.
+async fn keep_lock(
+    options: PgConnectOptions,
+    instance: InstanceId,
+    mut connection: PgConnection,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            _ = &mut stopped => {
+                let _ = connection.close().await;
+                return;
+            }
+            _ = tokio::time::sleep(LIVENESS_PING) => {}
+        }
+        let alive = tokio::time::timeout(LIVENESS_PING * 5, connection.ping()).await;
+        if matches!(alive, Ok(Ok(()))) {
+            continue;
+        }
+        tracing::warn!(
+            %instance,
+            "the connection holding this instance's liveness lock was lost: other instances \
+             may take over its jobs until it is back"
+        );
+        connection = loop {
+            tokio::select! {
+                _ = &mut stopped => return,
+                _ = tokio::time::sleep(LIVENESS_PING) => {}
+            }
+            match lock(&options, instance).await {
+                Ok(connection) => break connection,
+                Err(e) => tracing::debug!(error = %e, "taking the liveness lock again"),
+            }
+        };
+        tracing::info!(%instance, "the liveness lock is held again");
+    }
+}
+
 /// A page's new keys, one row per element of the bound arrays. A plain `INSERT`: the
 /// locked lookup found none of these keys, and only this stream's own job inserts into it
 /// (a deletions stream only writes keys the mirror holds), so a conflict here is a bug
@@ -213,5 +411,16 @@ impl<'a> Columns<'a> {
 impl RowsAffected for PgQueryResult {
     fn rows_affected(&self) -> u64 {
         PgQueryResult::rows_affected(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_claim_names_the_liveness_class() {
+        assert_eq!(LIVENESS_CLASS.to_string(), LIVENESS_CLASS_SQL);
+        assert!(Postgres::EXPIRE_GONE_SQL.contains(&format!("l.classid = {LIVENESS_CLASS_SQL} ")));
     }
 }

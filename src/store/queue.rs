@@ -1,5 +1,6 @@
-//! The job queue: enqueueing, claiming under a lease, heartbeats, finishing, and the
-//! scheduler's bookkeeping.
+//! The job queue: enqueueing, claiming under a lease (taking over the jobs of instances
+//! that no longer hold their liveness lock), heartbeats, finishing, the scheduler's
+//! bookkeeping and the job history's retention.
 
 use std::collections::HashMap;
 
@@ -12,7 +13,7 @@ use super::backend::{
     stats_text, text_of,
 };
 use super::sources::CursorRow;
-use super::{Claim, Enqueued, JobEnd, JobFilter, Scheduled, StoreError, StoreResult};
+use super::{Claim, Enqueued, InstanceId, JobEnd, JobFilter, Scheduled, StoreError, StoreResult};
 use crate::problem::Problem;
 use crate::spec::job::{JobMode, JobStats, JobStatus, Trigger};
 use crate::spec::{Job, SourceName, StreamName};
@@ -48,6 +49,17 @@ const LIST_JOBS_SQL: &str = job_select(
      ORDER BY j.created_at DESC, j.id DESC LIMIT $5",
 )
 .as_str();
+
+/// Up to `$3` jobs that finished before `$1` and are older than the `$2 + 1`-th newest job
+/// of their stream (so the newest `$2 + 1` of each stream stay, whatever their age); a
+/// stream with fewer jobs keeps them all (the subquery finds no row, and the comparison
+/// is NULL). Each candidate reads its stream's newest jobs from `jobs_by_stream`.
+const PURGE_JOBS_SQL: &str = "DELETE FROM jobs WHERE id IN (\
+     SELECT j.id FROM jobs j WHERE j.finished_at < $1 \
+     AND (j.created_at, j.id) < (SELECT k.created_at, k.id FROM jobs k \
+          WHERE k.stream_id = j.stream_id ORDER BY k.created_at DESC, k.id DESC \
+          LIMIT 1 OFFSET $2) \
+     ORDER BY j.finished_at LIMIT $3)";
 
 /// A job row with its source and stream names.
 #[derive(sqlx::FromRow)]
@@ -204,7 +216,8 @@ where
         let now = now();
         let done = sqlx::query(
             "UPDATE jobs SET status = 'cancelled', finished_at = $2, lease_owner = NULL, \
-             lease_expires_at = NULL WHERE id = $1 AND status IN ('queued', 'running')",
+             lease_instance = NULL, lease_expires_at = NULL \
+             WHERE id = $1 AND status IN ('queued', 'running')",
         )
         .bind(id.hyphenated().to_string())
         .bind(now)
@@ -219,8 +232,35 @@ where
     }
 
     #[tracing::instrument(skip_all)]
+    pub(super) async fn start_instance(&self) -> StoreResult<InstanceId> {
+        let pid = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+        let id: i32 = sqlx::query_scalar(
+            "INSERT INTO instances (pid, started_at) VALUES ($1, $2) RETURNING id",
+        )
+        .bind(pid)
+        .bind(now())
+        .fetch_one(&self.write)
+        .await?;
+        let instance = InstanceId(id);
+        self.backend.hold_liveness(&self.write, instance).await?;
+        tracing::info!(%instance, pid, "instance started");
+        Ok(instance)
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub(super) async fn expire_gone_leases(&self, instance: InstanceId) -> StoreResult<u64> {
+        Ok(sqlx::query(B::EXPIRE_GONE_SQL)
+            .bind(instance.0)
+            .bind(now())
+            .execute(&self.write)
+            .await?
+            .rows_affected())
+    }
+
+    #[tracing::instrument(skip_all)]
     pub(super) async fn claim_job(
         &self,
+        instance: InstanceId,
         owner: &str,
         lease: chrono::TimeDelta,
     ) -> StoreResult<Option<Claim>> {
@@ -232,6 +272,7 @@ where
             .bind(owner)
             .bind(now)
             .bind(now + lease)
+            .bind(instance.0)
             .fetch_optional(&mut *tx)
             .await?;
         let Some(id) = claimed else {
@@ -310,8 +351,8 @@ where
     #[tracing::instrument(skip_all, fields(job = %job))]
     pub(super) async fn release_job(&self, job: Uuid, owner: &str) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+            "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_instance = NULL, \
+             lease_expires_at = NULL WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
         )
         .bind(job.hyphenated().to_string())
         .bind(owner)
@@ -348,7 +389,7 @@ where
         };
         sqlx::query(
             "UPDATE jobs SET status = $2, finished_at = $3, stats = $4, error = $5, \
-             lease_owner = NULL, lease_expires_at = NULL WHERE id = $1",
+             lease_owner = NULL, lease_instance = NULL, lease_expires_at = NULL WHERE id = $1",
         )
         .bind(job.hyphenated().to_string())
         .bind(text_of(&status))
@@ -451,6 +492,31 @@ where
         Self::insert_job(&mut *tx, stream_id, JobMode::Incremental, Trigger::Schedule).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub(super) async fn purge_jobs(
+        &self,
+        before: DateTime<Utc>,
+        keep: u32,
+        batch: u32,
+    ) -> StoreResult<u64> {
+        let purged = sqlx::query(PURGE_JOBS_SQL)
+            .bind(before)
+            .bind(i64::from(keep.saturating_sub(1)))
+            .bind(i64::from(batch))
+            .execute(&self.write)
+            .await?
+            .rows_affected();
+        // A log of starts, kept as long as the jobs.
+        sqlx::query(
+            "DELETE FROM instances WHERE started_at < $1 AND id NOT IN \
+             (SELECT lease_instance FROM jobs WHERE lease_instance IS NOT NULL)",
+        )
+        .bind(before)
+        .execute(&self.write)
+        .await?;
+        Ok(purged)
     }
 
     /// Queues a job unless the stream has an active one; the new job's id, if any.

@@ -1,8 +1,16 @@
 //! SQLite: one file in WAL mode, one writer connection (SQLite has one writer anyway, so
-//! commit order is feed order by construction) and a pool of read-only readers.
+//! commit order is feed order by construction) and a pool of read-only readers. One
+//! process serves a file: it holds an exclusive lock on `<file>.lock` for as long as the
+//! store is open, which is also its liveness lock (docs/design.md §7).
 
+use std::fs::{File, TryLockError};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Mutex;
 use std::time::Duration;
+
+use anyhow::Context;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -17,7 +25,7 @@ use super::backend::{Backend, Pools, RowsAffected, join};
 use super::feed::CHANGE_SELECT;
 use super::notify::Notifier;
 use super::pages::Change;
-use super::{PageRecord, StoreResult};
+use super::{InstanceId, PageRecord, StoreResult};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -28,8 +36,11 @@ const WRITER_CACHE: &str = "-65536";
 /// WAL pages between automatic checkpoints (64 MiB of 4 KiB pages).
 const WAL_CHECKPOINT_PAGES: &str = "16384";
 
-/// The SQLite backend; one SQLite file has one serving process, so it keeps no state.
-pub struct Sqlite;
+/// The SQLite backend: the lock that makes this process the one serving the file.
+pub struct Sqlite {
+    /// `<file>.lock`, exclusively locked (and holding this process's PID) until released.
+    lock: Mutex<Option<File>>,
+}
 
 impl Backend for Sqlite {
     type Db = sqlx::Sqlite;
@@ -44,11 +55,16 @@ impl Backend for Sqlite {
     /// the same job.
     const CLAIM_SQL: &'static str = "UPDATE jobs SET status = 'running', \
          attempts = attempts + 1, started_at = COALESCE(started_at, $2), lease_owner = $1, \
-         lease_expires_at = $3 \
+         lease_instance = $4, lease_expires_at = $3 \
          WHERE id = (SELECT id FROM jobs WHERE status = 'queued' \
                      OR (status = 'running' AND lease_expires_at < $2) \
                      ORDER BY created_at, id LIMIT 1) \
          RETURNING id";
+
+    /// Ends the leases of the running jobs of every other instance: the file's lock lets
+    /// one process serve it, so they are a dead process's.
+    const EXPIRE_GONE_SQL: &'static str = "UPDATE jobs SET lease_expires_at = $2 \
+         WHERE status = 'running' AND lease_expires_at > $2 AND lease_instance IS NOT $1";
 
     /// A source's id. The one writer connection serializes every write, so there is
     /// nothing to lock.
@@ -75,9 +91,14 @@ impl Backend for Sqlite {
          JOIN sources so ON so.id = st.source_id \
          WHERE st.id IN (SELECT value FROM json_each($1))";
 
-    /// Opens (creating if needed) the database file and applies migrations.
+    /// Takes the file's lock (refused, naming the holder, while another process serves
+    /// it), then opens (creating if needed) the database file and applies migrations.
     async fn connect(url: &str) -> anyhow::Result<(Self, Pools<sqlx::Sqlite>)> {
-        let options = SqliteConnectOptions::from_str(url)?
+        let options = SqliteConnectOptions::from_str(url)?;
+        let file = database_file(url, options.get_filename())?;
+        let lock = Mutex::new(Some(take_lock(&file)?));
+        let opening = || format!("opening the SQLite database {}", file.display());
+        let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // WAL + NORMAL: a commit survives a process crash; only an OS crash can lose
@@ -99,13 +120,26 @@ impl Backend for Sqlite {
                     // than SQLite's default of one every 1000 pages, about every page.
                     .pragma("wal_autocheckpoint", WAL_CHECKPOINT_PAGES),
             )
-            .await?;
+            .await
+            .with_context(opening)?;
         MIGRATOR.run(&write).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(READERS)
             .connect_with(options.read_only(true))
-            .await?;
-        Ok((Sqlite, Pools { read, write }))
+            .await
+            .with_context(opening)?;
+        Ok((Sqlite { lock }, Pools { read, write }))
+    }
+
+    /// The lock taken at [`Backend::connect`] is the liveness lock: nothing more to hold.
+    async fn hold_liveness(&self, _: &Pool<sqlx::Sqlite>, _: InstanceId) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn release(&self) {
+        if let Ok(mut lock) = self.lock.lock() {
+            lock.take();
+        }
     }
 
     fn key_list(records: &[PageRecord]) -> String {
@@ -157,8 +191,7 @@ impl Backend for Sqlite {
         Ok(())
     }
 
-    /// Other processes learn of commits from the periodic re-check alone: one SQLite
-    /// file has one serving process.
+    /// No other process serves the file, so there is no one to tell.
     async fn announce(
         &self,
         _: &mut SqliteConnection,
@@ -172,6 +205,88 @@ impl Backend for Sqlite {
     async fn relay(&self, _: &Pool<sqlx::Sqlite>, _: &Notifier) -> StoreResult<()> {
         std::future::pending().await
     }
+}
+
+/// The database file `url` names, refused with the reason when tidemark cannot keep its
+/// data there: no file at all (`sqlite://`, where SQLite would open a private temporary
+/// database per connection, so that a write is not seen by the next read), an in-memory
+/// database (lost at exit, and without a file to lock), or a directory that is missing.
+fn database_file(url: &str, file: &Path) -> anyhow::Result<PathBuf> {
+    let example = "e.g. sqlite://tidemark.db (relative to the working directory) or \
+                   sqlite:///var/lib/tidemark/tidemark.db";
+    if file.as_os_str().is_empty() {
+        anyhow::bail!("DATABASE_URL `{url}` names no database file: give its path, {example}");
+    }
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        anyhow::bail!(
+            "DATABASE_URL `{url}` is an in-memory database, which would lose the mirror, the \
+             cursors and the feed at exit: give a file, {example}"
+        );
+    }
+    let directory = match file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(directory) {
+        Ok(meta) if meta.is_dir() => Ok(file.to_path_buf()),
+        Ok(_) => anyhow::bail!(
+            "cannot open the SQLite database {}: {} is not a directory",
+            file.display(),
+            directory.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+            "cannot open the SQLite database {}: the directory {} does not exist",
+            file.display(),
+            directory.display()
+        ),
+        Err(e) => anyhow::bail!(
+            "cannot open the SQLite database {}: {}: {e}",
+            file.display(),
+            directory.display()
+        ),
+    }
+}
+
+/// Locks `<file>.lock` exclusively for this process and writes its PID into it; refused,
+/// naming the PID written there, while another process holds it. The lock (`flock`) goes
+/// with the process, however it ends, so a killed process never leaves it behind.
+fn take_lock(file: &Path) -> anyhow::Result<File> {
+    let mut path = file.as_os_str().to_owned();
+    path.push(".lock");
+    let path = PathBuf::from(path);
+    let mut lock = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot create the lock file {}", path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = lock.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => "another process".to_owned(),
+                pid => format!("the process with PID {pid}"),
+            };
+            anyhow::bail!(
+                "another tidemark is serving {}: {holder} holds its lock file {}. One SQLite \
+                 file is served by one tidemark process; stop that one first, or give this \
+                 one its own DATABASE_URL",
+                file.display(),
+                path.display()
+            );
+        }
+        Err(TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+        }
+    }
+    lock.set_len(0)
+        .and_then(|()| writeln!(lock, "{}", std::process::id()))
+        .and_then(|()| lock.flush())
+        .with_context(|| format!("cannot write to the lock file {}", path.display()))?;
+    Ok(lock)
 }
 
 impl RowsAffected for SqliteQueryResult {

@@ -1,7 +1,9 @@
 //! Background work: the scheduler queues jobs, workers claim them (with a lease they keep
-//! alive by heartbeats) and run the page loop. Data flows one way: job queue → worker →
+//! alive by heartbeats; a job whose instance is gone is taken over at once) and run the
+//! page loop, and the job history is purged. Data flows one way: job queue → worker →
 //! upstream client → strategy → store, one transaction per page.
 
+mod history;
 mod run;
 mod scheduler;
 mod worker;
@@ -13,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use crate::store::{Store, StoreResult};
+use crate::store::{InstanceId, Store, StoreResult};
 use crate::upstream::client::Upstream;
 
 /// What the workers and the scheduler share.
@@ -22,8 +24,8 @@ pub struct Engine {
     upstream: Upstream,
     /// Woken when a job is queued in this process, so an idle worker starts at once.
     wake: Notify,
-    /// Identifies this process in job leases.
-    instance: String,
+    /// This process, as job leases name it.
+    instance: InstanceId,
     lease: chrono::TimeDelta,
     stopping: watch::Receiver<bool>,
 }
@@ -39,30 +41,48 @@ pub struct Workers {
 /// scheduler looks for due streams.
 const POLL: Duration = Duration::from_secs(1);
 
+/// How often the workers' instance looks for jobs whose instance is gone (and, finding
+/// some, ends their leases and wakes its idle workers): what a takeover waits for, when a
+/// worker is free.
+const LIVENESS_POLL: Duration = Duration::from_millis(250);
+
+/// How the background work runs.
+pub struct Settings {
+    /// Concurrent workers (0: none, and no scheduler).
+    pub workers: usize,
+    /// How long a claim on a job lasts without a heartbeat.
+    pub lease: Duration,
+    /// How long finished jobs are kept (the newest of each stream stay longer).
+    pub job_retention: Duration,
+}
+
 impl Workers {
-    /// Starts `workers` workers and the scheduler.
+    /// Starts the workers, the scheduler and the job history's purge for `instance`.
     pub fn start(
         store: Arc<dyn Store>,
         upstream: Upstream,
-        workers: usize,
-        lease: Duration,
+        instance: InstanceId,
+        settings: Settings,
     ) -> Self {
         let (stop, stopping) = watch::channel(false);
         let engine = Arc::new(Engine {
             store,
             upstream,
             wake: Notify::new(),
-            instance: uuid::Uuid::new_v4().simple().to_string(),
-            lease: chrono::TimeDelta::from_std(lease).unwrap_or(chrono::TimeDelta::seconds(30)),
+            instance,
+            lease: chrono::TimeDelta::from_std(settings.lease)
+                .unwrap_or(chrono::TimeDelta::seconds(30)),
             stopping,
         });
         let mut tasks = JoinSet::new();
-        for index in 0..workers {
+        for index in 0..settings.workers {
             tasks.spawn(worker::work(engine.clone(), index));
         }
-        if workers > 0 {
+        if settings.workers > 0 {
             tasks.spawn(scheduler::schedule(engine.clone()));
+            tasks.spawn(worker::take_over_the_gone(engine.clone()));
         }
+        tasks.spawn(history::purge(engine.clone(), settings.job_retention));
         Workers {
             engine,
             stop,

@@ -1,4 +1,5 @@
-//! A worker: claims a job, keeps its lease alive, runs it, records how it ended.
+//! A worker: claims a job, keeps its lease alive, runs it, records how it ended; and the
+//! task that hands the jobs of instances that are gone to the workers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::run::{self, Ending};
-use super::{Engine, POLL};
+use super::{Engine, LIVENESS_POLL, POLL};
 use crate::store::{Claim, JobEnd};
 
 pub(super) async fn work(engine: Arc<Engine>, index: usize) {
@@ -14,7 +15,11 @@ pub(super) async fn work(engine: Arc<Engine>, index: usize) {
     while !engine.stopping() {
         // Registered before claiming, so a job queued meanwhile still wakes this worker.
         let woken = engine.wake.notified();
-        match engine.store.claim_job(&owner, engine.lease).await {
+        let claimed = engine
+            .store
+            .claim_job(engine.instance, &owner, engine.lease)
+            .await;
+        match claimed {
             Ok(Some(claim)) => run_claim(&engine, &owner, claim).await,
             Ok(None) => {
                 tokio::select! {
@@ -30,6 +35,25 @@ pub(super) async fn work(engine: Arc<Engine>, index: usize) {
                     _ = engine.stopped() => {}
                 }
             }
+        }
+    }
+}
+
+/// Ends the leases of jobs whose instance no longer holds its liveness lock (its process
+/// died), every [`LIVENESS_POLL`], and wakes the idle workers to claim them.
+pub(super) async fn take_over_the_gone(engine: Arc<Engine>) {
+    while !engine.stopping() {
+        match engine.store.expire_gone_leases(engine.instance).await {
+            Ok(0) => {}
+            Ok(jobs) => {
+                tracing::info!(jobs, "taking over the jobs of instances that are gone");
+                engine.wake.notify_waiters();
+            }
+            Err(e) => tracing::warn!(error = %e, "looking for the jobs of instances that are gone"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(LIVENESS_POLL) => {}
+            _ = engine.stopped() => {}
         }
     }
 }
@@ -59,7 +83,7 @@ async fn run_claim(engine: &Arc<Engine>, owner: &str, claim: Claim) {
             }
         })
     };
-    tracing::info!("job started");
+    tracing::info!(attempt = claim.job.attempts, "job started");
     let (ending, stats) = run::run(engine, owner, &claim, lost).await;
     heartbeat.abort();
     let outcome = match &ending {

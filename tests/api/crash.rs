@@ -18,7 +18,7 @@ pub struct Process {
     client: reqwest::Client,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -28,6 +28,11 @@ fn free_port() -> u16 {
 
 impl Process {
     pub async fn start(database_url: &str) -> Process {
+        Process::start_with(database_url, &[]).await
+    }
+
+    /// Starts one with these environment variables too (they win over the defaults).
+    pub async fn start_with(database_url: &str, env: &[(&str, &str)]) -> Process {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
             .env("TIDEMARK_BIND", format!("127.0.0.1:{port}"))
@@ -35,6 +40,7 @@ impl Process {
             .env("TIDEMARK_WORKERS", "1")
             .env("TIDEMARK_JOB_LEASE_SECONDS", "3")
             .env("TIDEMARK_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -46,6 +52,25 @@ impl Process {
         };
         wait_until_serving(&process.client, &process.base).await;
         process
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, `TERM`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal}");
+    }
+
+    /// The text of its `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let response = self.client.get(self.url("/metrics")).send().await.unwrap();
+        response.text().await.unwrap()
     }
 
     fn url(&self, path: &str) -> String {
@@ -152,7 +177,7 @@ async fn a_sync_killed_mid_run_resumes_to_an_exact_mirror() {
         .await;
     let mut process = first;
     // Kill it three times at different points of the run; each restart takes the job
-    // over once its lease (3 s) has expired and resumes from the committed cursor.
+    // over at once (its owner's lock went with it) and resumes from the committed cursor.
     for wait_ms in [300u64, 700, 500] {
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
         process.kill();

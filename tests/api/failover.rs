@@ -7,12 +7,11 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::crash::{Process, slow_source};
-use crate::support::{database_url, eventually, ready_if, sandbox};
+use crate::support::{database_url, eventually, on_postgres, ready_if, sandbox};
 
 #[tokio::test]
 async fn a_second_instance_takes_over_the_job_of_a_dead_one() {
-    if std::env::var("TIDEMARK_TEST_DATABASE_URL").is_err() {
-        eprintln!("failover test skipped: it needs PostgreSQL (TIDEMARK_TEST_DATABASE_URL)");
+    if !on_postgres("failover::a_second_instance_takes_over_the_job_of_a_dead_one") {
         return;
     }
     let upstream = sandbox(14, 800).await;

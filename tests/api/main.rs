@@ -3,6 +3,7 @@
 
 mod anchor;
 mod auth;
+mod bodies;
 mod catalog;
 mod compat;
 mod compose;
@@ -15,10 +16,13 @@ mod failover;
 mod failures;
 mod feed;
 mod fuzz;
+mod history;
+mod liveness;
 mod openapi;
 mod outage;
 mod security;
 mod sources;
+mod startup;
 mod store;
 mod styles;
 mod support;

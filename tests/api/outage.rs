@@ -17,7 +17,8 @@ use tokio::sync::watch;
 
 use crate::crash::slow_source;
 use crate::support::{
-    Sandbox, TestApp, assert_problem, database_url, eventually, ready_if, sandbox, spawn_on,
+    Sandbox, TestApp, assert_problem, database_url, eventually, on_postgres, ready_if, sandbox,
+    spawn_on,
 };
 
 /// A loopback TCP proxy to the database that can be cut and restored.
@@ -204,8 +205,7 @@ async fn truth_changes(upstream: &Sandbox) {
 
 #[tokio::test]
 async fn a_database_outage_pauses_work_which_resumes_by_itself_and_converges() {
-    if std::env::var("TIDEMARK_TEST_DATABASE_URL").is_err() {
-        eprintln!("database outage test skipped: it needs PostgreSQL (TIDEMARK_TEST_DATABASE_URL)");
+    if !on_postgres("outage::a_database_outage_pauses_work_which_resumes_by_itself_and_converges") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -120,6 +120,7 @@ async fn a_job_to_a_host_the_list_no_longer_allows_fails_without_a_request() {
             .status(),
         201
     );
+    before.stop().await;
     let after = spawn_on(database, |c| {
         c.workers = 1;
         c.upstream_allow = "localhost".parse().unwrap();
@@ -247,6 +248,7 @@ async fn a_wrong_key_fails_reads_and_jobs_with_a_clear_problem() {
     .await;
     let source = secret_source(&upstream, "shop", "token-wrong-key-1234");
     assert_eq!(first.post("/v1/sources", &source).await.status(), 201);
+    first.stop().await;
 
     for key in [Some(OTHER_KEY), None] {
         let app = spawn_on(database.clone(), |c| {
@@ -269,6 +271,7 @@ async fn a_wrong_key_fails_reads_and_jobs_with_a_clear_problem() {
         let job = app.sync("shop", "products", "incremental").await;
         assert_eq!(job["status"], "failed", "{job:#}");
         assert_eq!(job["error"]["type"], "stored-secret-unreadable", "{job:#}");
+        app.stop().await;
     }
     assert!(upstream.requests().await.is_empty());
 }
@@ -287,6 +290,7 @@ async fn sources_stored_before_the_key_was_set_still_read_and_are_encrypted_when
     assert_eq!(plain.post("/v1/sources", &source).await.status(), 201);
     // Without a key, secrets are stored as given.
     assert!(stored_specs(&database).await[0].contains(token));
+    plain.stop().await;
 
     let keyed = spawn_on(database.clone(), |c| {
         c.workers = 1;

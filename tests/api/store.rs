@@ -11,13 +11,13 @@ use tidemark::store::{FeedQuery, JobEnd, NewSource, PageCommit, PageRecord, Stor
 
 use crate::support::database_url;
 
-async fn store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+pub async fn store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
     tidemark::store::connect(&database_url(dir).await, None)
         .await
         .unwrap()
 }
 
-fn spec(streams: &[&str]) -> (SourceSpec, String) {
+pub fn spec(streams: &[&str]) -> (SourceSpec, String) {
     let streams: Vec<_> = streams
         .iter()
         .map(|name| {
@@ -42,7 +42,12 @@ async fn sync(store: &dyn Store, stream: &str, keys: &[&str]) {
         .unwrap()
         .unwrap();
     let lease = chrono::TimeDelta::seconds(60);
-    let claim = store.claim_job("w", lease).await.unwrap().unwrap();
+    let instance = store.start_instance().await.unwrap();
+    let claim = store
+        .claim_job(instance, "w", lease)
+        .await
+        .unwrap()
+        .unwrap();
     let records: Vec<PageRecord> = keys
         .iter()
         .map(|k| PageRecord::upsert((*k).to_owned(), format!("{{\"id\":{k}}}")))

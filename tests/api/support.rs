@@ -21,7 +21,8 @@ pub struct TestApp {
     pub client: Client,
     token: Option<&'static str>,
     _dir: tempfile::TempDir,
-    _stop: oneshot::Sender<()>,
+    stop: oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<()>,
 }
 
 /// A database for one app: a file in a temp dir, or a new PostgreSQL database.
@@ -52,6 +53,22 @@ pub async fn database_url(dir: &tempfile::TempDir) -> String {
             format!("sqlite://{}", dir.path().join("tidemark.db").display())
         }
     }
+}
+
+/// Whether the run is on PostgreSQL; if not, says on the terminal that `test`, which
+/// needs it, is skipped. libtest has no skip of its own and captures `eprintln!`, so the
+/// notice is written to the process's stderr directly, where it shows in the run's
+/// output instead of the test passing silently.
+pub fn on_postgres(test: &str) -> bool {
+    use std::io::Write as _;
+    let postgres = std::env::var("TIDEMARK_TEST_DATABASE_URL").is_ok_and(|url| !url.is_empty());
+    if !postgres {
+        let _ = writeln!(
+            std::io::stderr(),
+            "test {test} ... skipped: it needs PostgreSQL (set TIDEMARK_TEST_DATABASE_URL)"
+        );
+    }
+    postgres
 }
 
 /// An app with no API tokens (the open, loopback-only mode).
@@ -87,7 +104,7 @@ pub async fn spawn_with(
     let addr = listener.local_addr().unwrap();
     let app = App::build(config).await.expect("the app builds");
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(async move {
+    let serving = tokio::spawn(async move {
         app.serve(listener, async {
             let _ = stopped.await;
         })
@@ -99,11 +116,19 @@ pub async fn spawn_with(
         client: Client::new(),
         token,
         _dir: dir,
-        _stop: stop,
+        stop,
+        serving,
     }
 }
 
 impl TestApp {
+    /// Shuts the app down and waits until it has let go of its database (on SQLite, the
+    /// file's lock: only then can another app serve the same file).
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.serving.await.expect("the app stops");
+    }
+
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let req = self.client.request(method, format!("{}{path}", self.base));
         match self.token {

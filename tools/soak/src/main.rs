@@ -9,9 +9,18 @@
 //! also stopped and started again N times, between the kills). Loopback only; every phase
 //! is bounded in time. Exits non-zero when a change was lost, a change was delivered for
 //! content that did not change, or readiness did not follow an outage.
+//!
+//! The chaos run (issue 14): `--kill-every 3-6` SIGKILLs a gateway at random every 3 to 6
+//! seconds for the whole run (restarting it at once) and times, for each job the killed
+//! gateway was running, how long until another worker took it over; `--instances 2` runs
+//! two gateways on one PostgreSQL database; `--stop-seconds 40` ends with one gateway
+//! SIGSTOPped while it runs a job (its job must wait for the lease, and it must write
+//! nothing when it wakes; on SQLite, a second gateway must be refused meanwhile). It also
+//! counts completed syncs and compares every mirror, not only the replica, with the truth.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -27,6 +36,7 @@ use tokio::sync::Mutex;
 /// The child runs the gateway when this variable names its database.
 const CHILD_DATABASE: &str = "TIDEMARK_SOAK_CHILD_DATABASE";
 const CHILD_BIND: &str = "TIDEMARK_SOAK_CHILD_BIND";
+const CHILD_LEASE: &str = "TIDEMARK_SOAK_CHILD_LEASE";
 
 #[derive(Parser)]
 struct Args {
@@ -60,6 +70,40 @@ struct Args {
     /// A shell command that starts it again and returns once it accepts connections.
     #[arg(long)]
     db_start: Option<String>,
+    /// SIGKILL a gateway at random every MIN-MAX seconds (e.g. `3-6`) for the whole run,
+    /// restarting it at once, instead of `--restarts` kills spread over it.
+    #[arg(long)]
+    kill_every: Option<Between>,
+    /// Gateways serving the database at once (more than one: PostgreSQL only).
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
+    /// The gateways' job lease (`TIDEMARK_JOB_LEASE_SECONDS`).
+    #[arg(long, default_value_t = 3)]
+    lease_seconds: u32,
+    /// After the kills, SIGSTOP a gateway that runs a job for this many seconds (more
+    /// than the lease), then SIGCONT it.
+    #[arg(long)]
+    stop_seconds: Option<u64>,
+}
+
+/// A range of seconds, `MIN-MAX`.
+#[derive(Clone, Copy)]
+struct Between(f64, f64);
+
+impl FromStr for Between {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (min, max) = s.split_once('-').ok_or("write MIN-MAX, e.g. 3-6")?;
+        let (min, max): (f64, f64) = (
+            min.parse().map_err(|_| "MIN is not a number")?,
+            max.parse().map_err(|_| "MAX is not a number")?,
+        );
+        if !(0.0 < min && min <= max) {
+            return Err("need 0 < MIN <= MAX".into());
+        }
+        Ok(Between(min, max))
+    }
 }
 
 /// Runs a shell command (the database's stop or start), which must succeed.
@@ -135,7 +179,11 @@ const STYLES: [(&str, &str, &str, &str); 5] = [
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     if let Ok(database) = std::env::var(CHILD_DATABASE) {
-        return runtime.block_on(child(database));
+        if let Err(e) = runtime.block_on(child(database)) {
+            eprintln!("{e:#}");
+            std::process::exit(1);
+        }
+        return Ok(());
     }
     let args = Args::parse();
     let ok = runtime.block_on(soak(args))?;
@@ -146,7 +194,7 @@ fn main() -> anyhow::Result<()> {
 async fn child(database: String) -> anyhow::Result<()> {
     let mut config = Config::new(database);
     config.bind = std::env::var(CHILD_BIND)?.parse()?;
-    config.job_lease_seconds = 3;
+    config.job_lease_seconds = std::env::var(CHILD_LEASE)?.parse()?;
     let listener = tokio::net::TcpListener::bind(config.bind).await?;
     App::build(config)
         .await?
@@ -161,18 +209,373 @@ struct Gateway {
     base: String,
 }
 
-fn start_gateway(database: &str, port: u16) -> anyhow::Result<Gateway> {
-    let child = Command::new(std::env::current_exe()?)
+fn gateway_command(database: &str, port: u16, lease: u32) -> anyhow::Result<Command> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command
         .env(CHILD_DATABASE, database)
         .env(CHILD_BIND, format!("127.0.0.1:{port}"))
+        .env(CHILD_LEASE, lease.to_string())
         .env("RUST_LOG", "off")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+        .stderr(Stdio::null());
+    Ok(command)
+}
+
+fn start_gateway(database: &str, port: u16, lease: u32) -> anyhow::Result<Gateway> {
+    let child = gateway_command(database, port, lease)?.spawn()?;
     Ok(Gateway {
         child,
         base: format!("http://127.0.0.1:{port}"),
     })
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to `pid`.
+fn signal(pid: u32, signal: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()?;
+    anyhow::ensure!(status.success(), "kill -{signal} {pid}: {status}");
+    Ok(())
+}
+
+/// The database, read directly: which jobs a gateway (by PID) runs, and how they go on.
+#[derive(Clone)]
+enum Db {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+/// Running jobs with their attempt and the PID of the instance whose lease they are under.
+const RUNNING_SQL: &str = "SELECT j.id, j.attempts, i.pid FROM jobs j \
+     JOIN instances i ON i.id = j.lease_instance WHERE j.status = 'running'";
+
+impl Db {
+    async fn open(url: &str) -> anyhow::Result<Db> {
+        Ok(if url.starts_with("sqlite:") {
+            let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?.read_only(true);
+            Db::Sqlite(sqlx::SqlitePool::connect_with(options).await?)
+        } else {
+            Db::Postgres(sqlx::PgPool::connect(url).await?)
+        })
+    }
+
+    /// `(job, attempts, pid)` of every running job.
+    async fn running(&self) -> anyhow::Result<Vec<(String, i32, i32)>> {
+        Ok(match self {
+            Db::Sqlite(pool) => sqlx::query_as(RUNNING_SQL).fetch_all(pool).await?,
+            Db::Postgres(pool) => sqlx::query_as(RUNNING_SQL).fetch_all(pool).await?,
+        })
+    }
+
+    /// A job's attempts and status.
+    async fn job(&self, id: &str) -> anyhow::Result<Option<(i32, String)>> {
+        let sql = "SELECT attempts, status FROM jobs WHERE id = $1";
+        Ok(match self {
+            Db::Sqlite(pool) => sqlx::query_as(sql).bind(id).fetch_optional(pool).await?,
+            Db::Postgres(pool) => sqlx::query_as(sql).bind(id).fetch_optional(pool).await?,
+        })
+    }
+
+    /// The newest instance id of `pid`.
+    async fn instance_of(&self, pid: u32) -> anyhow::Result<Option<i32>> {
+        let sql = "SELECT MAX(id) FROM instances WHERE pid = $1";
+        let pid = i32::try_from(pid)?;
+        Ok(match self {
+            Db::Sqlite(pool) => sqlx::query_scalar(sql).bind(pid).fetch_one(pool).await?,
+            Db::Postgres(pool) => sqlx::query_scalar(sql).bind(pid).fetch_one(pool).await?,
+        })
+    }
+
+    /// Whether any session holds `instance`'s liveness lock (PostgreSQL).
+    async fn lock_held(&self, instance: i32) -> anyhow::Result<bool> {
+        let sql = "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
+                   AND classid = 1952738667 AND objid::int8 = $1 AND objsubid = 2)";
+        Ok(match self {
+            Db::Sqlite(_) => false,
+            Db::Postgres(pool) => {
+                sqlx::query_scalar(sql)
+                    .bind(i64::from(instance))
+                    .fetch_one(pool)
+                    .await?
+            }
+        })
+    }
+
+    /// Jobs that succeeded: completed syncs.
+    async fn succeeded(&self) -> anyhow::Result<i64> {
+        let sql = "SELECT COUNT(*) FROM jobs WHERE status = 'succeeded'";
+        Ok(match self {
+            Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
+            Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
+        })
+    }
+}
+
+/// What the kills showed.
+#[derive(Default)]
+struct Takeovers {
+    /// From the SIGKILL to another worker's claim, per job the killed gateway ran.
+    times: Vec<Duration>,
+    /// Jobs not taken over within a minute.
+    missed: u32,
+    /// From the SIGKILL to the killed instance's liveness lock being gone (PostgreSQL).
+    unlocked: Vec<Duration>,
+    /// From spawning a gateway to its `/healthz` answering.
+    restarts: Vec<Duration>,
+}
+
+/// The `q` quantile of `sorted` (nearest rank).
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Waits (a minute at most) until each of `jobs` (`(id, attempts)` when the kill landed)
+/// has been claimed again; records how long after `killed` each was.
+async fn time_takeovers(
+    db: Db,
+    jobs: Vec<(String, i32)>,
+    killed: Instant,
+    takeovers: Arc<Mutex<Takeovers>>,
+) {
+    for (id, before) in jobs {
+        let mut taken = None;
+        while killed.elapsed() < Duration::from_secs(60) {
+            match db.job(&id).await {
+                Ok(Some((attempts, _))) if attempts > before => {
+                    taken = Some(killed.elapsed());
+                    break;
+                }
+                // Finished before the kill landed, or its source is gone: no takeover.
+                Ok(Some((_, status))) if status != "running" => break,
+                Ok(None) => break,
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut takeovers = takeovers.lock().await;
+        match taken {
+            Some(after) => takeovers.times.push(after),
+            None if killed.elapsed() >= Duration::from_secs(60) => takeovers.missed += 1,
+            None => {}
+        }
+    }
+}
+
+/// SIGKILLs a gateway (at random among `gateways`) every `every` seconds until
+/// `deadline`, restarting it at once; each killed gateway's running jobs are timed until
+/// another worker claims them.
+#[allow(clippy::too_many_arguments)]
+async fn kill_at_random(
+    http: &reqwest::Client,
+    db: &Db,
+    gateways: &mut [Gateway],
+    database: &str,
+    ports: &[u16],
+    args: &Args,
+    every: Between,
+    deadline: Instant,
+    counters: &Counters,
+) -> anyhow::Result<Takeovers> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed ^ 0x6b11);
+    let takeovers = Arc::new(Mutex::new(Takeovers::default()));
+    let mut timers = tokio::task::JoinSet::new();
+    loop {
+        let pause = Duration::from_secs_f64(rng.random_range(every.0..=every.1));
+        if Instant::now() + pause >= deadline {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+        let victim = rng.random_range(0..gateways.len());
+        let pid = gateways[victim].child.id();
+        let running: Vec<(String, i32)> = db
+            .running()
+            .await?
+            .into_iter()
+            .filter(|(_, _, owner)| u32::try_from(*owner).ok() == Some(pid))
+            .map(|(id, attempts, _)| (id, attempts))
+            .collect();
+        let instance = db.instance_of(pid).await?;
+        gateways[victim].child.kill()?;
+        let killed = Instant::now();
+        gateways[victim].child.wait()?;
+        if let (Db::Postgres(_), Some(instance)) = (db, instance) {
+            let (db, takeovers) = (db.clone(), takeovers.clone());
+            timers.spawn(async move {
+                while killed.elapsed() < Duration::from_secs(60) {
+                    if !db.lock_held(instance).await.unwrap_or(true) {
+                        takeovers.lock().await.unlocked.push(killed.elapsed());
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            });
+        }
+        counters.restarts.fetch_add(1, Ordering::Relaxed);
+        for job in running {
+            timers.spawn(time_takeovers(
+                db.clone(),
+                vec![job],
+                killed,
+                takeovers.clone(),
+            ));
+        }
+        let spawned = Instant::now();
+        gateways[victim] = start_gateway(database, ports[victim], args.lease_seconds)?;
+        wait_healthy(http, &gateways[victim].base).await?;
+        takeovers.lock().await.restarts.push(spawned.elapsed());
+    }
+    while timers.join_next().await.is_some() {}
+    let mut takeovers = takeovers.lock().await;
+    Ok(std::mem::take(&mut *takeovers))
+}
+
+/// What the SIGSTOP showed.
+struct Stopped {
+    lines: Vec<String>,
+    /// The stopped job and its attempt when it was stopped, for the final check.
+    job: Option<(String, i32)>,
+}
+
+/// PostgreSQL, two or more gateways: SIGSTOPs one that runs a job, times the takeover
+/// (it must wait for the lease: the stopped process still holds its liveness lock), then
+/// SIGCONTs it and reads how its run ended. SQLite: SIGSTOPs the gateway and starts a
+/// second on the same file, which must be refused, naming the holder.
+async fn stop_phase(
+    http: &reqwest::Client,
+    db: &Db,
+    gateways: &[Gateway],
+    database: &str,
+    args: &Args,
+    seconds: u64,
+) -> anyhow::Result<Stopped> {
+    if gateways.len() == 1 {
+        let pid = gateways[0].child.id();
+        signal(pid, "STOP")?;
+        let mut second = gateway_command(database, free_port()?, args.lease_seconds)?;
+        let refused = second.stderr(Stdio::piped()).output();
+        signal(pid, "CONT")?;
+        let refused = refused?;
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        let message = stderr.lines().next().unwrap_or_default().to_owned();
+        return Ok(Stopped {
+            lines: vec![format!(
+                "| a second gateway started while the first was stopped | exit code {}: {message} |",
+                refused.status.code().unwrap_or_default()
+            )],
+            job: None,
+        });
+    }
+    let pids: Vec<u32> = gateways.iter().map(|g| g.child.id()).collect();
+    for _ in 0..100 {
+        let running = db.running().await?;
+        let Some((job, attempts, pid)) = running
+            .into_iter()
+            .find(|(_, _, pid)| pids.contains(&u32::try_from(*pid).unwrap_or_default()))
+        else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let pid = u32::try_from(pid)?;
+        signal(pid, "STOP")?;
+        let stopped = Instant::now();
+        let still = db
+            .running()
+            .await?
+            .into_iter()
+            .any(|(id, a, p)| id == job && a == attempts && u32::try_from(p).ok() == Some(pid));
+        if !still {
+            signal(pid, "CONT")?;
+            continue;
+        }
+        let mut taken = None;
+        while stopped.elapsed() < Duration::from_secs(seconds) {
+            if taken.is_none() && db.job(&job).await?.is_some_and(|(now, _)| now > attempts) {
+                taken = Some(stopped.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        signal(pid, "CONT")?;
+        // A heartbeat (a third of the lease) or the page in flight tells it.
+        tokio::time::sleep(Duration::from_secs(u64::from(args.lease_seconds) / 3 + 3)).await;
+        let base = &gateways[pids.iter().position(|p| *p == pid).unwrap_or_default()].base;
+        let metrics = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let ended: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("tidemark_jobs_total"))
+            .collect();
+        let taken = taken.map_or("not within the stop".to_owned(), |t| {
+            format!("{:.1} s", t.as_secs_f64())
+        });
+        return Ok(Stopped {
+            lines: vec![
+                format!(
+                    "| SIGSTOP of a gateway running a job, for {seconds} s: taken over after | {taken} (lease {} s) |",
+                    args.lease_seconds
+                ),
+                format!(
+                    "| the stopped gateway's job runs, by how they ended, after SIGCONT | {} |",
+                    ended.join(", ")
+                ),
+            ],
+            job: Some((job, attempts)),
+        });
+    }
+    anyhow::bail!("no gateway ran a job to stop within 10 s")
+}
+
+/// Every live record of `source/stream` in the mirror, by key.
+async fn mirror(
+    http: &reqwest::Client,
+    base: &str,
+    source: &str,
+    stream: &str,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        key: String,
+        record: Box<RawValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Page {
+        results: Vec<Entry>,
+        next: Option<String>,
+    }
+    let mut records = BTreeMap::new();
+    let mut after = String::new();
+    for _ in 0..10_000 {
+        let text = http
+            .get(format!(
+                "{base}/v1/sources/{source}/streams/{stream}/records?limit=1000&after={after}"
+            ))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let page: Page = serde_json::from_str(&text)?;
+        for entry in page.results {
+            records.insert(entry.key, entry.record.get().to_owned());
+        }
+        match page.next {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    Ok(records)
 }
 
 async fn wait_healthy(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
@@ -234,12 +637,16 @@ async fn consume(
     let page: FeedPage = serde_json::from_str(&response.text().await.ok()?).ok()?;
     for change in page.results {
         counters.delivered.fetch_add(1, Ordering::Relaxed);
-        let stream = replica.entry(change.stream).or_default();
+        let stream = replica.entry(change.stream.clone()).or_default();
         match change.record {
             Some(record) => {
                 let text = record.get().to_owned();
                 if stream.get(&change.key) == Some(&text) {
                     counters.unchanged.fetch_add(1, Ordering::Relaxed);
+                    eprintln!(
+                        "delivered with unchanged content: {} {}",
+                        change.stream, change.key
+                    );
                 }
                 stream.insert(change.key, text);
             }
@@ -289,12 +696,22 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
         }
     };
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut gateway = start_gateway(&database, port)?;
-    wait_healthy(&http, &gateway.base).await?;
-    let base = gateway.base.clone();
+    anyhow::ensure!(
+        args.instances == 1 || args.postgres_url.is_some(),
+        "one SQLite file is served by one gateway: --instances needs --postgres-url"
+    );
+    let ports = (0..args.instances.max(1))
+        .map(|_| free_port())
+        .collect::<anyhow::Result<Vec<u16>>>()?;
+    let mut gateways = Vec::new();
+    for port in &ports {
+        let gateway = start_gateway(&database, *port, args.lease_seconds)?;
+        wait_healthy(&http, &gateway.base).await?;
+        gateways.push(gateway);
+    }
+    let bases: Vec<String> = gateways.iter().map(|g| g.base.clone()).collect();
+    let base = bases[0].clone();
+    let db = Db::open(&database).await?;
     for (example, _, _, _) in STYLES {
         let path = format!(
             "{}/../../examples/sources/{example}.json",
@@ -327,27 +744,46 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.seconds);
 
-    // The consumer follows the feed throughout, across restarts.
+    // The consumer follows the feed throughout, across restarts (and from one gateway to
+    // the next while one is down).
     let consumer = {
-        let (http, base, counters, stop, replica) = (
+        let (http, bases, counters, stop, replica) = (
             http.clone(),
-            base.clone(),
+            bases.clone(),
             counters.clone(),
             stop.clone(),
             replica.clone(),
         );
         tokio::spawn(async move {
+            let mut at = 0;
             while !stop.load(Ordering::Relaxed) {
                 let mut state = replica.lock().await;
                 let (since, replica) = &mut *state;
-                if consume(&http, &base, since, 1, replica, &counters)
+                if consume(&http, &bases[at], since, 1, replica, &counters)
                     .await
                     .is_none()
                 {
                     drop(state);
+                    at = (at + 1) % bases.len();
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
+        })
+    };
+
+    // Completed syncs, every 30 s.
+    let sampler = {
+        let (db, stop) = (db.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut every = tokio::time::interval(Duration::from_secs(30));
+            while !stop.load(Ordering::Relaxed) {
+                every.tick().await;
+                if let Ok(n) = db.succeeded().await {
+                    samples.push(n);
+                }
+            }
+            samples
         })
     };
 
@@ -391,25 +827,46 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
     }
     let slot = Duration::from_secs(args.seconds) / (events.len() as u32 + 1);
     let mut outages = Outages::default();
-    for outage in events {
-        let pause = slot.mul_f64(rng.random_range(0.5..1.5));
-        tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
-        if outage {
-            outages.run(&http, &base, &args).await?;
-            continue;
+    let mut takeovers = Takeovers::default();
+    if let Some(every) = args.kill_every {
+        takeovers = kill_at_random(
+            &http,
+            &db,
+            &mut gateways,
+            &database,
+            &ports,
+            &args,
+            every,
+            deadline,
+            &counters,
+        )
+        .await?;
+    } else {
+        for outage in events {
+            let pause = slot.mul_f64(rng.random_range(0.5..1.5));
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+            if outage {
+                outages.run(&http, &base, &args).await?;
+                continue;
+            }
+            gateways[0].child.kill()?;
+            gateways[0].child.wait()?;
+            gateways[0] = start_gateway(&database, ports[0], args.lease_seconds)?;
+            wait_healthy(&http, &base).await?;
+            counters.restarts.fetch_add(1, Ordering::Relaxed);
         }
-        gateway.child.kill()?;
-        gateway.child.wait()?;
-        gateway = start_gateway(&database, port)?;
-        wait_healthy(&http, &base).await?;
-        counters.restarts.fetch_add(1, Ordering::Relaxed);
     }
     tokio::time::sleep(deadline.saturating_duration_since(Instant::now())).await;
+    let stopped = match args.stop_seconds {
+        Some(seconds) => Some(stop_phase(&http, &db, &gateways, &database, &args, seconds).await?),
+        None => None,
+    };
 
     // Churn stops, faults stop; one more sync of everything (a reconcile for offset).
     stop.store(true, Ordering::Relaxed);
     churn.await?;
     consumer.await?;
+    let samples = sampler.await?;
     control("faults", json!({"rate": 0})).await?;
     let injected = http
         .get(format!("{upstream}/_control/faults"))
@@ -438,25 +895,39 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
         }
     }
 
-    // Compare every stream's replica with the truth.
-    let mut lost = 0usize;
+    // Compare every stream's replica, and its mirror, with the truth.
+    let differ = |truth: &BTreeMap<String, String>, mine: &BTreeMap<String, String>| {
+        truth
+            .iter()
+            .filter(|(k, v)| mine.get(*k) != Some(*v))
+            .count()
+            + mine.keys().filter(|k| !truth.contains_key(*k)).count()
+    };
+    let (mut lost, mut unmirrored) = (0usize, 0usize);
     for (_, source, style, stream) in STYLES {
         let truth = truth(&http, &upstream, style).await?;
         let mine = replica
             .get(&format!("{source}/{stream}"))
             .cloned()
             .unwrap_or_default();
-        let differing = truth
-            .iter()
-            .filter(|(k, v)| mine.get(*k) != Some(*v))
-            .count()
-            + mine.keys().filter(|k| !truth.contains_key(*k)).count();
+        let mirrored = mirror(&http, &base, source, stream).await?;
+        let (differing, mirror_differing) = (differ(&truth, &mine), differ(&truth, &mirrored));
         println!(
-            "{style:<9} truth {:>6}  replica {:>6}  differing {differing}",
+            "{style:<9} truth {:>6}  replica {:>6}  differing {differing}  mirror {:>6}  differing {mirror_differing}",
             truth.len(),
-            mine.len()
+            mine.len(),
+            mirrored.len()
         );
         lost += differing;
+        unmirrored += mirror_differing;
+    }
+    // The stopped gateway's job went on as one more attempt, never a second one of its.
+    let mut fenced = true;
+    if let Some((job, attempts)) = stopped.as_ref().and_then(|s| s.job.clone()) {
+        fenced = db
+            .job(&job)
+            .await?
+            .is_some_and(|(now, _)| now == attempts + 1);
     }
     let jobs = job_counts(&http, &base).await?;
     let unchanged = counters.unchanged.load(Ordering::Relaxed);
@@ -481,7 +952,66 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
     );
     println!("| upstream requests retried | {} |", jobs.3);
     println!("| lost (replica ≠ truth) | {lost} |");
+    println!("| mirror ≠ truth | {unmirrored} |");
     println!("| delivered with unchanged content | {unchanged} |");
+    if args.kill_every.is_some() {
+        let windows: Vec<i64> = samples.windows(2).map(|w| w[1] - w[0]).collect();
+        let mut sorted = windows.clone();
+        sorted.sort_unstable();
+        println!(
+            "| gateways / job lease | {} / {} s |",
+            gateways.len(),
+            args.lease_seconds
+        );
+        println!(
+            "| syncs completed (jobs succeeded) | {} |",
+            db.succeeded().await?
+        );
+        println!(
+            "| syncs completed per 30 s: fewest / median | {} / {} |",
+            sorted.first().copied().unwrap_or_default(),
+            sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+        );
+        let mut times = takeovers.times.clone();
+        times.sort_unstable();
+        let ms = |d: Duration| d.as_millis();
+        println!(
+            "| kill to takeover, {} jobs: p50 / p99 / max | {} / {} / {} ms |",
+            times.len(),
+            ms(quantile(&times, 0.5)),
+            ms(quantile(&times, 0.99)),
+            ms(times.last().copied().unwrap_or_default())
+        );
+        println!("| jobs not taken over within 60 s | {} |", takeovers.missed);
+        if !takeovers.unlocked.is_empty() {
+            let mut unlocked = takeovers.unlocked.clone();
+            unlocked.sort_unstable();
+            println!(
+                "| kill to the liveness lock gone, {} kills: p50 / p99 / max | {} / {} / {} ms |",
+                unlocked.len(),
+                ms(quantile(&unlocked, 0.5)),
+                ms(quantile(&unlocked, 0.99)),
+                ms(unlocked.last().copied().unwrap_or_default())
+            );
+        }
+        eprintln!(
+            "takeovers (ms): {:?}",
+            times.iter().map(|t| t.as_millis()).collect::<Vec<_>>()
+        );
+        let mut restarts = takeovers.restarts.clone();
+        restarts.sort_unstable();
+        println!(
+            "| restart, spawn to `/healthz`: p50 / max | {} / {} ms |",
+            ms(quantile(&restarts, 0.5)),
+            ms(restarts.last().copied().unwrap_or_default())
+        );
+    }
+    if let Some(stopped) = &stopped {
+        for line in &stopped.lines {
+            println!("{line}");
+        }
+        println!("| the stopped job ran one more attempt, not two | {fenced} |");
+    }
     if outages.count > 0 {
         println!(
             "| database outages ({} s each) | {} |",
@@ -500,9 +1030,11 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
             outages.slowest_recovery.as_millis()
         );
     }
-    gateway.child.kill()?;
-    gateway.child.wait()?;
-    Ok(lost == 0 && unchanged == 0 && outages.held())
+    for gateway in &mut gateways {
+        gateway.child.kill()?;
+        gateway.child.wait()?;
+    }
+    Ok(lost == 0 && unmirrored == 0 && unchanged == 0 && outages.held() && fenced)
 }
 
 /// Queues a sync of every stream of `source` and waits (at most 2 minutes) until each has
