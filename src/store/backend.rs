@@ -21,8 +21,9 @@ use uuid::Uuid;
 use super::notify::Notifier;
 use super::pages::Change;
 use super::{
-    Claim, Enqueued, JobEnd, JobFilter, NewSource, PageCommit, PageOutcome, PageRecord, Scheduled,
-    Sealer, Store, StoreError, StoreResult, StoredRecord, StoredSource, StreamState,
+    Claim, Enqueued, JobEnd, JobFilter, NewSource, PageCommit, PageOutcome, PageRecord,
+    ResyncCommit, Scheduled, Sealer, Store, StoreError, StoreResult, StoredRecord, StoredSource,
+    StreamState, SweepBatch,
 };
 use crate::spec::job::{JobMode, JobStats, Trigger};
 use crate::spec::{Job, SourceName, StreamName};
@@ -65,6 +66,8 @@ pub trait Backend: Send + Sync + Sized + 'static {
     const LOCK_SOURCE_SQL: &'static str;
     /// `key, hash, rev` of the records of stream `$1` whose keys are in the list `$2`.
     const EXISTING_SQL: &'static str;
+    /// Records the keys in the list `$2` as seen by reconcile job `$1`.
+    const INSERT_SEEN_SQL: &'static str;
     /// Begins the read-only transaction of one feed snapshot.
     const SNAPSHOT_SQL: &'static str;
     /// Feed rows after `$1`, at most `$2`, of the streams in the list `$3`.
@@ -276,13 +279,22 @@ where
         self.commit_page(page).await
     }
 
-    async fn live_keys(
+    async fn resync_job(&self, resync: ResyncCommit<'_>) -> StoreResult<bool> {
+        self.resync_job(resync).await
+    }
+
+    async fn sweep_batch(
         &self,
         stream_id: i64,
+        job: Uuid,
         after: Option<&str>,
         limit: u32,
-    ) -> StoreResult<Vec<String>> {
-        self.live_keys(stream_id, after, limit).await
+    ) -> StoreResult<SweepBatch> {
+        self.sweep_batch(stream_id, job, after, limit).await
+    }
+
+    async fn forget_seen(&self, job: Uuid, owner: &str, limit: u32) -> StoreResult<Option<u64>> {
+        self.forget_seen(job, owner, limit).await
     }
 
     async fn list_records(
@@ -315,6 +327,17 @@ where
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
         self.enqueue_scheduled(stream_id, previous, now).await
+    }
+
+    async fn schedule_reconcile(
+        &self,
+        stream_id: i64,
+        previous: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        fell_due: bool,
+    ) -> StoreResult<bool> {
+        self.schedule_reconcile(stream_id, previous, now, fell_due)
+            .await
     }
 }
 

@@ -1,11 +1,20 @@
-//! Reads of the mirror: a stream's live records and keys.
+//! Reads of the mirror: a stream's live records, and its live keys as a reconcile sweeps
+//! them.
 
 use chrono::{DateTime, Utc};
 use sqlx::{ColumnIndex, Encode, Executor, Type};
+use uuid::Uuid;
 
 use super::backend::{Backend, Conn, Db, Row, Scalar, SqlStore};
-use super::{StoreResult, StoredRecord};
+use super::{StoreResult, StoredRecord, SweepBatch};
 use crate::spec::{SourceName, StreamName};
+
+/// A live key of the mirror, and whether the sweeping reconcile has seen it.
+#[derive(sqlx::FromRow)]
+struct SweptKey {
+    key: String,
+    seen: bool,
+}
 
 // The driver bounds of the store's generic impls (see `backend.rs`).
 impl<B: Backend> SqlStore<B>
@@ -22,22 +31,33 @@ where
     Option<String>: Scalar<Db<B>>,
     Option<DateTime<Utc>>: Scalar<Db<B>>,
 {
-    #[tracing::instrument(skip_all, fields(stream_id))]
-    pub(super) async fn live_keys(
+    #[tracing::instrument(skip_all, fields(stream_id, job = %job))]
+    pub(super) async fn sweep_batch(
         &self,
         stream_id: i64,
+        job: Uuid,
         after: Option<&str>,
         limit: u32,
-    ) -> StoreResult<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT key FROM records WHERE stream_id = $1 AND body IS NOT NULL \
-             AND key > $2 ORDER BY key LIMIT $3",
+    ) -> StoreResult<SweepBatch> {
+        let rows: Vec<SweptKey> = sqlx::query_as(
+            "SELECT b.key, EXISTS (SELECT 1 FROM reconcile_seen s \
+                 WHERE s.job_id = $2 AND s.key = b.key) AS seen \
+             FROM (SELECT key FROM records WHERE stream_id = $1 AND body IS NOT NULL \
+                   AND key > $3 ORDER BY key LIMIT $4) b ORDER BY b.key",
         )
         .bind(stream_id)
+        .bind(job.hyphenated().to_string())
         .bind(after.unwrap_or(""))
         .bind(i64::from(limit))
         .fetch_all(&self.read)
-        .await?)
+        .await?;
+        let last = rows.last().map(|r| r.key.clone());
+        let unseen = rows
+            .into_iter()
+            .filter(|r| !r.seen)
+            .map(|r| r.key)
+            .collect();
+        Ok(SweepBatch { unseen, last })
     }
 
     #[tracing::instrument(skip_all, fields(source = %source, stream = %stream))]
