@@ -112,7 +112,8 @@ async fn run_pages(
         let resync = Resynced {
             status,
             reason: stale,
-            at: chrono::Utc::now(),
+            // At the precision the databases keep, as every other time of a job.
+            at: chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6),
         };
         tracing::warn!(status, reason = %resync.reason, "the upstream refused the stored cursor: reading from the beginning");
         let written = engine
