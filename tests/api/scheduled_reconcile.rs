@@ -25,6 +25,17 @@ async fn jobs(app: &TestApp) -> Vec<Value> {
     jobs["results"].as_array().unwrap().clone()
 }
 
+/// Waits (20 s at most) until the mirror equals the upstream's truth, with no API call
+/// but reads.
+async fn converges(app: &TestApp, upstream: &Sandbox, what: &str) {
+    let truth = upstream.truth("offset").await;
+    eventually(Duration::from_secs(20), what, || async {
+        let mirror = app.mirror("reqon", "items").await;
+        ready_if(mirror == truth, mirror.len())
+    })
+    .await;
+}
+
 fn stat(job: &Value, name: &str) -> u64 {
     job["stats"][name].as_u64().unwrap()
 }
@@ -41,30 +52,17 @@ async fn a_scheduled_reconcile_removes_hard_deleted_records_with_nobody_calling_
     // The schedule reads as given.
     let stream = app.get_json("/v1/sources/reqon/streams/items").await;
     assert_eq!(stream["schedule"], schedule, "{stream:#}");
-    let truth = upstream.truth("offset").await;
-    eventually(
-        Duration::from_secs(20),
-        "the first scheduled job",
-        || async {
-            let mirror = app.mirror("reqon", "items").await;
-            ready_if(mirror == truth, mirror.len())
-        },
-    )
-    .await;
+    converges(&app, &upstream, "the first scheduled job").await;
 
     let deleted = upstream
         .control("offset/hard_delete", json!({"count": 6}))
         .await;
     assert_eq!(deleted["ids"].as_array().unwrap().len(), 6, "{deleted}");
-    let truth = upstream.truth("offset").await;
-    assert_eq!(truth.len(), 114);
-    eventually(
-        Duration::from_secs(20),
+    assert_eq!(upstream.truth("offset").await.len(), 114);
+    converges(
+        &app,
+        &upstream,
         "a scheduled reconcile to remove the hard deletes",
-        || async {
-            let mirror = app.mirror("reqon", "items").await;
-            ready_if(mirror == truth, mirror.len())
-        },
     )
     .await;
     let jobs = jobs(&app).await;
