@@ -40,7 +40,8 @@ pub enum Trigger {
     Api,
     Schedule,
     Webhook,
-    /// A stale upstream token reset the cursor and queued a full sync.
+    /// Kept for the jobs of earlier versions, in which a stale upstream token failed the
+    /// job and queued a full one with this trigger. A job now resyncs itself (`resynced`).
     Resync,
 }
 
@@ -82,6 +83,27 @@ pub struct Job {
     pub stats: JobStats,
     /// Why the job failed, when it did.
     pub error: Option<Problem>,
+    /// When the upstream refused the stored cursor, and why: the job reset the cursor and
+    /// read again from the beginning. `null` when it did not.
+    pub resynced: Option<Resynced>,
+}
+
+/// A job's resync: the upstream said the stored cursor (a token, a delta link) is no
+/// longer valid, so the job reset the cursor and read from the beginning, keeping the
+/// mirror (unchanged records make no change).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Resynced {
+    /// The upstream's HTTP status.
+    #[schema(example = 410)]
+    pub status: u16,
+    /// Which rule took the reply as stale, and what the upstream said (the start of its
+    /// body).
+    #[schema(
+        example = "410 Gone, a token stream's default `invalid_token` rule (`{\"status\": 410}`); the upstream said: {\"error\":{\"code\":\"syncStateNotFound\"}}"
+    )]
+    pub reason: String,
+    /// When the job reset the cursor.
+    pub at: DateTime<Utc>,
 }
 
 /// `POST .../sync`: which kind of job to queue (an empty body queues an incremental one).

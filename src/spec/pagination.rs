@@ -520,8 +520,10 @@ pub struct Token {
     #[serde(default = "Token::limit")]
     #[schema(default = 100)]
     pub limit: PageLimit,
-    /// An upstream error that means the stored token is no longer valid: the stream's
-    /// cursor is reset and it restarts as a full sync.
+    /// An upstream error that means the stored token is no longer valid: the cursor is
+    /// reset and the same job reads again from the beginning (docs/design.md §4, "Stale
+    /// token"). Without it, `{"status": 410}` (Google- and Graph-style sync tokens answer
+    /// `410 Gone`); a rule given replaces that default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invalid_token: Option<InvalidToken>,
     /// Its `param` is sent on a run's first request when there is no stored token;
@@ -550,6 +552,14 @@ impl Token {
     pub fn resume(&self) -> Resume {
         self.resume.clone().unwrap_or(Resume::LastPage)
     }
+
+    /// The reply that means the stored token is stale: the stream's rule, else
+    /// `410 Gone`.
+    pub fn invalid_token(&self) -> InvalidToken {
+        self.invalid_token
+            .clone()
+            .unwrap_or_else(InvalidToken::gone)
+    }
 }
 
 ranged!(
@@ -560,14 +570,32 @@ ranged!(
     599
 );
 
-/// Matches an upstream reply that rejects a stale token.
+/// Matches an upstream reply that rejects a stale token: its status, and when
+/// `body_contains` is given, text its body contains.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InvalidToken {
     #[schema(example = 400)]
     pub status: ErrorStatus,
+    /// Text the reply's body must contain; any body when not given.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schema(example = "INVALID_SINCE_FORMAT")]
     pub body_contains: String,
+}
+
+impl InvalidToken {
+    /// `410 Gone`, whatever the body: a token stream's rule when it gives none.
+    pub fn gone() -> Self {
+        InvalidToken {
+            status: ErrorStatus(410),
+            body_contains: String::new(),
+        }
+    }
+
+    /// Whether a reply with `status` and `body` is this rule's.
+    pub fn matches(&self, status: u16, body: &str) -> bool {
+        status == self.status.get() && body.contains(&self.body_contains)
+    }
 }
 
 /// `{position_param}=<compact JSON of the position>`; the next position is read from the

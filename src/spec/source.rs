@@ -546,12 +546,183 @@ ranged!(
     31_536_000
 );
 
-/// When incremental jobs are queued by themselves.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum Schedule {
+/// When jobs are queued by themselves: incremental jobs on the stream's clock
+/// (`every_seconds` or `cron`), and with `reconcile` reconciles on a clock of their own
+/// (docs/design.md §3). A reconcile that falls due while the stream has a job waits until
+/// that job ends; it is never skipped.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Schedule {
+    /// When incremental jobs are queued.
+    #[serde(flatten)]
+    pub clock: Clock,
+    /// When reconciles are queued (a full listing that also tombstones the records that
+    /// vanished upstream without a tombstone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<Clock>,
+}
+
+/// One clock of a schedule: a fixed interval or a cron expression.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Clock {
     /// A fixed interval.
     EverySeconds(EverySeconds),
     /// A cron expression with seconds, in UTC.
     Cron(CronExpr),
+}
+
+/// The members of a clock as sent; exactly one is given.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClockFields {
+    #[serde(default)]
+    every_seconds: Option<EverySeconds>,
+    #[serde(default)]
+    cron: Option<CronExpr>,
+}
+
+impl ClockFields {
+    fn clock<E: serde::de::Error>(self) -> Result<Clock, E> {
+        match (self.every_seconds, self.cron) {
+            (Some(every), None) => Ok(Clock::EverySeconds(every)),
+            (None, Some(cron)) => Ok(Clock::Cron(cron)),
+            (Some(_), Some(_)) => Err(error_at(
+                "/cron",
+                "give `every_seconds` or `cron`, not both",
+            )),
+            (None, None) => Err(error_at("", "a schedule needs `every_seconds` or `cron`")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Clock {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        ClockFields::deserialize(d)?.clock()
+    }
+}
+
+/// The members of a schedule as sent.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleFields {
+    #[serde(default)]
+    every_seconds: Option<EverySeconds>,
+    #[serde(default)]
+    cron: Option<CronExpr>,
+    #[serde(default)]
+    reconcile: Option<Clock>,
+}
+
+impl<'de> Deserialize<'de> for Schedule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let fields = ScheduleFields::deserialize(d)?;
+        let clock = ClockFields {
+            every_seconds: fields.every_seconds,
+            cron: fields.cron,
+        }
+        .clock()?;
+        Ok(Schedule {
+            clock,
+            reconcile: fields.reconcile,
+        })
+    }
+}
+
+impl utoipa::PartialSchema for Schedule {
+    /// One of `{"every_seconds": N}` and `{"cron": "..."}`, each with an optional
+    /// `reconcile` clock of the same two shapes.
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Ref};
+        let shape = |member: &str, schema: &str, description: &str| {
+            ObjectBuilder::new()
+                .description(Some(description))
+                .property(member, Ref::from_schema_name(schema))
+                .required(member)
+                .property("reconcile", {
+                    let mut clock = Ref::from_schema_name("Clock");
+                    clock.description = "When reconciles are queued, on their own clock; a reconcile that falls due while the stream has a job waits until it ends".to_owned();
+                    clock
+                })
+                .additional_properties(Some(AdditionalProperties::<utoipa::openapi::schema::Schema>::FreeForm(false)))
+        };
+        OneOfBuilder::new()
+            .description(Some(
+                "When jobs are queued by themselves: incremental jobs on the stream's clock, and reconciles on their own",
+            ))
+            .item(shape(
+                "every_seconds",
+                "EverySeconds",
+                "Incremental jobs at a fixed interval.",
+            ))
+            .item(shape(
+                "cron",
+                "CronExpr",
+                "Incremental jobs on a cron expression with seconds, in UTC.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Schedule {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            "Clock".to_owned(),
+            <Clock as utoipa::PartialSchema>::schema(),
+        ));
+        <Clock as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::Schedule;
+    use crate::spec::de::{ParseError, parse};
+
+    fn schedule(value: serde_json::Value) -> Result<Schedule, ParseError> {
+        parse(value.to_string().as_bytes())
+    }
+
+    #[test]
+    fn schedules_read_back_in_the_shapes_they_were_given() {
+        for given in [
+            json!({"every_seconds": 60}),
+            json!({"cron": "0 */15 * * * *"}),
+            json!({"every_seconds": 60, "reconcile": {"every_seconds": 86400}}),
+            json!({"cron": "0 */15 * * * *", "reconcile": {"cron": "0 30 2 * * *"}}),
+        ] {
+            let parsed = schedule(given.clone()).unwrap();
+            assert_eq!(serde_json::to_value(&parsed).unwrap(), given);
+        }
+    }
+
+    #[test]
+    fn a_schedule_has_one_clock_and_a_reconcile_one_too() {
+        let refused = |value, pointer: &str| match schedule(value) {
+            Err(ParseError::Invalid { pointer: at, .. }) => assert_eq!(at, pointer),
+            other => panic!("{other:?}"),
+        };
+        refused(json!({}), "");
+        refused(json!({"every_seconds": 1, "cron": "0 * * * * *"}), "/cron");
+        refused(json!({"reconcile": {"every_seconds": 60}}), "");
+        refused(json!({"every_seconds": 1, "reconcile": {}}), "/reconcile");
+        refused(
+            json!({"every_seconds": 1, "reconcile": {"every_seconds": 0}}),
+            "/reconcile/every_seconds",
+        );
+        refused(
+            json!({"every_seconds": 1, "reconcile": {"cron": "nightly"}}),
+            "/reconcile/cron",
+        );
+        refused(
+            json!({"every_seconds": 1, "reconcile": {"every_seconds": 1, "reconcile": {}}}),
+            "/reconcile/reconcile",
+        );
+    }
 }

@@ -22,7 +22,8 @@ use super::notify::Notifier;
 use super::pages::Change;
 use super::{
     Claim, Enqueued, InstanceId, JobEnd, JobFilter, NewSource, PageCommit, PageOutcome, PageRecord,
-    Scheduled, Sealer, Store, StoreError, StoreResult, StoredRecord, StoredSource, StreamState,
+    ResyncCommit, Scheduled, Sealer, Store, StoreError, StoreResult, StoredRecord, StoredSource,
+    StreamState, SweepBatch,
 };
 use crate::spec::job::{JobMode, JobStats, Trigger};
 use crate::spec::{Job, SourceName, StreamName};
@@ -69,6 +70,8 @@ pub trait Backend: Send + Sync + Sized + 'static {
     const LOCK_SOURCE_SQL: &'static str;
     /// `key, hash, rev` of the records of stream `$1` whose keys are in the list `$2`.
     const EXISTING_SQL: &'static str;
+    /// Records the keys in the list `$2` as seen by reconcile job `$1`.
+    const INSERT_SEEN_SQL: &'static str;
     /// Begins the read-only transaction of one feed snapshot.
     const SNAPSHOT_SQL: &'static str;
     /// Feed rows after `$1`, at most `$2`, of the streams in the list `$3`.
@@ -320,13 +323,22 @@ where
         self.commit_page(page).await
     }
 
-    async fn live_keys(
+    async fn resync_job(&self, resync: ResyncCommit<'_>) -> StoreResult<bool> {
+        self.resync_job(resync).await
+    }
+
+    async fn sweep_batch(
         &self,
         stream_id: i64,
+        job: Uuid,
         after: Option<&str>,
         limit: u32,
-    ) -> StoreResult<Vec<String>> {
-        self.live_keys(stream_id, after, limit).await
+    ) -> StoreResult<SweepBatch> {
+        self.sweep_batch(stream_id, job, after, limit).await
+    }
+
+    async fn forget_seen(&self, job: Uuid, owner: &str, limit: u32) -> StoreResult<Option<u64>> {
+        self.forget_seen(job, owner, limit).await
     }
 
     async fn list_records(
@@ -363,6 +375,17 @@ where
 
     async fn purge_jobs(&self, before: DateTime<Utc>, keep: u32, batch: u32) -> StoreResult<u64> {
         self.purge_jobs(before, keep, batch).await
+    }
+
+    async fn schedule_reconcile(
+        &self,
+        stream_id: i64,
+        previous: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        fell_due: bool,
+    ) -> StoreResult<bool> {
+        self.schedule_reconcile(stream_id, previous, now, fell_due)
+            .await
     }
 }
 

@@ -37,7 +37,7 @@ use uuid::Uuid;
 
 use crate::problem::{Problem, ProblemType};
 use crate::spec::cursor::CursorWrite;
-use crate::spec::job::{JobMode, JobStats, JobStatus, Trigger};
+use crate::spec::job::{JobMode, JobStats, JobStatus, Resynced, Trigger};
 use crate::spec::names::HttpUrl;
 use crate::spec::source::Schedule;
 use crate::spec::{Job, SourceName, SourceSpec, StreamName, StreamSpec};
@@ -197,7 +197,9 @@ impl PageRecord {
     }
 }
 
-/// One page's worth of writes, committed in one transaction.
+/// One page's worth of writes, committed in one transaction. The pages of a reconcile
+/// job (of a stream that is not a deletions stream) also record the keys of their
+/// records as seen by the job, in the same transaction.
 pub struct PageCommit<'a> {
     pub job: Uuid,
     /// The worker that holds the job's lease; the commit fails if it no longer does.
@@ -236,9 +238,27 @@ impl PageOutcome {
 pub enum JobEnd {
     Succeeded,
     Failed(Problem),
-    /// The upstream refused the stored token: the cursor is reset and a full job with
-    /// trigger `resync` is queued in the same transaction.
-    Resync(Problem),
+}
+
+/// A job's resync, committed in one transaction: the stream's cursor is reset and the
+/// job says why (the job then reads from the beginning).
+pub struct ResyncCommit<'a> {
+    pub job: Uuid,
+    /// The worker that holds the job's lease; nothing is written if it no longer does.
+    pub owner: &'a str,
+    pub lease: chrono::TimeDelta,
+    pub cursor_stream_id: i64,
+    pub resynced: &'a Resynced,
+}
+
+/// One batch of a reconcile's sweep over the mirror's live keys, in key order.
+#[derive(Debug, Clone, Default)]
+pub struct SweepBatch {
+    /// The keys of the batch the job has not seen upstream.
+    pub unseen: Vec<String>,
+    /// The last key of the batch, where the next batch starts; `None` when the sweep is
+    /// done.
+    pub last: Option<String>,
 }
 
 /// Filters of `GET /v1/jobs`.
@@ -258,6 +278,11 @@ pub struct Scheduled {
     pub scheduled_at: Option<DateTime<Utc>>,
     /// Jobs failed in a row.
     pub failures: u32,
+    /// When a reconcile of `schedule.reconcile` last fell due; `None` before its clock
+    /// started.
+    pub reconcile_scheduled_at: Option<DateTime<Utc>>,
+    /// A reconcile fell due and waits for the stream to be free.
+    pub reconcile_waiting: bool,
 }
 
 /// One entry of the mirror.
@@ -412,13 +437,24 @@ pub trait Store: FeedStore + Send + Sync + 'static {
     /// longer running under `page.owner` (cancelled, or its lease was taken over).
     async fn commit_page(&self, page: PageCommit<'_>) -> StoreResult<Option<PageOutcome>>;
 
-    /// Keys of the live (not deleted) records of a stream, in key order, after `after`.
-    async fn live_keys(
+    /// Resets the stream's cursor and records the job's resync, if the job still runs
+    /// under `resync.owner` (else `false`, nothing written).
+    async fn resync_job(&self, resync: ResyncCommit<'_>) -> StoreResult<bool>;
+
+    /// Up to `limit` live (not deleted) keys of a stream after `after`, in key order, and
+    /// which of them reconcile job `job` has not seen.
+    async fn sweep_batch(
         &self,
         stream_id: i64,
+        job: Uuid,
         after: Option<&str>,
         limit: u32,
-    ) -> StoreResult<Vec<String>>;
+    ) -> StoreResult<SweepBatch>;
+
+    /// Deletes up to `limit` of the keys reconcile job `job` has seen, while the job runs
+    /// under `owner`: how many were deleted (0: none are left), `None` when the job is no
+    /// longer ours.
+    async fn forget_seen(&self, job: Uuid, owner: &str, limit: u32) -> StoreResult<Option<u64>>;
 
     /// Live records of a stream in key order, after `after`. `None` when the stream does
     /// not exist.
@@ -456,6 +492,20 @@ pub trait Store: FeedStore + Send + Sync + 'static {
     /// and the rows of instances started before then that no lease names; returns how
     /// many jobs it deleted.
     async fn purge_jobs(&self, before: DateTime<Utc>, keep: u32, batch: u32) -> StoreResult<u64>;
+
+    /// Moves a stream's reconcile clock and queues a waiting reconcile. When the clock
+    /// never started (`previous` is `None`) or `fell_due`, the clock is set to `now`
+    /// (compare-and-set on `previous`: `false` when another scheduler moved it), and a
+    /// reconcile that fell due waits from then on. A waiting reconcile is queued at once
+    /// when the stream has no queued or running job, or else when that job ends. `true`
+    /// when a job was queued.
+    async fn schedule_reconcile(
+        &self,
+        stream_id: i64,
+        previous: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        fell_due: bool,
+    ) -> StoreResult<bool>;
 }
 
 /// Opens the store `database_url` names (`sqlite:` or `postgres:`) and applies its

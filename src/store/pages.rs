@@ -1,14 +1,20 @@
 //! Page commits: a page's records, the changes they cause (feed positions), the cursor and
-//! the job's counters, in one transaction fenced by the job's lease.
+//! the job's counters, in one transaction fenced by the job's lease; a reconcile's seen
+//! keys with them; a job's resync (the cursor reset).
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::{ColumnIndex, Encode, Executor, Type};
 
-use super::backend::{Backend, Conn, Db, Row, RowsAffected, Scalar, SqlStore, now, stats_text};
-use super::{PageCommit, PageOutcome, PageRecord, StoreResult};
+use uuid::Uuid;
+
+use super::backend::{
+    Backend, Conn, Db, Row, RowsAffected, Scalar, SqlStore, now, stats_text, text_of,
+};
+use super::{PageCommit, PageOutcome, PageRecord, ResyncCommit, StoreResult};
 use crate::spec::cursor::CursorWrite;
+use crate::spec::job::JobMode;
 
 /// What a page does to each of its records, given what the mirror holds for their keys
 /// (`key → (hash, rev)`, hash `None` for a tombstone). A key given twice in one page keeps
@@ -103,17 +109,22 @@ where
         let mut tx = self.write.begin().await?;
         // Fencing first: a cancelled job, or one whose lease another worker took
         // over, writes nothing.
-        let ours = sqlx::query(
+        let mode: Option<String> = sqlx::query_scalar(
             "UPDATE jobs SET lease_expires_at = $3 \
-             WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+             WHERE id = $1 AND lease_owner = $2 AND status = 'running' RETURNING mode",
         )
         .bind(&job_id)
         .bind(page.owner)
         .bind(now + page.lease)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if ours.rows_affected() == 0 {
+        let Some(mode) = mode else {
             return Ok(None);
+        };
+        // A reconcile remembers the keys it lists in the database, not in memory, and in
+        // the transaction of their page: what it committed, it has seen.
+        if mode == text_of(&JobMode::Reconcile) && page.target_stream_id == page.cursor_stream_id {
+            Self::record_seen(&mut *tx, &job_id, page.records).await?;
         }
         let mut existing = HashMap::with_capacity(page.records.len());
         if !page.records.is_empty() {
@@ -178,5 +189,98 @@ where
             self.notifier.committed(page.target_stream_id, last);
         }
         Ok(Some(plan.outcome))
+    }
+
+    #[tracing::instrument(skip_all, fields(job = %resync.job))]
+    pub(super) async fn resync_job(&self, resync: ResyncCommit<'_>) -> StoreResult<bool> {
+        let now = now();
+        let job_id = resync.job.hyphenated().to_string();
+        let mut tx = self.write.begin().await?;
+        let ours = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = $3, resynced = $4 \
+             WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+        )
+        .bind(&job_id)
+        .bind(resync.owner)
+        .bind(now + resync.lease)
+        .bind(serde_json::to_string(resync.resynced).unwrap_or_default())
+        .execute(&mut *tx)
+        .await?;
+        if ours.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE streams SET cursor = NULL, cursor_updated_at = $2, cursor_job = $3 \
+             WHERE id = $1",
+        )
+        .bind(resync.cursor_stream_id)
+        .bind(now)
+        .bind(&job_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    #[tracing::instrument(skip_all, fields(job = %job))]
+    pub(super) async fn forget_seen(
+        &self,
+        job: Uuid,
+        owner: &str,
+        limit: u32,
+    ) -> StoreResult<Option<u64>> {
+        let job_id = job.hyphenated().to_string();
+        let mut tx = self.write.begin().await?;
+        // Fenced like a page: once another worker took the job over, the keys are its.
+        let ours = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = lease_expires_at \
+             WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+        )
+        .bind(&job_id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+        if ours.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let deleted = sqlx::query(
+            "DELETE FROM reconcile_seen WHERE job_id = $1 AND key IN \
+             (SELECT key FROM reconcile_seen WHERE job_id = $1 ORDER BY key LIMIT $2)",
+        )
+        .bind(&job_id)
+        .bind(i64::from(limit))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(deleted.rows_affected()))
+    }
+
+    /// Records the keys of a reconcile's page that are live upstream as seen by the job
+    /// (tombstones need no remembering: they are not in the mirror's live keys).
+    async fn record_seen(
+        conn: &mut Conn<B>,
+        job_id: &str,
+        records: &[PageRecord],
+    ) -> StoreResult<()> {
+        let live: Vec<PageRecord>;
+        let records = if records.iter().all(|r| r.body.is_some()) {
+            records
+        } else {
+            live = records
+                .iter()
+                .filter(|r| r.body.is_some())
+                .map(|r| PageRecord::delete(r.key.clone()))
+                .collect();
+            &live
+        };
+        if records.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(B::INSERT_SEEN_SQL)
+            .bind(job_id)
+            .bind(B::key_list(records))
+            .execute(conn)
+            .await?;
+        Ok(())
     }
 }

@@ -103,6 +103,10 @@ impl Backend for Postgres {
     const EXISTING_SQL: &'static str = "SELECT key, hash, rev FROM records WHERE stream_id = $1 \
          AND key = ANY($2) ORDER BY key FOR UPDATE";
 
+    /// A reconcile's seen keys (bound as one array); a key listed twice is one.
+    const INSERT_SEEN_SQL: &'static str = "INSERT INTO reconcile_seen (job_id, key) \
+         SELECT $1, k FROM unnest($2::text[]) AS k ON CONFLICT DO NOTHING";
+
     /// A repeatable-read snapshot: the head, the horizon and the rows read in it agree.
     const SNAPSHOT_SQL: &'static str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 

@@ -15,13 +15,14 @@ use super::backend::{
 use super::sources::CursorRow;
 use super::{Claim, Enqueued, InstanceId, JobEnd, JobFilter, Scheduled, StoreError, StoreResult};
 use crate::problem::Problem;
-use crate::spec::job::{JobMode, JobStats, JobStatus, Trigger};
+use crate::spec::job::{JobMode, JobStats, JobStatus, Resynced, Trigger};
 use crate::spec::{Job, SourceName, StreamName};
 
 /// The columns of a job with its source and stream names, as [`JobRow`] reads them;
 /// followed by a `WHERE` clause.
 const JOB_SELECT: &str = "SELECT j.id, j.mode, j.status, j.trigger, j.attempts, j.created_at, \
-     j.started_at, j.finished_at, j.stats, j.error, so.name AS source, st.name AS stream \
+     j.started_at, j.finished_at, j.stats, j.error, j.resynced, so.name AS source, \
+     st.name AS stream \
      FROM jobs j JOIN streams st ON st.id = j.stream_id JOIN sources so ON so.id = st.source_id ";
 
 const fn job_select(filter: &str) -> Joined {
@@ -74,6 +75,7 @@ pub(super) struct JobRow {
     finished_at: Option<DateTime<Utc>>,
     stats: String,
     error: Option<String>,
+    resynced: Option<String>,
     source: String,
     stream: String,
 }
@@ -100,6 +102,11 @@ impl JobRow {
                 .as_deref()
                 .map(|e| json::<Problem>("job error", e))
                 .transpose()?,
+            resynced: self
+                .resynced
+                .as_deref()
+                .map(|r| json::<Resynced>("job resync", r))
+                .transpose()?,
         })
     }
 }
@@ -123,6 +130,8 @@ struct ScheduledRow {
     spec: String,
     scheduled_at: Option<DateTime<Utc>>,
     failures: i32,
+    reconcile_scheduled_at: Option<DateTime<Utc>>,
+    reconcile_waiting: bool,
 }
 
 // The driver bounds of the store's generic impls (see `backend.rs`).
@@ -223,6 +232,13 @@ where
         .bind(now)
         .execute(&self.write)
         .await?;
+        if done.rows_affected() > 0 {
+            // A cancelled reconcile's seen keys; its pages can no longer commit.
+            sqlx::query("DELETE FROM reconcile_seen WHERE job_id = $1")
+                .bind(id.hyphenated().to_string())
+                .execute(&self.write)
+                .await?;
+        }
         let row: Option<JobRow> = sqlx::query_as(JOB_BY_ID_SQL)
             .bind(id.hyphenated().to_string())
             .fetch_optional(&self.write)
@@ -385,7 +401,6 @@ where
         let (status, error) = match &end {
             JobEnd::Succeeded => (JobStatus::Succeeded, None),
             JobEnd::Failed(problem) => (JobStatus::Failed, Some(problem.clone())),
-            JobEnd::Resync(problem) => (JobStatus::Failed, Some(problem.clone())),
         };
         sqlx::query(
             "UPDATE jobs SET status = $2, finished_at = $3, stats = $4, error = $5, \
@@ -413,20 +428,16 @@ where
                 .execute(&mut *tx)
                 .await?;
             }
-            JobEnd::Resync(_) => {
-                sqlx::query(
-                    "UPDATE streams SET cursor = NULL, cursor_updated_at = $2, \
-                     cursor_job = $3, rerun = FALSE WHERE id = $1",
-                )
-                .bind(stream_id)
-                .bind(now)
-                .bind(job.hyphenated().to_string())
-                .execute(&mut *tx)
-                .await?;
-                Self::insert_job(&mut *tx, stream_id, JobMode::Full, Trigger::Resync).await?;
-            }
         }
-        if rerun && !matches!(end, JobEnd::Resync(_)) {
+        // A reconcile's seen keys go with it (a succeeded one has deleted them already,
+        // in batches).
+        sqlx::query("DELETE FROM reconcile_seen WHERE job_id = $1")
+            .bind(job.hyphenated().to_string())
+            .execute(&mut *tx)
+            .await?;
+        // A reconcile that fell due while this job ran goes first (it reads everything a
+        // rerun would); the rerun's job is then not queued beside it.
+        if !Self::queue_waiting_reconcile(&mut *tx, stream_id).await? && rerun {
             Self::insert_job(&mut *tx, stream_id, JobMode::Incremental, Trigger::Webhook).await?;
         }
         tx.commit().await?;
@@ -436,7 +447,8 @@ where
     #[tracing::instrument(skip_all)]
     pub(super) async fn scheduled_streams(&self) -> StoreResult<Vec<Scheduled>> {
         let rows: Vec<ScheduledRow> = sqlx::query_as(
-            "SELECT st.id, st.name, so.spec, st.scheduled_at, st.failures \
+            "SELECT st.id, st.name, so.spec, st.scheduled_at, st.failures, \
+             st.reconcile_scheduled_at, st.reconcile_due_at IS NOT NULL AS reconcile_waiting \
              FROM streams st JOIN sources so ON so.id = st.source_id \
              WHERE so.spec LIKE '%\"schedule\"%'",
         )
@@ -463,6 +475,8 @@ where
                     schedule,
                     scheduled_at: row.scheduled_at,
                     failures: u32::try_from(row.failures).unwrap_or_default(),
+                    reconcile_scheduled_at: row.reconcile_scheduled_at,
+                    reconcile_waiting: row.reconcile_waiting,
                 });
             }
         }
@@ -517,6 +531,70 @@ where
         .execute(&self.write)
         .await?;
         Ok(purged)
+    }
+
+    #[tracing::instrument(skip_all, fields(stream_id))]
+    pub(super) async fn schedule_reconcile(
+        &self,
+        stream_id: i64,
+        previous: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        fell_due: bool,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await?;
+        if previous.is_none() || fell_due {
+            // A compare-and-set, as for incremental jobs: one scheduler moves the clock.
+            let won = sqlx::query(
+                "UPDATE streams SET reconcile_scheduled_at = $3, \
+                 reconcile_due_at = CASE WHEN $4 THEN COALESCE(reconcile_due_at, $3) \
+                                    ELSE reconcile_due_at END \
+                 WHERE id = $1 AND reconcile_scheduled_at IS NOT DISTINCT FROM $2",
+            )
+            .bind(stream_id)
+            .bind(previous)
+            .bind(now)
+            .bind(fell_due)
+            .execute(&mut *tx)
+            .await?;
+            if won.rows_affected() == 0 {
+                return Ok(false);
+            }
+        }
+        let queued = Self::queue_waiting_reconcile(&mut *tx, stream_id).await?;
+        tx.commit().await?;
+        Ok(queued)
+    }
+
+    /// Queues the reconcile waiting on a stream, if one is and the stream has no queued
+    /// or running job (else it keeps waiting); `true` when it was queued. A queued
+    /// reconcile that has not started is as good as a new one, so the wait ends then too.
+    async fn queue_waiting_reconcile(conn: &mut Conn<B>, stream_id: i64) -> StoreResult<bool> {
+        // Writes the row to lock it (on PostgreSQL), so that two schedulers cannot both
+        // queue the same waiting reconcile.
+        let waiting = sqlx::query(
+            "UPDATE streams SET reconcile_due_at = reconcile_due_at \
+             WHERE id = $1 AND reconcile_due_at IS NOT NULL",
+        )
+        .bind(stream_id)
+        .execute(&mut *conn)
+        .await?;
+        if waiting.rows_affected() == 0 {
+            return Ok(false);
+        }
+        let queued = Self::insert_job(&mut *conn, stream_id, JobMode::Reconcile, Trigger::Schedule)
+            .await?
+            .is_some();
+        let served = queued
+            || Self::active_job(&mut *conn, stream_id)
+                .await?
+                .is_some_and(|j| j.mode == JobMode::Reconcile && j.status == JobStatus::Queued);
+        if served {
+            sqlx::query("UPDATE streams SET reconcile_due_at = NULL WHERE id = $1")
+                .bind(stream_id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(queued)
     }
 
     /// Queues a job unless the stream has an active one; the new job's id, if any.

@@ -1,10 +1,14 @@
-//! Reads of the mirror: a stream's live records and keys.
+//! Reads of the mirror: a stream's live records, and its live keys as a reconcile sweeps
+//! them.
+
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use sqlx::{ColumnIndex, Encode, Executor, Type};
+use uuid::Uuid;
 
 use super::backend::{Backend, Conn, Db, Row, Scalar, SqlStore};
-use super::{StoreResult, StoredRecord};
+use super::{StoreResult, StoredRecord, SweepBatch};
 use crate::spec::{SourceName, StreamName};
 
 // The driver bounds of the store's generic impls (see `backend.rs`).
@@ -22,22 +26,46 @@ where
     Option<String>: Scalar<Db<B>>,
     Option<DateTime<Utc>>: Scalar<Db<B>>,
 {
-    #[tracing::instrument(skip_all, fields(stream_id))]
-    pub(super) async fn live_keys(
+    /// Two range reads of one key range, each bounded by `limit` and ordered by a
+    /// primary key whatever the planner knows: the mirror's next live keys, then the
+    /// job's seen keys among them. (One query with `EXISTS` on the seen table let
+    /// PostgreSQL hash the whole table once per batch: quadratic in the listing.)
+    #[tracing::instrument(skip_all, fields(stream_id, job = %job))]
+    pub(super) async fn sweep_batch(
         &self,
         stream_id: i64,
+        job: Uuid,
         after: Option<&str>,
         limit: u32,
-    ) -> StoreResult<Vec<String>> {
-        Ok(sqlx::query_scalar(
+    ) -> StoreResult<SweepBatch> {
+        let after = after.unwrap_or("");
+        let keys: Vec<String> = sqlx::query_scalar(
             "SELECT key FROM records WHERE stream_id = $1 AND body IS NOT NULL \
              AND key > $2 ORDER BY key LIMIT $3",
         )
         .bind(stream_id)
-        .bind(after.unwrap_or(""))
+        .bind(after)
         .bind(i64::from(limit))
         .fetch_all(&self.read)
-        .await?)
+        .await?;
+        let Some(last) = keys.last().cloned() else {
+            return Ok(SweepBatch::default());
+        };
+        let seen: Vec<String> = sqlx::query_scalar(
+            "SELECT key FROM reconcile_seen WHERE job_id = $1 AND key > $2 AND key <= $3 \
+             ORDER BY key",
+        )
+        .bind(job.hyphenated().to_string())
+        .bind(after)
+        .bind(&last)
+        .fetch_all(&self.read)
+        .await?;
+        let seen: HashSet<String> = seen.into_iter().collect();
+        let unseen = keys.into_iter().filter(|k| !seen.contains(k)).collect();
+        Ok(SweepBatch {
+            unseen,
+            last: Some(last),
+        })
     }
 
     #[tracing::instrument(skip_all, fields(source = %source, stream = %stream))]

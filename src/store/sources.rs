@@ -357,6 +357,14 @@ where
     /// stream only updates rows its lookup locked, which the `DELETE` waits for.
     async fn remove_streams(conn: &mut Conn<B>, ids: &[i64]) -> StoreResult<()> {
         for id in ids {
+            // A running reconcile's seen keys (they have no foreign key to cascade along).
+            sqlx::query(
+                "DELETE FROM reconcile_seen WHERE job_id IN \
+                 (SELECT id FROM jobs WHERE stream_id = $1)",
+            )
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
             sqlx::query("DELETE FROM streams WHERE id = $1")
                 .bind(id)
                 .execute(&mut *conn)

@@ -74,6 +74,10 @@ impl Backend for Sqlite {
     const EXISTING_SQL: &'static str = "SELECT key, hash, rev FROM records WHERE stream_id = $1 \
          AND key IN (SELECT value FROM json_each($2))";
 
+    /// A reconcile's seen keys (bound as one JSON array); a key listed twice is one.
+    const INSERT_SEEN_SQL: &'static str = "INSERT INTO reconcile_seen (job_id, key) \
+         SELECT $1, value FROM json_each($2) WHERE true ON CONFLICT DO NOTHING";
+
     /// A deferred transaction: in WAL mode its first read fixes the snapshot that every
     /// later read of it sees.
     const SNAPSHOT_SQL: &'static str = "BEGIN";

@@ -1,13 +1,16 @@
 //! Queues incremental jobs for streams with a schedule, backing off exponentially while a
-//! stream's jobs keep failing. Several instances may run it at once: queueing is a
-//! compare-and-set on the stream's `scheduled_at`, so each tick queues at most one job.
+//! stream's jobs keep failing, and reconciles on the clock of `schedule.reconcile`. Several
+//! instances may run it at once: queueing is a compare-and-set on the stream's
+//! `scheduled_at` (`reconcile_scheduled_at`), so each tick queues at most one job of each.
+//! A reconcile that falls due while the stream has a job is stored as waiting and queued
+//! when the stream is free (by the job's end, or the next tick): it is never skipped.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{Engine, POLL};
-use crate::spec::source::Schedule;
+use crate::spec::source::Clock;
 use crate::store::Scheduled;
 
 /// The longest a failing stream waits between attempts (unless its own interval is longer).
@@ -18,6 +21,35 @@ pub(super) async fn schedule(engine: Arc<Engine>) {
         match engine.store.scheduled_streams().await {
             Ok(streams) => {
                 let now = Utc::now();
+                // Reconciles first: one waiting for a free stream gets it before the
+                // next incremental job does.
+                for stream in &streams {
+                    let Some(clock) = &stream.schedule.reconcile else {
+                        continue;
+                    };
+                    let fell_due = stream
+                        .reconcile_scheduled_at
+                        .is_some_and(|last| next_slot(clock, last) <= now);
+                    if !(fell_due || stream.reconcile_waiting)
+                        && stream.reconcile_scheduled_at.is_some()
+                    {
+                        continue;
+                    }
+                    match engine
+                        .store
+                        .schedule_reconcile(
+                            stream.stream_id,
+                            stream.reconcile_scheduled_at,
+                            now,
+                            fell_due,
+                        )
+                        .await
+                    {
+                        Ok(true) => engine.wake.notify_waiters(),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(error = %e, "scheduling a reconcile failed"),
+                    }
+                }
                 for stream in streams.iter().filter(|s| due(s) <= now) {
                     match engine
                         .store
@@ -46,13 +78,13 @@ fn due(stream: &Scheduled) -> DateTime<Utc> {
         return DateTime::<Utc>::MIN_UTC;
     };
     let doubling = 2i32.saturating_pow(stream.failures.min(20));
-    match &stream.schedule {
-        Schedule::EverySeconds(every) => {
+    match &stream.schedule.clock {
+        Clock::EverySeconds(every) => {
             let every = TimeDelta::seconds(i64::from(every.get()));
             let delay = (every * doubling).min(MAX_BACKOFF.max(every));
             last + delay
         }
-        Schedule::Cron(expr) => {
+        Clock::Cron(expr) => {
             let backoff = if stream.failures == 0 {
                 TimeDelta::zero()
             } else {
@@ -62,6 +94,20 @@ fn due(stream: &Scheduled) -> DateTime<Utc> {
                 .and_then(|s| s.after(&(last + backoff)).next())
                 .unwrap_or(DateTime::<Utc>::MAX_UTC)
         }
+    }
+}
+
+/// When a reconcile falls due after the one that fell due at `last` (its clock starts
+/// when the scheduler first sees it, so a new stream's first reconcile comes one period
+/// after its first incremental job, not beside it). Failures do not push reconciles back:
+/// they are what repairs a stream.
+fn next_slot(clock: &Clock, last: DateTime<Utc>) -> DateTime<Utc> {
+    match clock {
+        Clock::EverySeconds(every) => last + TimeDelta::seconds(i64::from(every.get())),
+        Clock::Cron(expr) => expr
+            .schedule()
+            .and_then(|s| s.after(&last).next())
+            .unwrap_or(DateTime::<Utc>::MAX_UTC),
     }
 }
 
@@ -75,6 +121,8 @@ mod tests {
             schedule: serde_json::from_str(schedule).unwrap(),
             scheduled_at: at,
             failures,
+            reconcile_scheduled_at: None,
+            reconcile_waiting: false,
         }
     }
 
@@ -97,5 +145,20 @@ mod tests {
         assert_eq!(due(&stream(cron, Some(t), 0)), t + TimeDelta::minutes(15));
         // Failing: at least 30 s · 2^f later, then the next slot.
         assert_eq!(due(&stream(cron, Some(t), 6)), t + TimeDelta::minutes(45));
+    }
+
+    #[test]
+    fn reconciles_keep_their_own_clock() {
+        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap(); // 08:00:00 UTC
+        let every: Clock = serde_json::from_str(r#"{"every_seconds": 3600}"#).unwrap();
+        assert_eq!(next_slot(&every, t), t + TimeDelta::hours(1));
+        let nightly: Clock = serde_json::from_str(r#"{"cron": "0 30 2 * * *"}"#).unwrap();
+        assert_eq!(
+            next_slot(&nightly, t),
+            t + TimeDelta::hours(18) + TimeDelta::minutes(30)
+        );
+        // The incremental clock of the same schedule is untouched by it.
+        let both = r#"{"every_seconds": 60, "reconcile": {"every_seconds": 3600}}"#;
+        assert_eq!(due(&stream(both, Some(t), 0)), t + TimeDelta::seconds(60));
     }
 }

@@ -89,14 +89,13 @@ async fn run_claim(engine: &Arc<Engine>, owner: &str, claim: Claim) {
     let outcome = match &ending {
         Ending::End(JobEnd::Succeeded) => "succeeded",
         Ending::End(JobEnd::Failed(_)) => "failed",
-        Ending::End(JobEnd::Resync(_)) => "resync",
         Ending::Lost => "lost",
         Ending::Released => "released",
     };
     metrics::counter!("tidemark_jobs_total", "outcome" => outcome).increment(1);
     let result = match ending {
         Ending::End(end) => {
-            if let JobEnd::Failed(problem) | JobEnd::Resync(problem) = &end {
+            if let JobEnd::Failed(problem) = &end {
                 tracing::warn!(kind = %problem.kind, detail = %problem.detail, "job failed");
             }
             engine
@@ -120,6 +119,6 @@ async fn run_claim(engine: &Arc<Engine>, owner: &str, claim: Claim) {
         // The lease runs out and another worker takes the job over.
         Err(e) => tracing::error!(error = %e, "recording the end of a job failed"),
     }
-    // A resync or a rerun may have queued the next job.
+    // A rerun or a waiting reconcile may have queued the next job.
     engine.wake.notify_waiters();
 }

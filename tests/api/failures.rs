@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Sandbox, TestApp, eventually, ready_if, sandbox, spawn_syncing};
+use crate::support::{Sandbox, TestApp, sandbox, spawn_syncing};
 
 async fn app_with(upstream: &Sandbox, example: &str, limit: u32) -> (TestApp, Value) {
     let app = spawn_syncing().await;
@@ -164,31 +164,27 @@ async fn connection_resets_and_slow_replies_are_retried() {
     );
 }
 
+/// The same job resyncs (docs/design.md §4, "Stale token"): it used to end `failed` and
+/// queue a `full` job with trigger `resync`; it now resets the cursor, reads from the
+/// beginning and succeeds, saying so in `resynced`.
 #[tokio::test]
-async fn a_stale_token_resets_the_cursor_and_resyncs_in_full() {
+async fn a_stale_token_resets_the_cursor_and_the_same_job_resyncs() {
     let upstream = sandbox(35, 120).await;
     let (app, _) = app_with(&upstream, "pos", 25).await;
     app.sync_ok("pos", "sales", "incremental").await;
     upstream.control("token/update", json!({"count": 10})).await;
     upstream.control("token/rotate_format", json!({})).await;
-    let stale = app.sync("pos", "sales", "incremental").await;
-    assert_eq!(stale["status"], "failed", "{stale:#}");
-    assert_eq!(stale["error"]["type"], "upstream-token-stale", "{stale:#}");
-    // The resync was queued in the same transaction; wait for it.
-    let resync = eventually(
-        std::time::Duration::from_secs(5),
-        "the latest job of sales to succeed",
-        || async {
-            let jobs = app.get_json("/v1/jobs?stream=sales").await;
-            let job = jobs["results"][0].clone();
-            ready_if(job["status"] == "succeeded", job)
-        },
-    )
-    .await;
-    assert_eq!(resync["trigger"], "resync", "{resync:#}");
-    assert_eq!(resync["mode"], "full");
-    assert_eq!(resync["status"], "succeeded", "{resync:#}");
-    assert_eq!(stat(&resync, "updated"), 10, "{resync:#}");
+    let job = app.sync_ok("pos", "sales", "incremental").await;
+    assert_eq!(job["trigger"], "api", "{job:#}");
+    assert_eq!(job["mode"], "incremental");
+    assert_eq!(job["error"], Value::Null, "{job:#}");
+    assert_eq!(job["resynced"]["status"], 400, "{job:#}");
+    let reason = job["resynced"]["reason"].as_str().unwrap();
+    assert!(reason.contains("INVALID_SINCE_FORMAT"), "{reason}");
+    assert_eq!(stat(&job, "updated"), 10, "{job:#}");
+    // No second job: the one asked for did it all.
+    let jobs = app.get_json("/v1/jobs?stream=sales").await;
+    assert_eq!(jobs["results"].as_array().unwrap().len(), 2, "{jobs:#}");
     assert_eq!(
         app.mirror("pos", "sales").await,
         upstream.truth("token").await

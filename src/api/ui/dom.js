@@ -100,9 +100,9 @@ export function duration(job) {
 
 export function schedule(spec) {
   if (!spec) return 'manual';
-  if (spec.every_seconds !== undefined) return `every ${seconds(spec.every_seconds)}`;
-  if (spec.cron !== undefined) return `cron ${spec.cron}`;
-  return JSON.stringify(spec);
+  const clock = (c) => c.every_seconds !== undefined ? `every ${seconds(c.every_seconds)}`
+    : c.cron !== undefined ? `cron ${c.cron}` : JSON.stringify(c);
+  return spec.reconcile ? `${clock(spec)}; reconcile ${clock(spec.reconcile)}` : clock(spec);
 }
 
 /** A badge for a job status (or any short state word), coloured as `kind`. */

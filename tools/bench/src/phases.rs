@@ -42,6 +42,7 @@ pub struct Results {
     pub serve_limit: Serve,
     pub insert_limit: Insert,
     pub full: Full,
+    pub reconcile: Reconcile,
     pub incremental: Incremental,
     pub feed: FeedRead,
     pub wake: Wake,
@@ -59,6 +60,21 @@ pub struct Full {
     pub gateway_peak_rss_mb: f64,
     /// The gateway's RSS once it had started, before the sync.
     pub gateway_start_rss_mb: f64,
+}
+
+/// A reconcile of the whole listing right after the full sync: every key is seen (and
+/// recorded as seen), the mirror swept for keys not seen, the seen keys deleted.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reconcile {
+    pub records_seen: u64,
+    pub deleted: u64,
+    /// From the job's creation to its end, as the job reports them.
+    pub seconds: f64,
+    pub gateway_cpu_seconds: f64,
+    /// The gateway's RSS when the reconcile was queued.
+    pub gateway_start_rss_mb: f64,
+    /// Its peak RSS during the reconcile (`VmHWM`, reset when it was queued).
+    pub gateway_peak_rss_mb: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -121,6 +137,7 @@ struct Job {
 struct Stats {
     requests: u64,
     records_seen: u64,
+    deleted: u64,
 }
 
 impl Job {
@@ -270,6 +287,27 @@ async fn run_on(
     .await?;
     eprintln!("{full:?}");
 
+    let reconcile = bounded("reconcile of the whole listing", per_record(300), async {
+        let gateway_start_rss_mb = gateway.memory_mb("VmRSS")?;
+        gateway.reset_peak()?;
+        let cpu = gateway.cpu_seconds()?;
+        let job = api.sync("reconcile", Duration::from_millis(100)).await?;
+        let records = job.stats.records_seen;
+        if records != n as u64 {
+            bail!("the reconcile saw {records} records, not {n}");
+        }
+        Ok(Reconcile {
+            records_seen: records,
+            deleted: job.stats.deleted,
+            seconds: job.seconds(),
+            gateway_cpu_seconds: gateway.cpu_seconds()? - cpu,
+            gateway_start_rss_mb,
+            gateway_peak_rss_mb: gateway.memory_mb("VmHWM")?,
+        })
+    })
+    .await?;
+    eprintln!("{reconcile:?}");
+
     let incremental = bounded("incremental sync after 1% changed", per_record(20), async {
         let changed = (n / 100) as u64;
         api.control(&sandbox.base, "keyset/update", json!({ "count": changed }))
@@ -346,6 +384,7 @@ async fn run_on(
         serve_limit,
         insert_limit,
         full,
+        reconcile,
         incremental,
         feed,
         wake,

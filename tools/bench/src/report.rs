@@ -117,6 +117,26 @@ impl Report {
                 "≤ 150, flat in N",
             ),
             (
+                "reconcile (all seen): seconds",
+                |r| format!("{:.1}", r.reconcile.seconds),
+                "",
+            ),
+            (
+                "reconcile: gateway CPU seconds",
+                |r| format!("{:.1}", r.reconcile.gateway_cpu_seconds),
+                "",
+            ),
+            (
+                "reconcile: gateway peak RSS MB (before)",
+                |r| {
+                    format!(
+                        "{:.0} ({:.0})",
+                        r.reconcile.gateway_peak_rss_mb, r.reconcile.gateway_start_rss_mb
+                    )
+                },
+                "flat in N",
+            ),
+            (
                 "limit: sandbox raw serve, records/s",
                 |r| rate(r.serve_limit.records_per_second),
                 "",

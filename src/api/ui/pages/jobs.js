@@ -22,6 +22,14 @@ export function jobError(job) {
     e.detail ? h('div', { class: 'detail' }, String(e.detail)) : null);
 }
 
+/** A job that met a stale cursor and read again from the beginning: status and reason. */
+export function jobResync(job) {
+  if (!job.resynced) return null;
+  const r = job.resynced;
+  return h('div', { class: 'job-resync', title: `at ${r.at}` },
+    h('strong', {}, `resynced (${r.status})`), ' ', h('span', { class: 'detail' }, String(r.reason)));
+}
+
 /** The last job of a stream, as the sources and stream pages show it. */
 export function lastJob(job) {
   if (!job) return h('span', { class: 'muted' }, 'never run');
@@ -30,6 +38,7 @@ export function lastJob(job) {
     h('div', {}, badge(job.status), ' ', h('span', { class: 'muted' }, `${job.mode}, by ${job.trigger}, ${when}`),
       duration(job) !== null ? h('span', { class: 'muted' }, ` in ${seconds(duration(job))}`) : null),
     h('div', {}, stats(job)),
+    jobResync(job),
     jobError(job));
 }
 
@@ -60,7 +69,7 @@ export function jobsTable(jobs, { showStream = true, refresh } = {}) {
       h('td', {}, job.trigger),
       h('td', {}, badge(job.status), job.attempts > 1 ? h('span', { class: 'muted' }, ` ×${job.attempts}`) : null),
       h('td', { class: 'num' }, duration(job) === null ? '–' : seconds(duration(job))),
-      h('td', {}, stats(job), jobError(job)),
+      h('td', {}, stats(job), jobResync(job), jobError(job)),
       h('td', {}, cancelButton(job, refresh))))));
 }
 
