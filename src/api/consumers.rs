@@ -17,7 +17,9 @@ use super::AppState;
 use super::problems;
 use super::sources::{after_param, next_after, page_limit};
 use crate::api::error::ApiError;
-use crate::feed::{Consumer, ConsumerList, ConsumerName, LAG_CAP};
+use crate::feed::LAG_CAP;
+use crate::spec::consumer::{Consumer, ConsumerList};
+use crate::spec::names::ConsumerName;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -40,6 +40,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 202, description = "Queued (or already queued or running)", body = SourceJobs),
         problems::Admin,
         problems::JsonBody,
+        problems::BodyTooLarge,
         problems::NoSource,
     )
 )]
@@ -75,6 +76,7 @@ async fn sync_source(
         (status = 202, description = "Queued (or already queued or running)", body = Job),
         problems::Admin,
         problems::JsonBody,
+        problems::BodyTooLarge,
         problems::NoStream,
     )
 )]

@@ -447,6 +447,40 @@ fn collect_refs(value: &serde_json::Value, found: &mut std::collections::BTreeSe
     }
 }
 
+/// Every operation that reads or writes the database may fail as the server's fault
+/// (`500`) or the database's (`503`): the document says so once here rather than in each
+/// handler. The operations routes answer without the database (`/healthz`, `/metrics`)
+/// or declare their own `503` (`/readyz`).
+struct ServerProblems;
+
+impl Modify for ServerProblems {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let errors = problems::server_errors();
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let tags = operation.tags.as_deref().unwrap_or_default();
+                if tags.iter().any(|tag| tag == "operations") {
+                    continue;
+                }
+                for (status, response) in &errors {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.clone())
+                        .or_insert_with(|| response.clone());
+                }
+            }
+        }
+    }
+}
+
 /// Swagger UI shows an operation's summary as plain text (backticks and all) and its
 /// description as Markdown, while utoipa makes a handler's first doc paragraph its
 /// summary. So the summary keeps the paragraph's first sentence without backticks, and
@@ -510,6 +544,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     PlainUnions.modify(&mut api);
     OpenObjects.modify(&mut api);
     PlainSummaries.modify(&mut api);
+    ServerProblems.modify(&mut api);
     (router, api)
 }
 

@@ -48,6 +48,7 @@ fn example(status: u16, description: &str) -> serde_json::Value {
     let kind = match status {
         401 => Unauthorized,
         403 => Forbidden,
+        408 => RequestTimeout,
         404 => NotFound,
         409 => Conflict,
         410 => SinceExpired,
@@ -55,6 +56,7 @@ fn example(status: u16, description: &str) -> serde_json::Value {
         415 => UnsupportedMediaType,
         422 => InvalidSpec,
         429 => TooManyWaiters,
+        500 => Internal,
         503 => Unavailable,
         _ => BadRequest,
     };
@@ -64,7 +66,16 @@ fn example(status: u16, description: &str) -> serde_json::Value {
 }
 
 fn no_token() -> (u16, ResponseBuilder) {
-    (401, problem("No valid token"))
+    (
+        401,
+        problem("No valid token").header(
+            "www-authenticate",
+            HeaderBuilder::new()
+                .schema(String::schema())
+                .description(Some("`Bearer realm=\"tidemark\"`"))
+                .build(),
+        ),
+    )
 }
 
 /// Any route that needs a token (a `reader` token or better).
@@ -98,12 +109,19 @@ impl IntoResponses for JsonBody {
     }
 }
 
-/// A request body over the size limit.
+/// A request body over the size limit (`TIDEMARK_MAX_BODY_BYTES`), or not received within
+/// the client timeout (`TIDEMARK_CLIENT_TIMEOUT`).
 pub struct BodyTooLarge;
 
 impl IntoResponses for BodyTooLarge {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        set([(413, problem("Body too large"))])
+        set([
+            (
+                408,
+                problem("The body did not arrive within the client timeout"),
+            ),
+            (413, problem("Body too large")),
+        ])
     }
 }
 
@@ -239,4 +257,16 @@ impl IntoResponses for Unavailable {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
         set([(503, problem("Database unreachable or not migrated"))])
     }
+}
+
+/// What any operation that reads or writes the database may answer besides its own
+/// responses: added to every such operation of the document by `api::ServerProblems`.
+pub fn server_errors() -> BTreeMap<String, RefOr<Response>> {
+    set([
+        (500, problem("The server failed; the cause is in its logs")),
+        (
+            503,
+            problem("The database is unreachable; try again shortly"),
+        ),
+    ])
 }

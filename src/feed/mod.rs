@@ -35,7 +35,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::Rng;
 use tokio::sync::{Semaphore, watch};
 
-pub use consumers::{Consumer, ConsumerLag, ConsumerList, ConsumerName, ConsumerPosition, LAG_CAP};
+pub use consumers::LAG_CAP;
 pub use position::Position;
 pub use scope::Scope;
 pub use sse::SSE_MAX;

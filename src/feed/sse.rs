@@ -12,8 +12,9 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 use super::read::Batch;
-use super::{ConsumerName, Feed, FeedError, Position, Scope, Waiter};
+use super::{Feed, FeedError, Position, Scope, Waiter};
 use crate::spec::change::Change;
+use crate::spec::names::ConsumerName;
 use crate::store::Commit;
 
 /// Changes read at a time for a Server-Sent Events client.

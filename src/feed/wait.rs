@@ -9,8 +9,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
-use super::{ConsumerName, Feed, FeedError, Position, Scope};
+use super::{Feed, FeedError, Position, Scope};
 use crate::spec::change::ChangePage;
+use crate::spec::names::ConsumerName;
 
 /// The longest long-poll.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);

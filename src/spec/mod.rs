@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod change;
+pub mod consumer;
 pub mod cursor;
 pub mod de;
 pub mod job;

@@ -75,6 +75,13 @@ checked_string!(
 );
 
 checked_string!(
+    /// A feed consumer's name (`consumer=`, docs/design.md §5): a slug like a source name.
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,63}$", example = "billing")]
+    ConsumerName,
+    slug
+);
+
+checked_string!(
     /// A JSON pointer (RFC 6901): `""` for the whole document, otherwise `/`-separated
     /// reference tokens such as `/data/items`.
     #[schema(example = "/id")]
