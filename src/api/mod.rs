@@ -160,7 +160,8 @@ fn collect_all_of_refs(value: &serde_json::Value, found: &mut std::collections::
 ///   tagged enums derive) becomes one object: the tag, then the options' properties;
 /// - an inline object member becomes a component named after its tag (`BearerAuth`, as
 ///   `KeysetPagination`) or, when it is an externally tagged variant (a single required
-///   member), after that member (`EnvSecret`);
+///   member, optional ones beside it), after that member (`EnvSecret`,
+///   `EverySecondsSchedule`);
 /// - string members of one value each are merged into one string enum (`TimeFormat`'s
 ///   names), their descriptions listed in its description;
 /// - members that all require the same single-value property get a `discriminator`.
@@ -323,7 +324,8 @@ fn flatten(
 fn member_name(object: &utoipa::openapi::schema::Object, union: &str) -> Option<String> {
     let word = match tags(object).as_slice() {
         [(_, tag)] => *tag,
-        _ if object.properties.len() == 1 && object.required.len() == 1 => &object.required[0],
+        // An externally tagged variant: its one required member (optional ones beside it).
+        _ if object.required.len() == 1 => &object.required[0],
         _ => return None,
     };
     let pascal: String = word
