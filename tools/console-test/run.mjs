@@ -101,6 +101,17 @@ async function http(method, url, body, headers = {}) {
   return { status: response.status, headers: response.headers, text, json: () => JSON.parse(text) };
 }
 
+/** Polls `probe` until it returns a value (not null), for STEP_MS at most. */
+async function eventually(what, probe) {
+  const deadline = Date.now() + STEP_MS;
+  for (;;) {
+    const value = await probe();
+    if (value !== null) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
 // --- the served assets ----------------------------------------------------------------
 
 const TYPES = {
@@ -147,7 +158,6 @@ async function checkAssets(api) {
 // --- the browser ----------------------------------------------------------------------
 
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
-const stubs = new Map(); // path → JSON reply, answered in the browser instead of the server
 const blocked = [];
 const pageErrors = [];
 
@@ -158,9 +168,7 @@ async function newPage() {
   await page.setRequestInterception(true);
   page.on('request', (request) => {
     const url = new URL(request.url());
-    if (url.protocol === 'http:' && LOOPBACK.has(url.hostname) && stubs.has(url.pathname)) {
-      request.respond({ status: 200, contentType: 'application/json', body: JSON.stringify(stubs.get(url.pathname)()) });
-    } else if ((url.protocol === 'http:' && LOOPBACK.has(url.hostname)) || url.protocol === 'data:') request.continue();
+    if ((url.protocol === 'http:' && LOOPBACK.has(url.hostname)) || url.protocol === 'data:') request.continue();
     else {
       blocked.push(request.url());
       request.abort('blockedbyclient');
@@ -408,36 +416,31 @@ async function main() {
     await shot(page, 'feed');
   });
 
-  await step('the consumers page shows the consumers or says the server has none', async () => {
-    const probe = await http('GET', `${api}/v1/consumers`);
-    if (probe.status === 404) {
-      await page.goto(`${api}/ui#/consumers`);
-      await waitText(page, '#consumers-unavailable', /Not available on this server/, 'unavailable state');
-      log('   GET /v1/consumers is 404 here: the page says so');
-      await shot(page, 'consumers-unavailable');
-      // The same page with a reply shaped as design §5 describes, answered in the browser.
-      const now = Date.now();
-      const at = (s) => new Date(now - s * 1000).toISOString();
-      stubs.set('/v1/consumers', () => ({
-        results: [
-          { name: 'billing', stream: 'insales/products', position: 'AT4KBRH3Zu2HOF7uPcS-raEAAAAAAAAABgAAAAAAABON', last_read_at: at(2), lag_changes: 0, lag_seconds: 2.1 },
-          { name: 'search-indexer', position: 'AT4KBRH3Zu2HOF7uPcS-raEAAAAAAAAABgAAAAAAAA7x', last_read_at: at(95), lag_changes: 1250, lag_seconds: 95.4 },
-          { name: 'warehouse', until: 'AT4KBRH3Zu2HOF7uPcS-raEAAAAAAAAABgAAAAAAABMA', last_read_at: at(31), lag_changes: 141, lag_seconds: 31 },
-        ],
-      }));
-      await page.goto(`${api}/ui#/sources`);
-      await page.goto(`${api}/ui#/consumers`);
-      await waitText(page, 'tr.consumer[data-consumer="search-indexer"]', /search-indexer.*every stream.*1,250/, 'stubbed consumer row');
-      await waitText(page, 'tr.consumer[data-consumer="billing"]', /billing.*insales\/products/, 'stubbed consumer scope');
-      assert(await page.$$eval('svg.chart rect', (els) => els.length) === 3, 'no lag bar per consumer');
-      stubs.delete('/v1/consumers');
-      log('   and with a stubbed reply shaped as design §5: a row and a lag bar per consumer');
-    } else {
-      await http('GET', `${api}/v1/changes?consumer=console-test&limit=1`);
-      await page.goto(`${api}/ui#/consumers`);
-      await waitText(page, 'tr.consumer[data-consumer="console-test"]', /console-test/, 'consumer row');
-      log('   GET /v1/consumers answers: the page lists console-test with its lag');
+  await step('the consumers page shows each consumer with its position and lag', async () => {
+    // One consumer from the beginning (behind by the whole feed), one at the head.
+    const first = await http('GET', `${api}/v1/changes?consumer=console-behind&limit=1`);
+    assert(first.status === 200, `feed read: ${first.status}`);
+    let until = null;
+    for (let i = 0; i < 100; i++) {
+      const page = (await http('GET', `${api}/v1/changes?limit=1000${until ? `&since=${until}` : ''}`)).json();
+      until = page.until;
+      if (!page.results.length) break;
     }
+    await http('GET', `${api}/v1/changes?consumer=console-head&since=${until}`);
+    const listed = await eventually('both consumers recorded', async () => {
+      const reply = (await http('GET', `${api}/v1/consumers`)).json();
+      return reply.results.length >= 2 ? reply.results : null;
+    });
+    const behind = listed.find((c) => c.name === 'console-behind');
+    const head = listed.find((c) => c.name === 'console-head');
+    assert(behind.lag.changes > 0 && behind.position.since === null, `console-behind: ${JSON.stringify(behind)}`);
+    assert(head.lag.changes === 0 && head.position.since === until, `console-head: ${JSON.stringify(head)}`);
+    await page.goto(`${api}/ui#/consumers`);
+    const shown = behind.lag.changes.toLocaleString('en-US') + (behind.lag.exact ? '' : '+');
+    await waitText(page, 'tr.consumer[data-consumer="console-behind"]', new RegExp(`console-behind.*every stream.*the beginning.*${shown}`), 'the consumer behind, with its lag');
+    await waitText(page, 'tr.consumer[data-consumer="console-head"]', new RegExp(`console-head.*every stream.*${until.slice(0, 12)}.*\\b0\\b`), 'the consumer at the head, lag 0');
+    assert(await page.$$eval('svg.chart rect', (els) => els.length) === listed.length, 'a lag bar per consumer');
+    log(`   console-behind is ${shown} changes behind, console-head 0`);
     await shot(page, 'consumers');
   });
 
