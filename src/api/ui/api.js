@@ -1,7 +1,7 @@
 // The console's only way to the server: the public /v1 API, with the bearer token this
 // tab was given (sessionStorage: gone when the tab closes, never sent elsewhere).
 
-import { h } from './dom.js';
+import { h, prose } from './dom.js';
 
 const TOKEN_KEY = 'tidemark.token';
 
@@ -145,7 +145,7 @@ export function problemBox(problem, extra) {
       h('span', { class: 'status' }, p.status ? String(p.status) : '–'),
       h('code', { class: 'ptype' }, String(p.type ?? '')),
       h('strong', {}, String(p.title ?? ''))),
-    p.detail ? h('p', { class: 'detail' }, String(p.detail)) : null,
+    p.detail ? h('p', { class: 'detail' }, ...prose(p.detail)) : null,
     p.pointer !== undefined ? h('p', { class: 'pointer' }, 'at ', h('code', {}, p.pointer === '' ? '(the whole body)' : String(p.pointer))) : null,
     extra || null);
 }

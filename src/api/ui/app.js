@@ -1,7 +1,7 @@
 // The console's shell: hash routes to pages, the token field, the health dot. Each page
 // module exports render(root, params, ctx) and registers what must stop when the page is
 // left (timers, event streams) with ctx.
-import { h, put } from './dom.js';
+import { h, put, prose } from './dom.js';
 import { get, token, setToken } from './api.js';
 
 const ROUTES = [
@@ -103,7 +103,7 @@ const reason = document.getElementById('token-reason');
 
 function showToken(message) {
   panel.hidden = false;
-  if (message) reason.textContent = message;
+  if (message) reason.replaceChildren(...prose(message));
   input.value = token();
   input.focus();
 }

@@ -37,6 +37,11 @@ export function h(tag, attrs, ...children) {
   return build(document.createElement(tag), attrs, children);
 }
 
+/** The server's prose (problem details): `quoted` spans as code, the rest as text. */
+export function prose(text) {
+  return String(text).split('`').map((part, i) => (i % 2 ? h('code', {}, part) : part));
+}
+
 /** An SVG element. */
 export function s(tag, attrs, ...children) {
   return build(document.createElementNS(SVG_NS, tag), attrs, children);

@@ -1,6 +1,6 @@
 // Register or edit a source: a JSON editor that puts a rejected spec's problem at the
 // field its `pointer` names (or at the line and column of a syntax error).
-import { h, put, href, action } from '../dom.js';
+import { h, put, href, action, prose } from '../dom.js';
 import { api, get, problemBox, jsonText, ApiProblem } from '../api.js';
 import { locate, lineStart } from '../jsonpos.js';
 
@@ -81,7 +81,7 @@ export async function render(root, { source }, ctx) {
       : 'the field is not in the text';
     put(callout,
       h('div', { class: 'callout-head' }, h('span', { class: 'status' }, String(problem.status)), ' ', h('code', {}, String(problem.type)), ' ', h('strong', {}, String(problem.title))),
-      h('div', { class: 'detail' }, String(problem.detail ?? '')),
+      h('div', { class: 'detail' }, ...prose(problem.detail ?? '')),
       h('div', { class: 'where' }, where));
     put(result, problemBox(problem, at ? h('p', { class: 'muted' }, `Marked in the editor at line ${at.line + 1}.`) : null));
     layout();

@@ -1,6 +1,6 @@
 // Jobs, newest first, refreshed every two seconds, with cancel; the charts of what they
 // did. Also the job pieces the other pages show.
-import { h, put, href, badge, ago, time, seconds, count, duration, action } from '../dom.js';
+import { h, put, href, badge, ago, time, seconds, count, duration, action, prose } from '../dom.js';
 import { api, get, all, query, problemBox, showError } from '../api.js';
 import { recordsPerMinute, jobsPerMinute, jobDurations } from '../charts.js';
 
@@ -19,7 +19,7 @@ export function jobError(job) {
   const e = job.error;
   return h('div', { class: 'job-error' },
     h('strong', {}, String(e.title ?? 'failed')), ' ', h('code', {}, String(e.type ?? '')),
-    e.detail ? h('div', { class: 'detail' }, String(e.detail)) : null);
+    e.detail ? h('div', { class: 'detail' }, ...prose(e.detail)) : null);
 }
 
 /** A job that met a stale cursor and read again from the beginning: status and reason. */
@@ -27,7 +27,7 @@ export function jobResync(job) {
   if (!job.resynced) return null;
   const r = job.resynced;
   return h('div', { class: 'job-resync', title: `at ${r.at}` },
-    h('strong', {}, `resynced (${r.status})`), ' ', h('span', { class: 'detail' }, String(r.reason)));
+    h('strong', {}, `resynced (${r.status})`), ' ', h('span', { class: 'detail' }, ...prose(r.reason)));
 }
 
 /** The last job of a stream, as the sources and stream pages show it. */
