@@ -564,9 +564,13 @@ async fn misused_seek_and_cap_fields_are_refused_with_their_pointer() {
             format!("{p}/since/max_results"),
         ),
         (
-            "order on a token stream without max_results",
-            json!({"type": "token", "until": "/next", "resume": "restart",
-                   "since": {"order": "since"}}),
+            "seek mode on a token stream resuming at its last page",
+            json!({"type": "token", "until": "/next", "since": {"order": "since"}}),
+            format!("{p}/resume"),
+        ),
+        (
+            "seek mode on a position stream",
+            json!({"type": "position", "since": {"order": "since"}}),
             format!("{p}/since/order"),
         ),
         (
@@ -591,7 +595,20 @@ async fn misused_seek_and_cap_fields_are_refused_with_their_pointer() {
         .await;
         assert_eq!(problem["pointer"], pointer, "{what}: {problem}");
     }
-    // What is valid: a cap on offset, link and token streams in seek mode.
+    // What is valid: seek mode on a restarting token stream, and a cap on offset, link
+    // and token streams in seek mode.
+    let response = app
+        .post(
+            "/v1/sources",
+            &json!({"name": "ok-seek",
+                    "base_url": "http://127.0.0.1:9000",
+                    "streams": [{"name": "s", "request": {"path": "/x", "query": {"a": "{{since}}"}},
+                                 "records": {"path": "/data", "key": "/id", "updated_at": "/updated_at"},
+                                 "pagination": {"type": "token", "until": "/next", "resume": "restart",
+                                                "since": {"order": "since"}}}]}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
     for pagination in [
         json!({"type": "offset", "since": {"order": "since", "max_results": 10000}}),
         json!({"type": "link", "since": {"order": "since", "max_results": 10000}}),

@@ -382,13 +382,13 @@ async fn misused_composable_fields_are_refused_with_their_pointer() {
             format!("{p}/since/order"),
         ),
         (
-            "seek mode on a token stream",
+            "seek mode on a token stream resuming at its last page",
             source(
                 token(json!({"since": {"param": "s", "order": "since"}})),
                 get("/x"),
                 with_updated_at(),
             ),
-            format!("{p}/since/order"),
+            format!("{p}/resume"),
         ),
         (
             "a since filter with neither param nor template",
