@@ -165,8 +165,10 @@ struct SeekPoint {
     tie: usize,
 }
 
-/// A row as anchoring knows it: its key and a digest of its content, so that a row that
-/// changed (and may have moved, in a listing sorted by update time) is no anchor.
+/// A row as anchoring knows it: its key and a digest of its content. A row that changed
+/// may have moved (to the end of a listing sorted by update time): found further on, it
+/// would look like rows inserted before it, and the rows it passed would be skipped. A
+/// row that changed in place (a listing in id order) costs a step back at most.
 fn identity(item: &Item) -> String {
     let mut hasher = DefaultHasher::new();
     item.text.hash(&mut hasher);

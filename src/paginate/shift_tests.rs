@@ -248,6 +248,34 @@ fn a_row_moved_by_an_update_is_lost_without_anchors_and_not_with_them() {
     }
 }
 
+/// Rows already read are updated and move to the end, where the next page finds one of
+/// them: by its key alone it would pass for the anchor found further on (rows inserted
+/// before it), and the row it passed (3, older than the high-water) would be skipped for
+/// good. Changed, it is no anchor: the run steps back and reads 3.
+#[test]
+fn a_row_that_moved_to_the_end_is_no_anchor() {
+    let spec = offset_spec(false);
+    let mut listing = Listing::new(4, Order::Updated);
+    let mut mirror = BTreeMap::new();
+    let (cursor, paginator) = run(
+        paginator(&spec, None, true),
+        &mut listing,
+        &mut mirror,
+        |n, l| {
+            if n == 2 {
+                l.update(1, T0 + 100);
+                l.update(2, T0 + 101);
+            }
+        },
+    );
+    assert_eq!(mirror, listing.truth());
+    assert!(paginator.shifts().step_backs > 0);
+    assert_eq!(
+        cursor,
+        CursorWrite::Set(json!({"high_water": time(T0 + 101)}))
+    );
+}
+
 /// A row before the offset is hard-deleted between two page requests of an id-ordered
 /// listing: the same loss without anchors, none with them.
 #[test]
