@@ -525,12 +525,12 @@ pub struct RecordsSpec {
 /// given), or, with `"present": true`, when it has any value there but `null` (Graph's
 /// `@removed`, whatever its `reason`).
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct DeletedPredicate {
     #[schema(value_type = String, example = "/archived")]
     pub pointer: JsonPointer,
     /// The value that marks a deletion; `true` when neither this nor `present` is given.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
     pub equals: Option<Value>,
     /// `true`: any value at `pointer` but `null` marks a deletion (not with `equals`).
     #[serde(skip_serializing_if = "Option::is_none")]
