@@ -153,8 +153,8 @@ fn item(i: usize, raw: &RawValue, spec: &RecordsSpec) -> Result<Item, ExtractErr
         None => None,
     };
     let deleted = match (&spec.deleted, deleted) {
-        (Some(predicate), Some(raw)) => value(raw)? == predicate.equals,
-        _ => false,
+        (Some(predicate), found) => predicate.matches(found.map(value).transpose()?.as_ref()),
+        (None, _) => false,
     };
     Ok(Item {
         key,
@@ -359,6 +359,29 @@ mod tests {
         let page = extract(body, &records, &[]).unwrap();
         let deleted: Vec<bool> = page.records.iter().map(|r| r.deleted).collect();
         assert_eq!(deleted, [true, false]);
+    }
+
+    /// Graph's delta: `@removed` with any `reason` (`deleted`, or `changed`: moved out of
+    /// the collection's scope) is a deletion; `null` or no member is not.
+    #[test]
+    fn a_present_predicate_matches_any_value_but_null() {
+        let body = br#"[{"id":"a","@removed":{"reason":"deleted"}},
+                        {"id":"b","@removed":{"reason":"changed"}},
+                        {"id":"c","displayName":"C"},
+                        {"id":"d","@removed":null}]"#;
+        let records = spec(
+            r#"{"path": "", "key": "/id", "deleted": {"pointer": "/@removed", "present": true}}"#,
+        );
+        let page = extract(body, &records, &[]).unwrap();
+        let deleted: Vec<bool> = page.records.iter().map(|r| r.deleted).collect();
+        assert_eq!(deleted, [true, true, false, false]);
+        // One value only, as before: `changed` alone misses the users deleted for good.
+        let records = spec(
+            r#"{"path": "", "key": "/id", "deleted": {"pointer": "/@removed/reason", "equals": "changed"}}"#,
+        );
+        let page = extract(body, &records, &[]).unwrap();
+        let deleted: Vec<bool> = page.records.iter().map(|r| r.deleted).collect();
+        assert_eq!(deleted, [false, true, false, false]);
     }
 
     #[test]

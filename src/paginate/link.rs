@@ -7,7 +7,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::extract::Page;
-use super::since::{Resumable, SinceRun};
+use super::since::{Resumable, SeekQuery, SeekStep, SinceRun};
 use super::strategy::{
     Ask, Paginator, ReplyMeta, Step, StrategyError, cursor_of, field, own_limit,
 };
@@ -28,16 +28,8 @@ pub struct Link {
     last_page: Option<Url>,
     /// What the last page read names at the `resume` pointer.
     named: Option<Url>,
-    /// Seek mode (`since.order`): the current query's since value as text, and the
-    /// records read in it.
-    seek: Option<Query>,
-}
-
-/// One query of a seek-mode run: the listing from one since value.
-#[derive(Debug)]
-struct Query {
-    text: Option<String>,
-    read: u64,
+    /// Seek mode (`since.order`): the current query.
+    seek: Option<SeekQuery>,
 }
 
 impl Link {
@@ -55,10 +47,11 @@ impl Link {
             .transpose()?;
         let resume = cfg.resume();
         let since = Resumable::new(cfg.since.as_ref(), &resume, next.is_some(), cursor)?;
-        let seek = cfg.since.as_ref().and_then(|s| s.order).map(|_| Query {
-            text: since.run().and_then(SinceRun::query_text),
-            read: 0,
-        });
+        let seek = cfg
+            .since
+            .as_ref()
+            .and_then(|s| s.order)
+            .map(|_| SeekQuery::first(since.run()));
         Ok(Link {
             since,
             seek,
@@ -73,61 +66,38 @@ impl Link {
 }
 
 impl Link {
-    /// Seek mode (docs/design.md §4): a page that ends past the current query's since
-    /// value starts a new query at its last record's value (the records of that value
-    /// already read come first in it, and are read again); a page within one value (a
-    /// tie) follows its next link; a page without one ends the run. Pages commit no URL: an
-    /// interrupted run starts again from the last completed run's high-water.
+    /// Seek mode (docs/design.md §4, [`SeekQuery::advance`]): a page within one value (a
+    /// tie) follows its next link, a page past it starts a new query; a page without a
+    /// next link ends the run. Pages commit no URL: an interrupted run starts again from
+    /// the last completed run's high-water.
     fn seek(&mut self, page: &Page, next: Option<Url>) -> Result<Step, StrategyError> {
-        let (Some(query), Some(since), Some(last)) =
-            (&mut self.seek, self.since.run(), page.records.last())
-        else {
+        let (Some(query), Some(since)) = (&mut self.seek, self.since.run()) else {
             return Ok(Step::done());
         };
-        // A page without a next link lists the rest of the listing as it is now.
-        let Some(next) = next else {
-            return Ok(Step::done());
-        };
-        let (text, value) = since.seek_value(last)?;
-        query.read += page.records.len() as u64;
-        if query.text.as_deref() == Some(text.as_str()) {
-            if let Some(max) = since.max_results()
-                && query.read >= max
-            {
-                return Err(StrategyError::Stuck(format!(
-                    "more records share the since value {text} than the upstream answers to one query ({max})"
-                )));
-            }
-            if self.next.as_ref() == Some(&next) {
-                return Err(StrategyError::Stuck(format!(
-                    "the next link points at the page just read: {next}"
-                )));
-            }
-            self.next = Some(next);
-            return Ok(Step {
-                cursor: CursorWrite::Keep,
-                done: false,
-            });
-        }
-        let mut tie = 0;
-        for item in page.records.iter().rev() {
-            if since.seek_value(item)?.0 != text {
-                break;
-            }
-            tie += 1;
-        }
-        *query = Query {
-            text: Some(text),
-            read: tie,
-        };
-        if let Some(since) = self.since.run_mut() {
-            since.seek_to(value);
-        }
-        self.next = None;
-        Ok(Step {
+        let keep = Step {
             cursor: CursorWrite::Keep,
             done: false,
-        })
+        };
+        match query.advance(since, page, next.is_some())? {
+            SeekStep::Done => Ok(Step::done()),
+            SeekStep::Follow => {
+                let next = next.expect("a followed page names its next one");
+                if self.next.as_ref() == Some(&next) {
+                    return Err(StrategyError::Stuck(format!(
+                        "the next link points at the page just read: {next}"
+                    )));
+                }
+                self.next = Some(next);
+                Ok(keep)
+            }
+            SeekStep::From(value) => {
+                if let Some(since) = self.since.run_mut() {
+                    since.seek_to(value);
+                }
+                self.next = None;
+                Ok(keep)
+            }
+        }
     }
 }
 

@@ -7,10 +7,12 @@
 //! from the last record's since value, the offset or page counting only the records of
 //! that value already read.
 
+use std::hash::{DefaultHasher, Hash, Hasher};
+
 use serde_json::Value;
 
 use super::anchor::{Next, Shifts, Walk};
-use super::extract::Page;
+use super::extract::{Item, Page};
 use super::since::{self, SinceRun};
 use super::strategy::{Ask, Paginator, ReplyMeta, Step, StrategyError, own_limit};
 use super::template::{Placed, Values};
@@ -29,6 +31,9 @@ pub struct Offset {
     walk: Walk,
     /// Seek mode: the text of the since value the current query was asked from.
     seek: Option<Option<String>>,
+    /// Seek mode: where the last page read on to (not a check or a step back) would start
+    /// the next query: its position and its seek point.
+    forward: Option<(u64, SeekPoint)>,
     /// The page a reply read on to named next, and the position of that reply.
     named: Option<(u64, u64)>,
 }
@@ -82,6 +87,7 @@ impl Offset {
             placed: placed.clone(),
             walk,
             seek,
+            forward: None,
             named: None,
         })
     }
@@ -117,17 +123,16 @@ impl Offset {
         Ok(Some(next))
     }
 
-    /// Seek mode, after a page the walk reads on from: a page that ends past the current
-    /// query's value starts the next query at the value of its last record, whose records
-    /// of that value (the tie) are its first rows.
-    fn seek(&mut self, page: &Page) -> Result<(), StrategyError> {
+    /// Seek mode: where `page` would start the next query, if it ends past the current
+    /// query's value.
+    fn seek_point(&self, page: &Page) -> Result<Option<SeekPoint>, StrategyError> {
         let (Some(query), Some(since), Some(last)) = (&self.seek, &self.since, page.records.last())
         else {
-            return Ok(());
+            return Ok(None);
         };
         let (text, value) = since.seek_value(last)?;
         if query.as_deref() == Some(text.as_str()) {
-            return Ok(());
+            return Ok(None);
         }
         let mut tie = 0;
         for item in page.records.iter().rev() {
@@ -136,13 +141,38 @@ impl Offset {
             }
             tie += 1;
         }
-        self.walk.rebase(tie);
-        self.seek = Some(Some(text));
-        if let Some(since) = &mut self.since {
-            since.seek_to(value);
-        }
-        Ok(())
+        Ok(Some(SeekPoint { text, value, tie }))
     }
+
+    /// Seek mode, after the walk accepted a page to read on from: a page that ends past
+    /// the current query's value starts the next query at the value of its last record,
+    /// whose records of that value (the tie) are its first rows.
+    fn seek(&mut self, point: SeekPoint) {
+        self.walk.rebase(point.tie);
+        self.seek = Some(Some(point.text));
+        if let Some(since) = &mut self.since {
+            since.seek_to(point.value);
+        }
+    }
+}
+
+/// Where a page would start seek mode's next query: its last record's since value (as
+/// text and as sent) and how many of its last records share it.
+#[derive(Debug, Clone)]
+struct SeekPoint {
+    text: String,
+    value: Value,
+    tie: usize,
+}
+
+/// A row as anchoring knows it: its key and a digest of its content. A row that changed
+/// may have moved (to the end of a listing sorted by update time): found further on, it
+/// would look like rows inserted before it, and the rows it passed would be skipped. A
+/// row that changed in place (a listing in id order) costs a step back at most.
+fn identity(item: &Item) -> String {
+    let mut hasher = DefaultHasher::new();
+    item.text.hash(&mut hasher);
+    format!("{}\u{0}{:016x}", item.key, hasher.finish())
 }
 
 impl Paginator for Offset {
@@ -198,20 +228,35 @@ impl Paginator for Offset {
             }
             None => (count < self.limit(), None),
         };
+        let point = self.seek_point(page)?;
         if self.walk.reads_on() {
             self.named = named.map(|next| (self.walk.position(), next));
+            self.forward = point.clone().map(|point| (self.walk.position(), point));
         }
-        let keys = page.records.iter().map(|r| r.key.clone()).collect();
-        let done = self.walk.advance(keys, ends) == Next::Done;
-        if let (false, Some(accepted)) = (done, self.walk.accepted()) {
+        let keys: Vec<String> = page.records.iter().map(identity).collect();
+        let done = self.walk.advance(keys.clone(), ends) == Next::Done;
+        let accepted = self.walk.accepted().map(|w| (w.start, w.keys == keys));
+        if let (false, Some((start_at, is_reply))) = (done, accepted) {
             // A page read on to (directly, or once its check held) goes on where it said.
             if let Some((at, next)) = self.named
-                && at == accepted.start
+                && at == start_at
             {
                 let start = u64::from(self.cfg.start_page);
                 self.walk.jump(next.saturating_sub(start) * self.limit());
             }
-            self.seek(page)?;
+            // The next query starts where the accepted page says: this reply, or the page
+            // read on to before the check that held.
+            let point = match is_reply {
+                true => point,
+                false => self
+                    .forward
+                    .take()
+                    .filter(|(at, _)| *at == start_at)
+                    .map(|(_, point)| point),
+            };
+            if let Some(point) = point {
+                self.seek(point);
+            }
         }
         if let (false, Some(max)) = (done, self.since.as_ref().and_then(SinceRun::max_results))
             && self.walk.position() >= max

@@ -5,6 +5,8 @@
 //! reply's `Date`. The lookback is subtracted from the run's start, never from a record's
 //! own time.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
 
@@ -108,6 +110,34 @@ impl SinceRun {
         Ok((text, value))
     }
 
+    /// Seek mode after a tie read over several pages (docs/design.md §4): the since value
+    /// just after the tie of a record updated at `updated`, i.e. the start of the next
+    /// unit the format writes (a second, a minute, a day), as text and as sent. A query
+    /// from it lists what follows the tie afresh, none of the tie. `None` with `verbatim`
+    /// (no unit) or a pattern coarser than a day.
+    pub fn after_tie(&self, updated: &Value) -> Option<(String, Value)> {
+        if self.cfg.format == TimeFormat::Verbatim {
+            return None;
+        }
+        let (time, style) = TimeStyle::detect(updated)?;
+        let offset = style.offset();
+        let text = write_since(time, &self.cfg.format, offset);
+        // The first step that changes the written text is at most one unit, so the text
+        // after it is the next unit's start (texts are rounded down).
+        [
+            TimeDelta::microseconds(1),
+            TimeDelta::milliseconds(1),
+            TimeDelta::seconds(1),
+            TimeDelta::minutes(1),
+            TimeDelta::hours(1),
+            TimeDelta::days(1),
+        ]
+        .into_iter()
+        .map(|step| write_since(time + step, &self.cfg.format, offset))
+        .find(|next| *next != text)
+        .map(|next| (next.clone(), typed(Value::String(next), &self.cfg.format)))
+    }
+
     /// Sends `value` from the next request on (seek mode's next query).
     pub fn seek_to(&mut self, value: Value) {
         self.value = Some(value);
@@ -172,6 +202,137 @@ impl SinceRun {
         let mark = (*time).min(horizon);
         let offset = style.and_then(TimeStyle::offset);
         Some(Value::String(write_since(mark, &self.cfg.format, offset)))
+    }
+}
+
+/// Passes over one tie read over several pages before a run goes on past it, when each
+/// pass finds other records in it than the pass before.
+pub const MAX_TIE_PASSES: u32 = 4;
+
+/// One query of a seek-mode link or token run (docs/design.md §4): the listing from one
+/// since value, and what the run knows of that value's tie.
+#[derive(Debug, Default)]
+pub struct SeekQuery {
+    /// The since value it was asked from, as text and as sent (`None`: the run's first
+    /// query, from no value).
+    text: Option<String>,
+    value: Option<Value>,
+    /// Records read in it.
+    read: u64,
+    /// It went on past a page within the tie of its value: the updated time of one of the
+    /// tie's records.
+    tie: Option<Value>,
+    /// The keys of the tie read in this pass, in the pass before, and the passes made.
+    keys: BTreeSet<String>,
+    previous: Option<BTreeSet<String>>,
+    passes: u32,
+}
+
+/// Where a seek-mode run goes on after a page.
+#[derive(Debug, PartialEq)]
+pub enum SeekStep {
+    /// The page ends within its query's value (a tie longer than a page): its next link
+    /// or token.
+    Follow,
+    /// A new query from this value, as sent.
+    From(Value),
+    /// The listing ends.
+    Done,
+}
+
+impl SeekQuery {
+    /// The run's first query, from `since`'s value.
+    pub fn first(since: Option<&SinceRun>) -> Self {
+        SeekQuery {
+            text: since.and_then(SinceRun::query_text),
+            value: since.and_then(|s| s.value().cloned()),
+            ..SeekQuery::default()
+        }
+    }
+
+    fn from(text: String, value: Value, read: u64) -> Self {
+        SeekQuery {
+            text: Some(text),
+            value: Some(value),
+            read,
+            ..SeekQuery::default()
+        }
+    }
+
+    /// Takes in `page`, which names a next page or not (`next`). A page that ends within
+    /// the query's value follows the next one. A page that ends past it starts a new query
+    /// at its last record's value, whose records of that value come first in it — unless
+    /// the query read a tie over several pages: records that left the tie while it was
+    /// read (updated, so listed later) shift the rows behind them onto pages already read.
+    /// Such a tie is read again from its value until a pass finds the same records in it
+    /// as the pass before (at most [`MAX_TIE_PASSES`]), and then the listing is asked for
+    /// afresh from just after it.
+    pub fn advance(
+        &mut self,
+        since: &SinceRun,
+        page: &Page,
+        next: bool,
+    ) -> Result<SeekStep, StrategyError> {
+        let Some(last) = page.records.last() else {
+            return Ok(SeekStep::Done);
+        };
+        self.read += page.records.len() as u64;
+        if let Some(text) = &self.text {
+            for item in &page.records {
+                if since.seek_value(item)?.0 == *text {
+                    self.keys.insert(item.key.clone());
+                }
+            }
+        }
+        let (text, value) = since.seek_value(last)?;
+        if self.text.as_deref() == Some(text.as_str()) {
+            if !next {
+                return Ok(SeekStep::Done);
+            }
+            if let Some(max) = since.max_results()
+                && self.read >= max
+            {
+                return Err(StrategyError::Stuck(format!(
+                    "more records share the since value {text} than the upstream answers to one query ({max})"
+                )));
+            }
+            self.tie = last.updated.clone();
+            return Ok(SeekStep::Follow);
+        }
+        if let (Some(updated), Some(tie_text), Some(tie_value)) =
+            (self.tie.take(), self.text.clone(), self.value.clone())
+        {
+            let stable = self.previous.as_ref() == Some(&self.keys);
+            if !stable && self.passes < MAX_TIE_PASSES {
+                let passes = self.passes + 1;
+                let previous = std::mem::take(&mut self.keys);
+                *self = SeekQuery {
+                    previous: Some(previous),
+                    passes,
+                    ..SeekQuery::from(tie_text, tie_value.clone(), 0)
+                };
+                return Ok(SeekStep::From(tie_value));
+            }
+            if !stable {
+                tracing::warn!(tie = %tie_text, passes = self.passes, "records kept leaving a tie while it was read; the run goes on past it");
+            }
+            if let Some((after, sent)) = since.after_tie(&updated) {
+                *self = SeekQuery::from(after, sent.clone(), 0);
+                return Ok(SeekStep::From(sent));
+            }
+        }
+        if !next {
+            return Ok(SeekStep::Done);
+        }
+        let mut tie = 0;
+        for item in page.records.iter().rev() {
+            if since.seek_value(item)?.0 != text {
+                break;
+            }
+            tie += 1;
+        }
+        *self = SeekQuery::from(text, value.clone(), tie);
+        Ok(SeekStep::From(value))
     }
 }
 

@@ -8,7 +8,7 @@
 use serde_json::Value;
 
 use super::extract::Page;
-use super::since::{Resumable, SinceRun};
+use super::since::{Resumable, SeekQuery, SeekStep, SinceRun};
 use super::strategy::{
     Ask, Paginator, ReplyMeta, Step, StrategyError, cursor_of, field, next_cursor, own_limit,
     reply_pointer, scalar_text,
@@ -33,9 +33,8 @@ pub struct Token {
     first: bool,
     /// What the last page read names at the `resume` pointer.
     named: Option<String>,
-    /// Records read in the current query, and the text of the since value it was asked
-    /// from (`max_results`: a new query starts from the newest value read at the cap).
-    query: (u64, Option<String>),
+    /// Seek mode (`since.order`): the current query.
+    seek: Option<SeekQuery>,
 }
 
 impl Token {
@@ -55,7 +54,11 @@ impl Token {
             .filter(|t| !t.is_empty());
         let resume = cfg.resume();
         let since = Resumable::new(cfg.since.as_ref(), &resume, token.is_some(), cursor)?;
-        let query = (0, since.run().and_then(SinceRun::query_text));
+        let seek = cfg
+            .since
+            .as_ref()
+            .and_then(|s| s.order)
+            .map(|_| SeekQuery::first(since.run()));
         Ok(Token {
             since,
             cfg: cfg.clone(),
@@ -65,7 +68,7 @@ impl Token {
             token,
             first: true,
             named: None,
-            query,
+            seek,
         })
     }
 
@@ -80,45 +83,42 @@ impl Token {
 }
 
 impl Token {
-    /// Result caps (`since.max_results`, docs/design.md §4a): once the current query has
-    /// answered as many records as the upstream answers to one, the next request is a new
-    /// query from the newest since value read (its records of that value come first in it
-    /// again), without a token.
-    fn capped(&mut self, page: &Page) -> Result<Option<Step>, StrategyError> {
-        let (Some(since), Some(last)) = (self.since.run(), page.records.last()) else {
-            return Ok(None);
+    /// Seek mode (docs/design.md §4, [`SeekQuery::advance`]): a page within one value (a
+    /// tie) follows its token, a page past it starts a new query (no token, the since
+    /// value of the new query); a page without a next token ends the run. Pages commit
+    /// the high-water the run started from, never a token: an interrupted run starts again
+    /// from there. This is also how a cap on one query's results (`max_results`: HubSpot's
+    /// 10,000) is read past: no query reads more than a page past its value's tie.
+    fn seek(&mut self, page: &Page, until: Option<String>) -> Result<Step, StrategyError> {
+        let (Some(query), Some(since)) = (&mut self.seek, self.since.run()) else {
+            return Ok(Step::done());
         };
-        let Some(max) = since.max_results() else {
-            return Ok(None);
-        };
-        self.query.0 += page.records.len() as u64;
-        if self.query.0 < max {
-            return Ok(None);
-        }
-        let (text, value) = since.seek_value(last)?;
-        let mut tie = 0;
-        for item in page.records.iter().rev() {
-            if since.seek_value(item)?.0 != text {
-                break;
-            }
-            tie += 1;
-        }
-        if self.query.1.as_deref() == Some(text.as_str()) || tie >= max {
-            return Err(StrategyError::Stuck(format!(
-                "more records share the since value {text} than the upstream answers to one query ({max})"
-            )));
-        }
-        tracing::debug!(%text, max, "the query reached the upstream's cap: a new one asks from the newest since value read");
-        self.query = (tie, Some(text));
-        if let Some(since) = self.since.run_mut() {
-            since.seek_to(value);
-        }
-        self.token = None;
-        self.first = true;
-        Ok(Some(Step {
+        let step = Step {
             cursor: self.since.requery(),
             done: false,
-        }))
+        };
+        match query.advance(since, page, until.is_some())? {
+            SeekStep::Done => Ok(Step::done()),
+            SeekStep::Follow => {
+                let until = until.expect("a followed page names its next token");
+                if self.token.as_deref() == Some(until.as_str()) {
+                    return Err(StrategyError::Stuck(format!(
+                        "the upstream answered records with the same token `{until}` it was given"
+                    )));
+                }
+                self.token = Some(until);
+                Ok(step)
+            }
+            SeekStep::From(value) => {
+                tracing::debug!(%value, "seek mode: a new query from the since value");
+                if let Some(since) = self.since.run_mut() {
+                    since.seek_to(value);
+                }
+                self.token = None;
+                self.first = true;
+                Ok(step)
+            }
+        }
     }
 }
 
@@ -185,18 +185,24 @@ impl Paginator for Token {
             return Ok(Step::done());
         }
         // A null, absent or empty `until` ends the run; the cursor keeps the last token.
-        let Some(until) = next_cursor(&self.cfg.until, page)? else {
+        let until = match next_cursor(&self.cfg.until, page)? {
+            Some(until) => scalar_text(&until).ok_or_else(|| {
+                StrategyError::Shape(format!(
+                    "{} is not a token: {until}",
+                    describe(&self.cfg.until)
+                ))
+            })?,
+            None => String::new(),
+        };
+        let until = Some(until).filter(|t| !t.is_empty());
+        // Seek mode needs the run's since value: a run that goes on from a stored token
+        // follows its tokens as they are.
+        if self.seek.is_some() && self.since.run().is_some() {
+            return self.seek(page, until);
+        }
+        let Some(until) = until else {
             return Ok(Step::done());
         };
-        let until = scalar_text(&until).ok_or_else(|| {
-            StrategyError::Shape(format!(
-                "{} is not a token: {until}",
-                describe(&self.cfg.until)
-            ))
-        })?;
-        if until.is_empty() {
-            return Ok(Step::done());
-        }
         if self.token.as_deref() == Some(until.as_str()) {
             if page.records.len() < self.cfg.limit.get() as usize {
                 return Ok(Step::done());
@@ -204,9 +210,6 @@ impl Paginator for Token {
             return Err(StrategyError::Stuck(format!(
                 "the upstream answered records with the same token `{until}` it was given"
             )));
-        }
-        if let Some(step) = self.capped(page)? {
-            return Ok(step);
         }
         let cursor = cursor_of(&[
             ("token", Some(Value::String(until.clone()))),

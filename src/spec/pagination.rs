@@ -338,22 +338,25 @@ impl<'de> Deserialize<'de> for Pagination {
 }
 
 /// Seek mode restarts a listing at the last record's value: only listings read page
-/// after page by offsets or next links have one. A cap on one query's results is read
-/// past by a new query from the newest value read, which needs the listing sorted by it.
+/// after page by offsets, next links or tokens have one, and a link or token run must
+/// keep it (not a stored URL or token). A cap on one query's results is read past by
+/// those new queries, which needs the listing sorted by that value.
 fn check_seek<E: serde::de::Error>(
     pagination: &Pagination,
     since: &Since,
     kind: &str,
 ) -> Result<(), E> {
-    let seeks = matches!(pagination, Pagination::Offset(_) | Pagination::Link(_));
-    let caps = seeks || matches!(pagination, Pagination::Token(_));
+    let seeks = matches!(
+        pagination,
+        Pagination::Offset(_) | Pagination::Link(_) | Pagination::Token(_)
+    );
     let restarts = match pagination {
         Pagination::Link(link) => link.resume() == Resume::Restart,
         Pagination::Token(token) => token.resume() == Resume::Restart,
         _ => true,
     };
     match (&since.order, &since.max_results) {
-        (_, Some(_)) if !caps => {
+        (_, Some(_)) if !seeks => {
             return Err(error_at(
                 "/since/max_results",
                 format!(
@@ -371,7 +374,7 @@ fn check_seek<E: serde::de::Error>(
             return Err(error_at(
                 "/since/order",
                 format!(
-                    "`order` (seek mode) is for offset and link streams: the cursor of {kind} streams already carries their place (a token stream gives it with `max_results`, to say the listing is sorted for a new query)"
+                    "`order` (seek mode) is for offset, link and token streams: the cursor of {kind} streams already carries their place"
                 ),
             ));
         }
@@ -379,6 +382,12 @@ fn check_seek<E: serde::de::Error>(
             return Err(error_at(
                 "/resume",
                 "`max_results` starts new queries from a since value within a run, which a stored URL or token cannot carry on: it needs `\"resume\": \"restart\"`",
+            ));
+        }
+        (Some(_), None) if !restarts && matches!(pagination, Pagination::Token(_)) => {
+            return Err(error_at(
+                "/resume",
+                "seek mode (`order`) starts new queries from a since value within a run, which a stored token cannot carry on: it needs `\"resume\": \"restart\"`",
             ));
         }
         _ => {}
@@ -725,8 +734,8 @@ pub struct Since {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order: Option<SinceOrder>,
     /// The most results the upstream answers to one query (HubSpot's search: 10,000).
-    /// A run that has read that many from one query starts a new one from the newest
-    /// since value read instead of asking past the cap; needs `order`.
+    /// Seek mode's queries never ask past it; a run fails as stuck only when more records
+    /// than that share one since value. Needs `order`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = 10000)]
     pub max_results: Option<MaxResults>,

@@ -521,20 +521,66 @@ pub struct RecordsSpec {
     pub deleted: Option<DeletedPredicate>,
 }
 
-/// A record whose value at `pointer` equals `equals` is a deletion.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+/// A record is a deletion when its value at `pointer` equals `equals` (`true` unless
+/// given), or, with `"present": true`, when it has any value there but `null` (Graph's
+/// `@removed`, whatever its `reason`).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeletedPredicate {
     #[schema(value_type = String, example = "/archived")]
     pub pointer: JsonPointer,
-    #[serde(default = "DeletedPredicate::equals")]
-    #[schema(default = true)]
-    pub equals: Value,
+    /// The value that marks a deletion; `true` when neither this nor `present` is given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub equals: Option<Value>,
+    /// `true`: any value at `pointer` but `null` marks a deletion (not with `equals`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub present: Option<bool>,
 }
 
 impl DeletedPredicate {
-    fn equals() -> Value {
-        Value::Bool(true)
+    /// Whether a record whose value at the pointer is `found` (`None`: absent) is a
+    /// deletion.
+    pub fn matches(&self, found: Option<&Value>) -> bool {
+        match &self.equals {
+            Some(equals) => found == Some(equals),
+            None => found.is_some_and(|v| !v.is_null()),
+        }
+    }
+}
+
+/// The members of a deleted predicate as sent.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeletedFields {
+    pointer: JsonPointer,
+    #[serde(default)]
+    equals: Option<Value>,
+    #[serde(default)]
+    present: Option<bool>,
+}
+
+impl<'de> Deserialize<'de> for DeletedPredicate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let fields = DeletedFields::deserialize(d)?;
+        let equals = match (fields.equals, fields.present) {
+            (Some(_), Some(_)) => {
+                return Err(error_at("/present", "give `equals` or `present`, not both"));
+            }
+            (_, Some(false)) => {
+                return Err(error_at(
+                    "/present",
+                    "`present` can only be `true` (a record with a value at `pointer` is a deletion); leave it out to match `equals`",
+                ));
+            }
+            (_, Some(true)) => None,
+            (Some(equals), None) => Some(equals),
+            (None, None) => Some(Value::Bool(true)),
+        };
+        Ok(DeletedPredicate {
+            pointer: fields.pointer,
+            equals,
+            present: fields.present,
+        })
     }
 }
 

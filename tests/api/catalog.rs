@@ -23,10 +23,11 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::support::{Sandbox, TestApp, eventually, ready_if, sandbox, spawn, spawn_syncing};
+use crate::support::{
+    FeedFollower, Sandbox, TestApp, eventually, ready_if, sandbox, spawn, spawn_syncing,
+};
 
 /// Records per page in the tests (Salesforce's smallest batch is 200).
 const PAGE: u32 = 40;
@@ -320,67 +321,6 @@ async fn churn(upstream: &Sandbox, entry: &Entry, round: u64) -> Vec<String> {
     deleted
 }
 
-#[derive(serde::Deserialize)]
-struct FeedPage {
-    results: Vec<Change>,
-    until: String,
-    has_more: bool,
-}
-
-#[derive(serde::Deserialize)]
-struct Change {
-    key: String,
-    op: String,
-    record: Option<Box<RawValue>>,
-}
-
-/// A feed consumer: follows `until` through `scope` with small pages, applying each
-/// change to its replica (upsert or delete by key), until the feed has no more.
-struct Consumer {
-    scope: String,
-    since: String,
-    replica: BTreeMap<String, String>,
-}
-
-impl Consumer {
-    fn new(entry: &Entry) -> Self {
-        Consumer {
-            scope: format!("{}/{}", entry.dialect, entry.stream),
-            since: String::new(),
-            replica: BTreeMap::new(),
-        }
-    }
-
-    async fn catch_up(&mut self, app: &TestApp) {
-        for _ in 0..10_000 {
-            let response = app
-                .get(&format!(
-                    "/v1/changes?since={}&limit=50&stream={}",
-                    self.since, self.scope
-                ))
-                .await;
-            assert_eq!(response.status(), 200);
-            let page: FeedPage = serde_json::from_str(&response.text().await.unwrap()).unwrap();
-            for change in page.results {
-                match (change.op.as_str(), change.record) {
-                    ("upsert", Some(record)) => {
-                        self.replica.insert(change.key, record.get().to_owned());
-                    }
-                    ("delete", None) => {
-                        self.replica.remove(&change.key);
-                    }
-                    (op, record) => panic!("change {op} with record {record:?}"),
-                }
-            }
-            self.since = page.until;
-            if !page.has_more {
-                return;
-            }
-        }
-        panic!("the feed of {} did not end", self.scope);
-    }
-}
-
 /// How `seen` differs from `truth`: keys missing, keys extra, and records whose text
 /// differs (the first few, both texts). `None` when they are equal.
 fn diff(truth: &BTreeMap<String, String>, seen: &BTreeMap<String, String>) -> Option<String> {
@@ -442,7 +382,7 @@ async fn job_log(app: &TestApp, entry: &Entry) -> String {
 /// the mirror and a feed consumer's replica equal the truth.
 async fn converges(entry: &Entry) {
     let (upstream, app, _) = setup(entry, 41, 300, PAGE).await;
-    let mut consumer = Consumer::new(entry);
+    let mut consumer = FeedFollower::new(entry.dialect, entry.stream);
     sync(&app, entry, "full").await;
     let mut deleted = Vec::new();
     for round in 0..5 {
@@ -660,7 +600,6 @@ async fn loses_nothing_when_rows_move_mid_run(entry: &Entry) {
 /// Every catalog file registers as it is written, schedules included (no workers: its
 /// real hosts are never called).
 #[tokio::test]
-#[ignore = "needs schedule.reconcile: POST /v1/sources answers 422 invalid-spec at /streams/0/schedule (\"expected value\") for the 8 files whose schedule has a reconcile (all but zendesk and graph)"]
 async fn every_catalog_file_registers_as_written() {
     let app = spawn().await;
     let mut refused = Vec::new();
@@ -707,7 +646,6 @@ macro_rules! catalog_tests {
 
 catalog_tests! {
     GITHUB:
-        #[ignore = "still fails with seek mode in (to investigate: the catalog file or link seek under churn); before it: page=N links shift as issues move to the end of sort=updated&direction=asc; issues skipped in a run are older than its high-water, so after the last incremental some are missing or stale (they come back only with a reconcile); timing-dependent, most runs"]
         github_converges_under_churn,
         github_loses_nothing_when_rows_move_mid_run,
         github_reads_only_what_changed;
@@ -724,9 +662,7 @@ catalog_tests! {
         zendesk_loses_nothing_when_rows_move_mid_run,
         zendesk_reads_only_what_changed;
     HUBSPOT:
-        #[ignore = "needs seek mode (or anchoring) for a search whose paging.next.after is an offset: contacts move to the end of the lastmodifieddate sort while a run pages, the rows behind them shift and are skipped, and the run's high-water (its start minus 2 s) is after them: after the last incremental some are missing or stale; timing-dependent, most runs"]
         hubspot_converges_under_churn,
-        #[ignore = "needs seek mode (or anchoring) for a search whose paging.next.after is an offset: 20 updates while after=40 is held skip contacts 641 and 1074 for good"]
         hubspot_loses_nothing_when_rows_move_mid_run,
         hubspot_reads_only_what_changed;
     SALESFORCE:
@@ -734,7 +670,6 @@ catalog_tests! {
         salesforce_loses_nothing_when_rows_move_mid_run,
         salesforce_reads_only_what_changed;
     JIRA:
-        #[ignore = "passes with anchored offsets in most runs, not yet every run (to investigate); before them: startAt pages shift as issues move to the end of ORDER BY updated ASC; an issue skipped in a run and older than the minute of its high-water stays missing or stale; timing-dependent, about one run in two"]
         jira_converges_under_churn,
         jira_loses_nothing_when_rows_move_mid_run,
         jira_reads_only_what_changed;
@@ -747,7 +682,6 @@ catalog_tests! {
         postgrest_loses_nothing_when_rows_move_mid_run,
         postgrest_reads_only_what_changed;
     CLAMP:
-        #[ignore = "still fails with anchored page numbers in (to investigate: the catalog file could use seek mode now); before them: pages shift as things move to the end of (modified_at, id); skipped things stay missing or stale after the last incremental; timing-dependent, most runs"]
         clamp_converges_under_churn,
         clamp_loses_nothing_when_rows_move_mid_run,
         clamp_reads_only_what_changed;
@@ -756,7 +690,6 @@ catalog_tests! {
 /// HubSpot answers at most 10,000 results per query: a listing of more must be read by
 /// starting new queries from the newest since value read, not by failing at the cap.
 #[tokio::test]
-#[ignore = "needs the catalog file to use since.max_results (landed with result caps); before them: the full sync of 10,100 contacts stores 10,000, then fails with upstream-status 502: the request with after=10000 got 400 VALIDATION_ERROR \"Search results are limited to 10000 per query\""]
 async fn hubspot_reads_past_the_result_cap() {
     let (upstream, app, _) = setup(&HUBSPOT, 43, 10_100, 200).await;
     let job = app.sync(HUBSPOT.dialect, HUBSPOT.stream, "full").await;

@@ -79,7 +79,8 @@ fn real_apis() -> Value {
                        "done": {"pointer": "/done", "equals": true}})),
             stream("graph",
                 json!({"path": "/v1.0/users/delta", "query": {"$select": "displayName"}}),
-                json!({"path": "/value", "key": "/id"}),
+                json!({"path": "/value", "key": "/id",
+                       "deleted": {"pointer": "/@removed", "present": true}}),
                 json!({"type": "link", "next": "/@odata.nextLink",
                        "resume": {"pointer": "/@odata.deltaLink"}})),
             stream("drf",
@@ -165,6 +166,11 @@ async fn specs_of_real_apis_are_accepted_and_read_back_as_given() {
         "iso8601"
     );
     assert_eq!(by_name("graph")["pagination"].get("since"), None);
+    // Presence alone marks Graph's removals: no `equals` is settled beside it.
+    assert_eq!(
+        by_name("graph")["records"]["deleted"],
+        json!({"pointer": "/@removed", "present": true})
+    );
     assert_eq!(
         by_name("settings")["pagination"]["since"]["lookback_seconds"],
         2
@@ -376,13 +382,13 @@ async fn misused_composable_fields_are_refused_with_their_pointer() {
             format!("{p}/since/order"),
         ),
         (
-            "seek mode on a token stream",
+            "seek mode on a token stream resuming at its last page",
             source(
                 token(json!({"since": {"param": "s", "order": "since"}})),
                 get("/x"),
                 with_updated_at(),
             ),
-            format!("{p}/since/order"),
+            format!("{p}/resume"),
         ),
         (
             "a since filter with neither param nor template",
@@ -419,6 +425,26 @@ async fn misused_composable_fields_are_refused_with_their_pointer() {
                 with_updated_at(),
             ),
             format!("{p}/since"),
+        ),
+        (
+            "a deleted predicate with both equals and present",
+            source(
+                json!({"type": "none"}),
+                get("/x"),
+                json!({"path": "/data", "key": "/id",
+                       "deleted": {"pointer": "/@removed", "equals": true, "present": true}}),
+            ),
+            "/streams/0/records/deleted/present".into(),
+        ),
+        (
+            "a deleted predicate on absence",
+            source(
+                json!({"type": "none"}),
+                get("/x"),
+                json!({"path": "/data", "key": "/id",
+                       "deleted": {"pointer": "/@removed", "present": false}}),
+            ),
+            "/streams/0/records/deleted/present".into(),
         ),
         (
             "resume on keyset",

@@ -4,12 +4,9 @@
 //! sharing one timestamp); after churn stops and one more sync, the mirror equals the
 //! sandbox's truth byte for byte.
 
-use std::collections::BTreeMap;
-
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::support::{Sandbox, TestApp, sandbox, spawn_syncing};
+use crate::support::{FeedFollower, Sandbox, TestApp, sandbox, spawn_syncing};
 
 const PAGE: u32 = 40;
 
@@ -53,59 +50,6 @@ async fn churn(upstream: &Sandbox, style: &str, round: u64, hard_deletes: bool) 
     }
 }
 
-#[derive(serde::Deserialize)]
-struct FeedPage {
-    results: Vec<Change>,
-    until: String,
-    has_more: bool,
-}
-
-#[derive(serde::Deserialize)]
-struct Change {
-    key: String,
-    op: String,
-    record: Option<Box<RawValue>>,
-}
-
-/// A feed consumer: follows `until` through `scope` with small pages, applying each
-/// change to its replica (upsert or delete by key), until the feed has no more.
-struct Consumer {
-    scope: String,
-    since: String,
-    replica: BTreeMap<String, String>,
-}
-
-impl Consumer {
-    async fn catch_up(&mut self, app: &TestApp) {
-        for _ in 0..10_000 {
-            let response = app
-                .get(&format!(
-                    "/v1/changes?since={}&limit=50&stream={}",
-                    self.since, self.scope
-                ))
-                .await;
-            assert_eq!(response.status(), 200);
-            let page: FeedPage = serde_json::from_str(&response.text().await.unwrap()).unwrap();
-            for change in page.results {
-                match (change.op.as_str(), change.record) {
-                    ("upsert", Some(record)) => {
-                        self.replica.insert(change.key, record.get().to_owned());
-                    }
-                    ("delete", None) => {
-                        self.replica.remove(&change.key);
-                    }
-                    (op, record) => panic!("change {op} with record {record:?}"),
-                }
-            }
-            self.since = page.until;
-            if !page.has_more {
-                return;
-            }
-        }
-        panic!("the feed did not end");
-    }
-}
-
 /// Registers `example`, syncs it five times while `style` churns, stops the churn, syncs
 /// once more (then runs `finally`, if any, as a last job mode) and compares `stream`'s
 /// mirror with the truth, and so does a feed consumer that followed from a blank `since`
@@ -123,11 +67,7 @@ async fn converges(
     let name = source["name"].as_str().unwrap().to_owned();
     let response = app.post("/v1/sources", &source).await;
     assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-    let mut consumer = Consumer {
-        scope: format!("{name}/{stream}"),
-        since: String::new(),
-        replica: BTreeMap::new(),
-    };
+    let mut consumer = FeedFollower::new(&name, stream);
     sync_source(&app, &name, "incremental").await;
     for round in 0..5 {
         tokio::join!(

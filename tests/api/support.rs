@@ -510,3 +510,66 @@ impl Sandbox {
             .collect()
     }
 }
+
+#[derive(serde::Deserialize)]
+struct FeedPage {
+    results: Vec<FeedChange>,
+    until: String,
+    has_more: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct FeedChange {
+    key: String,
+    op: String,
+    record: Option<Box<RawValue>>,
+}
+
+/// A feed consumer: follows `until` through one stream (`source/stream`) with small
+/// pages from a blank `since`, applying each change to its replica (upsert or delete by
+/// key), until the feed has no more.
+pub struct FeedFollower {
+    scope: String,
+    since: String,
+    pub replica: BTreeMap<String, String>,
+}
+
+impl FeedFollower {
+    pub fn new(source: &str, stream: &str) -> Self {
+        FeedFollower {
+            scope: format!("{source}/{stream}"),
+            since: String::new(),
+            replica: BTreeMap::new(),
+        }
+    }
+
+    /// Reads the feed from where it stopped to its end (at most 10,000 pages).
+    pub async fn catch_up(&mut self, app: &TestApp) {
+        for _ in 0..10_000 {
+            let response = app
+                .get(&format!(
+                    "/v1/changes?since={}&limit=50&stream={}",
+                    self.since, self.scope
+                ))
+                .await;
+            assert_eq!(response.status(), 200);
+            let page: FeedPage = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+            for change in page.results {
+                match (change.op.as_str(), change.record) {
+                    ("upsert", Some(record)) => {
+                        self.replica.insert(change.key, record.get().to_owned());
+                    }
+                    ("delete", None) => {
+                        self.replica.remove(&change.key);
+                    }
+                    (op, record) => panic!("change {op} with record {record:?}"),
+                }
+            }
+            self.since = page.until;
+            if !page.has_more {
+                return;
+            }
+        }
+        panic!("the feed of {} did not end", self.scope);
+    }
+}

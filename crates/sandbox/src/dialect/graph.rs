@@ -6,8 +6,9 @@
 //! (`$skiptoken`) and ends with `@odata.deltaLink` (`$deltatoken`), never both on a page;
 //! `{"@odata.context", "@odata.nextLink" | "@odata.deltaLink", "value": [...]}`; the
 //! links are absolute, on the request's host. In later rounds a deleted user is
-//! `{"id", "@removed": {"reason": "changed"}}` (a soft delete, restorable in Entra ID),
-//! and an updated one comes again whole. A user changed while a round is read may come in
+//! `{"id", "@removed": {"reason": "changed"}}` (a soft delete, restorable in Entra ID) or,
+//! one in three (by the user's last revision), `{"reason": "deleted"}` (deleted for
+//! good), and an updated one comes again whole. A user changed while a round is read may come in
 //! it and again in the next (replays happen, as Graph says). `$deltatoken=latest` gives a
 //! delta link and no users. Page size follows `Prefer: odata.maxpagesize=N` (echoed in
 //! `Preference-Applied`). A token from before `POST /_control/graph/expire_tokens`, or
@@ -68,7 +69,11 @@ impl Dialect for Graph {
     fn render(record: &Record) -> String {
         let id = record.id::<Self>();
         if record.deleted {
-            return format!(r#"{{"id":"{id}","@removed":{{"reason":"changed"}}}}"#);
+            let reason = match record.figure(11, 3) {
+                0 => "deleted",
+                _ => "changed",
+            };
+            return format!(r#"{{"id":"{id}","@removed":{{"reason":"{reason}"}}}}"#);
         }
         let (first, last) = person(record);
         let login = format!(
