@@ -12,7 +12,9 @@
 //!
 //! The chaos run (issue 14): `--kill-every 3-6` SIGKILLs a gateway at random every 3 to 6
 //! seconds for the whole run (restarting it at once) and times, for each job the killed
-//! gateway was running, how long until another worker took it over; `--instances 2` runs
+//! gateway was running, how long until another worker took it over and where the time
+//! went (until the dead lease was ended, then until a claim, by which gateway, with how
+//! many of the survivors' workers busy); `--instances 2` runs
 //! two gateways on one PostgreSQL database; `--stop-seconds 40` ends with one gateway
 //! SIGSTOPped while it runs a job (its job must wait for the lease, and it must write
 //! nothing when it wakes; on SQLite, a second gateway must be refused meanwhile). It also
@@ -389,8 +391,9 @@ struct Takeover {
     by_survivor: bool,
     /// Jobs claimed fresh from the queue between the lease's end and this claim.
     fresh_ahead: i64,
-    /// Running jobs of the gateways that were up at the kill, when the lease ended.
-    survivors_busy: usize,
+    /// Running jobs of the gateways that were up at the kill, when a poll saw the lease
+    /// ended.
+    survivors_busy: Option<usize>,
 }
 
 /// What the kills showed.
@@ -441,7 +444,7 @@ async fn time_takeover(
     lease_seconds: u32,
     takeovers: Arc<Mutex<Takeovers>>,
 ) {
-    let (mut ended_at, mut survivors_busy) = (None, 0);
+    let (mut ended_at, mut survivors_busy) = (None, None);
     let mut taken = None;
     while killed.elapsed() < Duration::from_secs(60) {
         match db.lease(&id).await {
@@ -463,7 +466,7 @@ async fn time_takeover(
                     && lease <= epoch_now() =>
             {
                 ended_at = Some(lease);
-                survivors_busy = db.running().await.map_or(0, |running| {
+                survivors_busy = db.running().await.ok().map(|running| {
                     running
                         .iter()
                         .filter(|(_, _, p)| u32::try_from(*p).is_ok_and(|p| survivors.contains(&p)))
@@ -485,7 +488,7 @@ async fn time_takeover(
     let ended = ended_at.map(|at| Duration::from_secs_f64((at - killed_at).max(0.0)));
     eprintln!(
         "takeover of {id}: claimed {} ms after the kill by {}; lease ended after {}; \
-         the survivors ran {survivors_busy} jobs then; {fresh_ahead} fresh jobs claimed meanwhile",
+         the survivors ran {} jobs then; {fresh_ahead} fresh jobs claimed meanwhile",
         after.as_millis(),
         if by_survivor {
             "a survivor"
@@ -493,6 +496,7 @@ async fn time_takeover(
             "the restarted gateway"
         },
         ended.map_or("(not seen)".to_owned(), |e| format!("{} ms", e.as_millis())),
+        survivors_busy.map_or("?".to_owned(), |n| n.to_string()),
     );
     takeovers.lock().await.taken.push(Takeover {
         after,
@@ -1134,10 +1138,12 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
             .filter(|t| t.after > Duration::from_secs(1))
             .collect();
         println!(
-            "| takeovers over 1 s / of them claimed after fresh jobs / survivors' running jobs at the lease's end | {} / {} / {:?} |",
+            "| takeovers over 1 s / of them claimed after fresh jobs / survivors' running jobs at the lease's end (where seen) | {} / {} / {:?} |",
             slow.len(),
             slow.iter().filter(|t| t.fresh_ahead > 0).count(),
-            slow.iter().map(|t| t.survivors_busy).collect::<Vec<_>>()
+            slow.iter()
+                .filter_map(|t| t.survivors_busy)
+                .collect::<Vec<_>>()
         );
         println!("| jobs not taken over within 60 s | {} |", takeovers.missed);
         if !takeovers.unlocked.is_empty() {
