@@ -290,3 +290,53 @@ async fn every_instance_sees_a_job_waiting_to_be_taken_over() {
         );
     }
 }
+
+/// A process killed while its page commit waits for a lock (here the feed's position
+/// counter, held by the test as another commit would) leaves a session that holds its
+/// job's row; the server ends that session within its client check (250 ms), not when
+/// the wait ends, so the other instance takes the job over while the lock is still held.
+#[tokio::test]
+async fn a_process_killed_while_its_commit_waits_for_a_lock_is_taken_over_at_once() {
+    if !on_postgres(
+        "liveness::a_process_killed_while_its_commit_waits_for_a_lock_is_taken_over_at_once",
+    ) {
+        return;
+    }
+    let upstream = sandbox(18, 4000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = database_url(&dir).await;
+    let first = Process::start_with(&database, &[LONG_LEASE]).await;
+    first.post("/v1/sources", slow_source(&upstream)).await;
+    let job = running_job(&first).await;
+    let second = Process::start_with(&database, &[LONG_LEASE]).await;
+    let pool = sqlx::PgPool::connect(&database).await.unwrap();
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("UPDATE feed_head SET last_seq = last_seq WHERE id = 1")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the first process's page commit to wait for the feed's counter",
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND wait_event_type = 'Lock' AND query LIKE 'UPDATE feed_head%'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            ready_if(waiting > 0, format!("{waiting} waiting"))
+        },
+    )
+    .await;
+    first.kill();
+    let takeover = taken_over(&second, &job, 2, Duration::from_secs(5)).await;
+    eprintln!("kill to takeover, the killed commit waiting for a lock: {takeover:?}");
+    assert!(takeover < Duration::from_secs(3), "{takeover:?}");
+    holder.rollback().await.unwrap();
+    let done = succeeded(&second, &job).await;
+    assert_eq!(done["attempts"], 2, "{done:#}");
+    assert_eq!(second.mirror().await, upstream.truth("keyset").await);
+    pool.close().await;
+}
