@@ -21,9 +21,9 @@ use uuid::Uuid;
 use super::notify::Notifier;
 use super::pages::Change;
 use super::{
-    Claim, Enqueued, InstanceId, JobEnd, JobFilter, NewSource, PageCommit, PageOutcome, PageRecord,
-    ResyncCommit, Scheduled, Sealer, Store, StoreError, StoreResult, StoredRecord, StoredSource,
-    StreamState, SweepBatch,
+    Claim, Enqueued, GoneLeases, InstanceId, JobEnd, JobFilter, NewSource, PageCommit, PageOutcome,
+    PageRecord, ResyncCommit, Scheduled, Sealer, Store, StoreError, StoreResult, StoredRecord,
+    StoredSource, StreamState, SweepBatch,
 };
 use crate::spec::job::{JobMode, JobStats, Trigger};
 use crate::spec::{Job, SourceName, StreamName};
@@ -292,7 +292,7 @@ where
         self.claim_job(instance, owner, lease).await
     }
 
-    async fn expire_gone_leases(&self, instance: InstanceId) -> StoreResult<u64> {
+    async fn expire_gone_leases(&self, instance: InstanceId) -> StoreResult<GoneLeases> {
         self.expire_gone_leases(instance).await
     }
 

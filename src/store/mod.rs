@@ -155,6 +155,15 @@ pub struct NewSource<'a> {
     pub raw: &'a str,
 }
 
+/// What a look for the jobs of instances that are gone found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoneLeases {
+    /// Leases this look ended.
+    pub ended: u64,
+    /// Running jobs whose lease has ended, whoever ended it, that no worker has claimed.
+    pub waiting: u64,
+}
+
 /// A job a worker has claimed, with everything needed to run it.
 #[derive(Debug, Clone)]
 pub struct Claim {
@@ -400,8 +409,10 @@ pub trait Store: FeedStore + Send + Sync + 'static {
     async fn close(&self);
 
     /// Ends the leases of the running jobs whose instance (another than `instance`) no
-    /// longer holds its liveness lock, so that they are claimed at once; how many.
-    async fn expire_gone_leases(&self, instance: InstanceId) -> StoreResult<u64>;
+    /// longer holds its liveness lock, so that they are claimed at once; how many it
+    /// ended, and how many jobs wait for a worker to take them over (their lease ended,
+    /// by this call, another instance's or the clock).
+    async fn expire_gone_leases(&self, instance: InstanceId) -> StoreResult<GoneLeases>;
 
     /// Claims the oldest queued job, or a running one whose lease expired, for worker
     /// `owner` of `instance`.

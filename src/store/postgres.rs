@@ -37,6 +37,14 @@ const LIVENESS_CLASS_SQL: &str = "1952738667";
 /// taken over, lease or no lease, until the process woke up.
 const IDLE_IN_TRANSACTION: &str = "10s";
 
+/// How often a session that runs a statement (or waits for a lock) checks that its client
+/// is still connected (PostgreSQL 14 and later, on Linux). A process killed while its
+/// page commit waited for another commit's lock (every commit takes the feed's position
+/// counter) left a session that held its job's row until that wait ended, seconds under
+/// load: the look for the jobs of instances that are gone skips locked rows, so the
+/// takeover waited with it. Checked, the session ends within this interval of the kill.
+const CLIENT_CHECK: &str = "250ms";
+
 /// How often the liveness connection is checked, and how long a check may take.
 const LIVENESS_PING: Duration = Duration::from_secs(1);
 
@@ -126,8 +134,10 @@ impl Backend for Postgres {
     /// first, so that an unreachable server is reported as such (the pool would only say
     /// it timed out).
     async fn connect(url: &str) -> anyhow::Result<(Self, Pools<sqlx::Postgres>)> {
-        let options = PgConnectOptions::from_str(url)?
-            .options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION)]);
+        let options = PgConnectOptions::from_str(url)?.options([
+            ("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION),
+            ("client_connection_check_interval", CLIENT_CHECK),
+        ]);
         let server = server_of(&options);
         match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await {
             Err(_) => anyhow::bail!(

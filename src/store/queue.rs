@@ -13,7 +13,9 @@ use super::backend::{
     stats_text, text_of,
 };
 use super::sources::CursorRow;
-use super::{Claim, Enqueued, InstanceId, JobEnd, JobFilter, Scheduled, StoreError, StoreResult};
+use super::{
+    Claim, Enqueued, GoneLeases, InstanceId, JobEnd, JobFilter, Scheduled, StoreError, StoreResult,
+};
 use crate::problem::Problem;
 use crate::spec::job::{JobMode, JobStats, JobStatus, Resynced, Trigger};
 use crate::spec::{Job, SourceName, StreamName};
@@ -264,13 +266,26 @@ where
     }
 
     #[tracing::instrument(skip_all)]
-    pub(super) async fn expire_gone_leases(&self, instance: InstanceId) -> StoreResult<u64> {
-        Ok(sqlx::query(B::EXPIRE_GONE_SQL)
+    pub(super) async fn expire_gone_leases(&self, instance: InstanceId) -> StoreResult<GoneLeases> {
+        let now = now();
+        let ended = sqlx::query(B::EXPIRE_GONE_SQL)
             .bind(instance.0)
-            .bind(now())
+            .bind(now)
             .execute(&self.write)
             .await?
-            .rows_affected())
+            .rows_affected();
+        // Also the leases another instance ended: its workers may all be busy, and this
+        // instance's idle ones would otherwise find the job only at their next poll.
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE status = 'running' AND lease_expires_at <= $1",
+        )
+        .bind(now)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(GoneLeases {
+            ended,
+            waiting: u64::try_from(waiting).unwrap_or_default(),
+        })
     }
 
     #[tracing::instrument(skip_all)]

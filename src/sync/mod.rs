@@ -42,8 +42,8 @@ pub struct Workers {
 const POLL: Duration = Duration::from_secs(1);
 
 /// How often the workers' instance looks for jobs whose instance is gone (and, finding
-/// some, ends their leases and wakes its idle workers): what a takeover waits for, when a
-/// worker is free.
+/// some, ends their leases; while any job waits to be taken over, whoever ended its lease,
+/// it wakes its idle workers): what a takeover waits for, when a worker is free.
 const LIVENESS_POLL: Duration = Duration::from_millis(250);
 
 /// How the background work runs.

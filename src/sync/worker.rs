@@ -40,14 +40,22 @@ pub(super) async fn work(engine: Arc<Engine>, index: usize) {
 }
 
 /// Ends the leases of jobs whose instance no longer holds its liveness lock (its process
-/// died), every [`LIVENESS_POLL`], and wakes the idle workers to claim them.
+/// died), every [`LIVENESS_POLL`], and wakes the idle workers while any job waits to be
+/// taken over: also one whose lease another instance ended (every worker of that one
+/// may be busy) or that ran out.
 pub(super) async fn take_over_the_gone(engine: Arc<Engine>) {
     while !engine.stopping() {
         match engine.store.expire_gone_leases(engine.instance).await {
-            Ok(0) => {}
-            Ok(jobs) => {
-                tracing::info!(jobs, "taking over the jobs of instances that are gone");
-                engine.wake.notify_waiters();
+            Ok(gone) => {
+                if gone.ended > 0 {
+                    tracing::info!(
+                        jobs = gone.ended,
+                        "taking over the jobs of instances that are gone"
+                    );
+                }
+                if gone.waiting > 0 {
+                    engine.wake.notify_waiters();
+                }
             }
             Err(e) => tracing::warn!(error = %e, "looking for the jobs of instances that are gone"),
         }

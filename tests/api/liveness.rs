@@ -7,8 +7,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tidemark::spec::job::{JobMode, Trigger};
+use tidemark::spec::{SourceName, StreamName};
+use tidemark::store::{GoneLeases, NewSource};
 
 use crate::crash::{Process, free_port, slow_source};
+use crate::store::spec;
 use crate::support::{database_url, eventually, on_postgres, ready_if, sandbox};
 
 /// A lease no takeover in these tests may wait for.
@@ -200,4 +204,139 @@ async fn a_stopped_process_keeps_its_lock_and_is_fenced_by_its_lease() {
     let done = succeeded(&second, &job).await;
     assert_eq!(done["attempts"], 2, "{done:#}");
     assert_eq!(second.mirror().await, upstream.truth("keyset").await);
+}
+
+/// Whichever instance ends the lease of a job whose instance is gone, the next look of
+/// every instance finds the job waiting, so that an idle worker of any instance takes it
+/// over, not only one of the instance that ended the lease (whose workers may all be
+/// busy). Store-level: the dead instance's store is closed (its lock goes with it), then
+/// the live instances look: on PostgreSQL two, each on a store of its own; on SQLite the
+/// one process that serves the file, twice.
+#[tokio::test]
+async fn every_instance_sees_a_job_waiting_to_be_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = database_url(&dir).await;
+    let dead_store = tidemark::store::connect(&database, None).await.unwrap();
+    let (source, raw) = spec(&["a"]);
+    let spec = NewSource {
+        spec: &source,
+        raw: &raw,
+    };
+    dead_store.create_source(spec).await.unwrap();
+    let dead = dead_store.start_instance().await.unwrap();
+    let shop: SourceName = tidemark::spec::de::parse(b"\"shop\"").unwrap();
+    let a: StreamName = tidemark::spec::de::parse(b"\"a\"").unwrap();
+    dead_store
+        .enqueue_job(&shop, &a, JobMode::Full, Trigger::Api)
+        .await
+        .unwrap();
+    let lease = chrono::TimeDelta::seconds(60);
+    let claimed = dead_store.claim_job(dead, "dead/0", lease).await.unwrap();
+    let job = claimed.unwrap().job.id;
+    dead_store.close().await;
+
+    let instances = if database.starts_with("sqlite:") {
+        1
+    } else {
+        2
+    };
+    let mut live = Vec::new();
+    for _ in 0..instances {
+        let store = tidemark::store::connect(&database, None).await.unwrap();
+        let instance = store.start_instance().await.unwrap();
+        live.push((store, instance));
+    }
+    // The server ends the closed session's lock a moment after the close.
+    let (first, instance) = &live[0];
+    let gone = eventually(
+        Duration::from_secs(5),
+        "a live instance to end the dead one's lease",
+        || async {
+            let gone = first.expire_gone_leases(*instance).await.unwrap();
+            ready_if(gone.ended > 0, format!("{gone:?}")).map(|_| gone)
+        },
+    )
+    .await;
+    assert_eq!(
+        gone,
+        GoneLeases {
+            ended: 1,
+            waiting: 1
+        }
+    );
+    // The other instance (on SQLite the same one, looking again) ends nothing, and sees
+    // the job waiting.
+    let (last, instance) = live.last().unwrap();
+    let seen = last.expire_gone_leases(*instance).await.unwrap();
+    assert_eq!(
+        seen,
+        GoneLeases {
+            ended: 0,
+            waiting: 1
+        }
+    );
+    let taken = last.claim_job(*instance, "live/0", lease).await;
+    let taken = taken.unwrap().unwrap().job;
+    assert_eq!((taken.id, taken.attempts), (job, 2));
+    // A job under a live instance's lease waits for nobody.
+    for (store, instance) in &live {
+        let seen = store.expire_gone_leases(*instance).await.unwrap();
+        assert_eq!(
+            seen,
+            GoneLeases {
+                ended: 0,
+                waiting: 0
+            }
+        );
+    }
+}
+
+/// A process killed while its page commit waits for a lock (here the feed's position
+/// counter, held by the test as another commit would) leaves a session that holds its
+/// job's row; the server ends that session within its client check (250 ms), not when
+/// the wait ends, so the other instance takes the job over while the lock is still held.
+#[tokio::test]
+async fn a_process_killed_while_its_commit_waits_for_a_lock_is_taken_over_at_once() {
+    if !on_postgres(
+        "liveness::a_process_killed_while_its_commit_waits_for_a_lock_is_taken_over_at_once",
+    ) {
+        return;
+    }
+    let upstream = sandbox(18, 4000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = database_url(&dir).await;
+    let first = Process::start_with(&database, &[LONG_LEASE]).await;
+    first.post("/v1/sources", slow_source(&upstream)).await;
+    let job = running_job(&first).await;
+    let second = Process::start_with(&database, &[LONG_LEASE]).await;
+    let pool = sqlx::PgPool::connect(&database).await.unwrap();
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("UPDATE feed_head SET last_seq = last_seq WHERE id = 1")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the first process's page commit to wait for the feed's counter",
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND wait_event_type = 'Lock' AND query LIKE 'UPDATE feed_head%'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            ready_if(waiting > 0, format!("{waiting} waiting"))
+        },
+    )
+    .await;
+    first.kill();
+    let takeover = taken_over(&second, &job, 2, Duration::from_secs(5)).await;
+    eprintln!("kill to takeover, the killed commit waiting for a lock: {takeover:?}");
+    assert!(takeover < Duration::from_secs(3), "{takeover:?}");
+    holder.rollback().await.unwrap();
+    let done = succeeded(&second, &job).await;
+    assert_eq!(done["attempts"], 2, "{done:#}");
+    assert_eq!(second.mirror().await, upstream.truth("keyset").await);
+    pool.close().await;
 }

@@ -1,6 +1,7 @@
 //! Starting the real binary: configuration mistakes stop it with one message that says
-//! what is wrong (and no backtrace, whatever `RUST_BACKTRACE` says), logs that go to a
-//! file carry no colour codes, and each command lists only its own options.
+//! what is wrong (and no backtrace, whatever `RUST_BACKTRACE` says), logs are coloured on
+//! a terminal and carry no colour codes elsewhere, and each command lists only its own
+//! options.
 
 use std::process::{Command, Output, Stdio};
 
@@ -81,6 +82,38 @@ async fn logs_that_do_not_go_to_a_terminal_have_no_colour_codes() {
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.contains("migrations applied"), "{stdout}");
     assert!(!stdout.contains('\u{1b}'), "{stdout:?}");
+}
+
+/// On a terminal the same log lines are coloured: `script` runs the binary with its
+/// output on a pseudo-terminal of its own.
+#[tokio::test]
+async fn logs_on_a_terminal_are_coloured() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("t.db").display());
+    let binary = env!("CARGO_BIN_EXE_tidemark");
+    let output =
+        run_on_terminal(&format!("{binary} migrate"), &[("DATABASE_URL", &database)]).await;
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("migrations applied"), "{text}");
+    assert!(
+        text.contains("\u{1b}["),
+        "no colour codes on a terminal: {text:?}"
+    );
+}
+
+/// Runs the shell command `command` with `env` on a pseudo-terminal (util-linux
+/// `script`), to its end; its output is what the terminal showed.
+async fn run_on_terminal(command: &str, env: &[(&str, &str)]) -> Output {
+    let mut script = Command::new("script");
+    script
+        .args(["--quiet", "--return", "--command", command, "/dev/null"])
+        .env("RUST_BACKTRACE", "1")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null());
+    tokio::task::spawn_blocking(move || script.output().expect("util-linux `script` runs"))
+        .await
+        .unwrap()
 }
 
 #[tokio::test]

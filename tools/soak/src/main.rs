@@ -12,7 +12,9 @@
 //!
 //! The chaos run (issue 14): `--kill-every 3-6` SIGKILLs a gateway at random every 3 to 6
 //! seconds for the whole run (restarting it at once) and times, for each job the killed
-//! gateway was running, how long until another worker took it over; `--instances 2` runs
+//! gateway was running, how long until another worker took it over and where the time
+//! went (until the dead lease was ended, then until a claim, by which gateway, with how
+//! many of the survivors' workers busy); `--instances 2` runs
 //! two gateways on one PostgreSQL database; `--stop-seconds 40` ends with one gateway
 //! SIGSTOPped while it runs a job (its job must wait for the lease, and it must write
 //! nothing when it wakes; on SQLite, a second gateway must be refused meanwhile). It also
@@ -282,6 +284,54 @@ impl Db {
         })
     }
 
+    /// Seconds since the Unix epoch of the timestamp column `column`, in SQL.
+    fn epoch(&self, column: &str) -> String {
+        match self {
+            Db::Sqlite(_) => format!("((julianday({column}) - 2440587.5) * 86400.0)"),
+            Db::Postgres(_) => format!("EXTRACT(EPOCH FROM {column})::float8"),
+        }
+    }
+
+    /// A job's lease: attempts, status, when the lease ends (seconds since the epoch, as
+    /// the gateway's clock wrote it) and the PID of the instance it names.
+    async fn lease(&self, id: &str) -> anyhow::Result<Option<Lease>> {
+        let sql = format!(
+            "SELECT j.attempts, j.status, {}, i.pid FROM jobs j \
+             LEFT JOIN instances i ON i.id = j.lease_instance WHERE j.id = $1",
+            self.epoch("j.lease_expires_at")
+        );
+        let sql = sqlx::AssertSqlSafe(sql);
+        Ok(match self {
+            Db::Sqlite(pool) => sqlx::query_as(sql).bind(id).fetch_optional(pool).await?,
+            Db::Postgres(pool) => sqlx::query_as(sql).bind(id).fetch_optional(pool).await?,
+        })
+    }
+
+    /// Jobs first started (claimed fresh from the queue) between two moments (seconds
+    /// since the epoch).
+    async fn started_between(&self, from: f64, to: f64) -> anyhow::Result<i64> {
+        let started = self.epoch("started_at");
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM jobs WHERE {started} > $1 AND {started} < $2"
+        ));
+        Ok(match self {
+            Db::Sqlite(pool) => {
+                sqlx::query_scalar(sql)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_one(pool)
+                    .await?
+            }
+            Db::Postgres(pool) => {
+                sqlx::query_scalar(sql)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_one(pool)
+                    .await?
+            }
+        })
+    }
+
     /// The newest instance id of `pid`.
     async fn instance_of(&self, pid: u32) -> anyhow::Result<Option<i32>> {
         let sql = "SELECT MAX(id) FROM instances WHERE pid = $1";
@@ -317,11 +367,40 @@ impl Db {
     }
 }
 
+/// A job's lease as the database holds it: attempts, status, when the lease ends (seconds
+/// since the Unix epoch, by the clock of the gateway that wrote it) and the PID of the
+/// instance it names.
+type Lease = (i32, String, Option<f64>, Option<i32>);
+
+/// Now, in seconds since the Unix epoch (the clock the gateways write leases by).
+fn epoch_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// How one job of a killed gateway was taken over.
+struct Takeover {
+    /// From the SIGKILL to another worker's claim (as the 10 ms polls saw it).
+    after: Duration,
+    /// From the SIGKILL to the moment the dead instance's lease was ended (the sweep's
+    /// time, as written into the lease), when a poll saw it ended before the claim.
+    ended: Option<Duration>,
+    /// Whether a gateway that was up at the kill claimed it (else the restarted one).
+    by_survivor: bool,
+    /// Jobs claimed fresh from the queue between the lease's end and this claim.
+    fresh_ahead: i64,
+    /// Running jobs of the gateways that were up at the kill, when a poll saw the lease
+    /// ended.
+    survivors_busy: Option<usize>,
+}
+
 /// What the kills showed.
 #[derive(Default)]
 struct Takeovers {
-    /// From the SIGKILL to another worker's claim, per job the killed gateway ran.
-    times: Vec<Duration>,
+    /// Per job the killed gateway ran, how it was taken over.
+    taken: Vec<Takeover>,
     /// Jobs not taken over within a minute.
     missed: u32,
     /// From the SIGKILL to the killed instance's liveness lock being gone (PostgreSQL).
@@ -339,36 +418,93 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
     sorted[rank - 1]
 }
 
-/// Waits (a minute at most) until each of `jobs` (`(id, attempts)` when the kill landed)
-/// has been claimed again; records how long after `killed` each was.
-async fn time_takeovers(
+/// `p50 / p99 / max` of `times`, in milliseconds.
+fn spread(mut times: Vec<Duration>) -> String {
+    times.sort_unstable();
+    let ms = |d: Duration| d.as_millis();
+    format!(
+        "{} / {} / {} ms",
+        ms(quantile(&times, 0.5)),
+        ms(quantile(&times, 0.99)),
+        ms(times.last().copied().unwrap_or_default())
+    )
+}
+
+/// The job that the gateway with PID `victim` ran (`id` under attempt `before`) when it
+/// was SIGKILLed at `killed` (`killed_at` since the epoch): waits (a minute at most) until
+/// another worker has claimed it, and records how long that took and where the time
+/// went. `survivors` are the PIDs of the gateways that were up.
+#[allow(clippy::too_many_arguments)]
+async fn time_takeover(
     db: Db,
-    jobs: Vec<(String, i32)>,
-    killed: Instant,
+    (id, before): (String, i32),
+    victim: u32,
+    survivors: Vec<u32>,
+    (killed, killed_at): (Instant, f64),
+    lease_seconds: u32,
     takeovers: Arc<Mutex<Takeovers>>,
 ) {
-    for (id, before) in jobs {
-        let mut taken = None;
-        while killed.elapsed() < Duration::from_secs(60) {
-            match db.job(&id).await {
-                Ok(Some((attempts, _))) if attempts > before => {
-                    taken = Some(killed.elapsed());
-                    break;
-                }
-                // Finished before the kill landed, or its source is gone: no takeover.
-                Ok(Some((_, status))) if status != "running" => break,
-                Ok(None) => break,
-                _ => {}
+    let (mut ended_at, mut survivors_busy) = (None, None);
+    let mut taken = None;
+    while killed.elapsed() < Duration::from_secs(60) {
+        match db.lease(&id).await {
+            Ok(Some((attempts, _, lease, pid))) if attempts > before => {
+                let by_survivor = pid
+                    .and_then(|p| u32::try_from(p).ok())
+                    .is_some_and(|p| survivors.contains(&p));
+                // The claim wrote its lease as its clock plus the lease.
+                let claimed_at = lease.map(|l| l - f64::from(lease_seconds));
+                taken = Some((killed.elapsed(), by_survivor, claimed_at));
+                break;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            // Finished before the kill landed, or its source is gone: no takeover.
+            Ok(Some((_, status, _, _))) if status != "running" => return,
+            Ok(None) => return,
+            Ok(Some((_, _, Some(lease), pid)))
+                if ended_at.is_none()
+                    && pid.and_then(|p| u32::try_from(p).ok()) == Some(victim)
+                    && lease <= epoch_now() =>
+            {
+                ended_at = Some(lease);
+                survivors_busy = db.running().await.ok().map(|running| {
+                    running
+                        .iter()
+                        .filter(|(_, _, p)| u32::try_from(*p).is_ok_and(|p| survivors.contains(&p)))
+                        .count()
+                });
+            }
+            _ => {}
         }
-        let mut takeovers = takeovers.lock().await;
-        match taken {
-            Some(after) => takeovers.times.push(after),
-            None if killed.elapsed() >= Duration::from_secs(60) => takeovers.missed += 1,
-            None => {}
-        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let Some((after, by_survivor, claimed_at)) = taken else {
+        takeovers.lock().await.missed += 1;
+        return;
+    };
+    let fresh_ahead = match (ended_at, claimed_at) {
+        (Some(from), Some(to)) => db.started_between(from, to).await.unwrap_or_default(),
+        _ => 0,
+    };
+    let ended = ended_at.map(|at| Duration::from_secs_f64((at - killed_at).max(0.0)));
+    eprintln!(
+        "takeover of {id}: claimed {} ms after the kill by {}; lease ended after {}; \
+         the survivors ran {} jobs then; {fresh_ahead} fresh jobs claimed meanwhile",
+        after.as_millis(),
+        if by_survivor {
+            "a survivor"
+        } else {
+            "the restarted gateway"
+        },
+        ended.map_or("(not seen)".to_owned(), |e| format!("{} ms", e.as_millis())),
+        survivors_busy.map_or("?".to_owned(), |n| n.to_string()),
+    );
+    takeovers.lock().await.taken.push(Takeover {
+        after,
+        ended,
+        by_survivor,
+        fresh_ahead,
+        survivors_busy,
+    });
 }
 
 /// SIGKILLs a gateway (at random among `gateways`) every `every` seconds until
@@ -405,8 +541,14 @@ async fn kill_at_random(
             .map(|(id, attempts, _)| (id, attempts))
             .collect();
         let instance = db.instance_of(pid).await?;
+        let survivors: Vec<u32> = gateways
+            .iter()
+            .map(|g| g.child.id())
+            .filter(|p| *p != pid)
+            .collect();
         gateways[victim].child.kill()?;
         let killed = Instant::now();
+        let killed_at = epoch_now();
         gateways[victim].child.wait()?;
         if let (Db::Postgres(_), Some(instance)) = (db, instance) {
             let (db, takeovers) = (db.clone(), takeovers.clone());
@@ -422,10 +564,13 @@ async fn kill_at_random(
         }
         counters.restarts.fetch_add(1, Ordering::Relaxed);
         for job in running {
-            timers.spawn(time_takeovers(
+            timers.spawn(time_takeover(
                 db.clone(),
-                vec![job],
-                killed,
+                job,
+                pid,
+                survivors.clone(),
+                (killed, killed_at),
+                args.lease_seconds,
                 takeovers.clone(),
             ));
         }
@@ -972,38 +1117,48 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
             sorted.first().copied().unwrap_or_default(),
             sorted.get(sorted.len() / 2).copied().unwrap_or_default()
         );
-        let mut times = takeovers.times.clone();
-        times.sort_unstable();
-        let ms = |d: Duration| d.as_millis();
+        let taken = &takeovers.taken;
         println!(
-            "| kill to takeover, {} jobs: p50 / p99 / max | {} / {} / {} ms |",
-            times.len(),
-            ms(quantile(&times, 0.5)),
-            ms(quantile(&times, 0.99)),
-            ms(times.last().copied().unwrap_or_default())
+            "| kill to takeover, {} jobs: p50 / p99 / max | {} |",
+            taken.len(),
+            spread(taken.iter().map(|t| t.after).collect())
+        );
+        println!(
+            "| kill to the dead instance's lease ended, {} seen: p50 / p99 / max | {} |",
+            taken.iter().filter(|t| t.ended.is_some()).count(),
+            spread(taken.iter().filter_map(|t| t.ended).collect())
+        );
+        println!(
+            "| claimed by a gateway that was up / by the restarted one | {} / {} |",
+            taken.iter().filter(|t| t.by_survivor).count(),
+            taken.iter().filter(|t| !t.by_survivor).count()
+        );
+        let slow: Vec<&Takeover> = taken
+            .iter()
+            .filter(|t| t.after > Duration::from_secs(1))
+            .collect();
+        println!(
+            "| takeovers over 1 s / of them claimed after fresh jobs / survivors' running jobs at the lease's end (where seen) | {} / {} / {:?} |",
+            slow.len(),
+            slow.iter().filter(|t| t.fresh_ahead > 0).count(),
+            slow.iter()
+                .filter_map(|t| t.survivors_busy)
+                .collect::<Vec<_>>()
         );
         println!("| jobs not taken over within 60 s | {} |", takeovers.missed);
         if !takeovers.unlocked.is_empty() {
-            let mut unlocked = takeovers.unlocked.clone();
-            unlocked.sort_unstable();
             println!(
-                "| kill to the liveness lock gone, {} kills: p50 / p99 / max | {} / {} / {} ms |",
-                unlocked.len(),
-                ms(quantile(&unlocked, 0.5)),
-                ms(quantile(&unlocked, 0.99)),
-                ms(unlocked.last().copied().unwrap_or_default())
+                "| kill to the liveness lock gone, {} kills: p50 / p99 / max | {} |",
+                takeovers.unlocked.len(),
+                spread(takeovers.unlocked.clone())
             );
         }
-        eprintln!(
-            "takeovers (ms): {:?}",
-            times.iter().map(|t| t.as_millis()).collect::<Vec<_>>()
-        );
-        let mut restarts = takeovers.restarts.clone();
-        restarts.sort_unstable();
+        let mut times: Vec<u128> = taken.iter().map(|t| t.after.as_millis()).collect();
+        times.sort_unstable();
+        eprintln!("takeovers (ms): {times:?}");
         println!(
-            "| restart, spawn to `/healthz`: p50 / max | {} / {} ms |",
-            ms(quantile(&restarts, 0.5)),
-            ms(restarts.last().copied().unwrap_or_default())
+            "| restart, spawn to `/healthz`: p50 / p99 / max | {} |",
+            spread(takeovers.restarts.clone())
         );
     }
     if let Some(stopped) = &stopped {
