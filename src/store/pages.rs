@@ -126,6 +126,9 @@ where
         if mode == text_of(&JobMode::Reconcile) && page.target_stream_id == page.cursor_stream_id {
             Self::record_seen(&mut *tx, &job_id, page.records).await?;
         }
+        if let Some(child) = &page.child {
+            Self::write_child(&mut *tx, page.target_stream_id, child, page.records).await?;
+        }
         let mut existing = HashMap::with_capacity(page.records.len());
         if !page.records.is_empty() {
             let rows: Vec<(String, Option<Vec<u8>>, i64)> = sqlx::query_as(B::EXISTING_SQL)
@@ -158,6 +161,7 @@ where
             self.backend
                 .announce(&mut *tx, page.target_stream_id, last)
                 .await?;
+            Self::queue_children(&mut *tx, page.target_stream_id, last - n + 1, last, now).await?;
             last_seq = Some(last);
         }
         let cursor = match page.cursor {

@@ -3,6 +3,7 @@
 //! page loop, and the job history is purged. Data flows one way: job queue → worker →
 //! upstream client → strategy → store, one transaction per page.
 
+mod children;
 mod history;
 mod run;
 mod scheduler;
