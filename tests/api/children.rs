@@ -10,8 +10,10 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use crate::crash::Process;
 use crate::support::{
-    Sandbox, TestApp, assert_problem, eventually, ready_if, sandbox, spawn, spawn_syncing,
+    Sandbox, TestApp, assert_problem, database_url, eventually, ready_if, sandbox, spawn,
+    spawn_syncing,
 };
 
 const SOURCE: &str = "shopify_orders";
@@ -349,4 +351,130 @@ async fn bad_child_specs_are_refused_with_a_pointer() {
         assert_problem(app.post("/v1/sources", &unnamed).await, 422, "invalid-spec").await;
     assert_eq!(pointer(&problem), "/streams/1/request/path", "{problem:#}");
     app.stop().await;
+}
+
+/// The child's mirror as a process serves it: key → record.
+async fn process_children(process: &Process) -> BTreeMap<String, Value> {
+    let mut mirror = BTreeMap::new();
+    let mut after = String::new();
+    for _ in 0..100 {
+        let page = process
+            .get(&format!(
+                "/v1/sources/{SOURCE}/streams/transactions/records?limit=1000&after={after}"
+            ))
+            .await;
+        for entry in page["results"].as_array().unwrap() {
+            mirror.insert(
+                entry["key"].as_str().unwrap().to_owned(),
+                entry["record"].clone(),
+            );
+        }
+        match page["next"].as_str() {
+            Some(next) => after = next.to_owned(),
+            None => return mirror,
+        }
+    }
+    panic!("the child mirror did not end");
+}
+
+async fn truth_values(upstream: &Sandbox) -> BTreeMap<String, Value> {
+    let (_, transactions) = truth(upstream).await;
+    transactions
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::from_str(&v).unwrap()))
+        .collect()
+}
+
+/// The newest job of `stream` on `process`.
+async fn newest_job(process: &Process, stream: &str) -> Value {
+    process
+        .get(&format!("/v1/jobs?stream={stream}&limit=1"))
+        .await["results"][0]
+        .clone()
+}
+
+#[tokio::test]
+async fn a_crash_after_a_parent_commit_or_mid_child_run_loses_no_child() {
+    let upstream = sandbox(17, 80).await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = database_url(&dir).await;
+    let mut spec = source(&upstream, 20, None);
+    // About 25 requests a second: the children of 80 orders take three seconds.
+    spec["rate_limit"] = json!({"min_interval_ms": 40});
+
+    // 1. Killed as soon as the parent's job has committed, before its children are read.
+    let first = Process::start(&database).await;
+    first.post("/v1/sources", spec).await;
+    first
+        .post(
+            &format!("/v1/sources/{SOURCE}/streams/orders/sync"),
+            json!({"mode": "incremental"}),
+        )
+        .await;
+    eventually(Duration::from_secs(20), "the orders job to end", || async {
+        let job = newest_job(&first, "orders").await;
+        assert_ne!(job["status"], "failed", "{job:#}");
+        ready_if(job["status"] == "succeeded", job)
+    })
+    .await;
+    let before = process_children(&first).await.len();
+    first.kill();
+    let truth = truth_values(&upstream).await;
+    assert!(
+        before < truth.len() / 2,
+        "{before} of {} children were read already",
+        truth.len()
+    );
+
+    // 2. Restarted: the queue the parent's commit wrote drives the children (no parent
+    // job runs again). Churn, a parent job, and a kill in the middle of the child's run.
+    let second = Process::start(&database).await;
+    for (path, count) in [
+        ("transactions/update", 10),
+        ("transactions/delete", 5),
+        ("transactions/create", 10),
+        ("delete", 3),
+    ] {
+        upstream
+            .control(&format!("{SOURCE}/{path}"), json!({"count": count}))
+            .await;
+    }
+    second
+        .post(
+            &format!("/v1/sources/{SOURCE}/streams/orders/sync"),
+            json!({"mode": "reconcile"}),
+        )
+        .await;
+    eventually(Duration::from_secs(30), "a child run under way", || async {
+        let job = newest_job(&second, "transactions").await;
+        let mid = job["status"] == "running"
+            && job["stats"]["pages"].as_u64().unwrap_or(0) >= 3
+            && newest_job(&second, "orders").await["status"] == "succeeded";
+        ready_if(mid, job)
+    })
+    .await;
+    second.kill();
+
+    // 3. Restarted again: the child job is taken over and its mirror ends exact.
+    let third = Process::start(&database).await;
+    let truth = truth_values(&upstream).await;
+    eventually(
+        Duration::from_secs(30),
+        "the children to converge",
+        || async {
+            let mirror = process_children(&third).await;
+            ready_if(
+                mirror == truth,
+                format!("{} of {} children", mirror.len(), truth.len()),
+            )
+        },
+    )
+    .await;
+    let jobs = third.get("/v1/jobs?stream=orders").await;
+    assert_eq!(
+        jobs["results"].as_array().unwrap().len(),
+        2,
+        "no parent job ran again"
+    );
+    third.kill();
 }
