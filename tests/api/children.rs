@@ -478,3 +478,51 @@ async fn a_crash_after_a_parent_commit_or_mid_child_run_loses_no_child() {
     );
     third.kill();
 }
+
+#[tokio::test]
+async fn a_parent_gone_upstream_has_its_children_tombstoned_and_the_job_goes_on() {
+    let upstream = sandbox(18, 15).await;
+    let app = spawn_syncing().await;
+    let response = app.post("/v1/sources", &source(&upstream, 50, None)).await;
+    assert_eq!(response.status(), 201);
+    app.sync_ok(SOURCE, "orders", "incremental").await;
+    children_converge(&app, &upstream, "the first children").await;
+    // Hard deletes the parent stream has not seen: its mirror still has the orders, and
+    // the child's listing of each answers 404.
+    let deleted = upstream
+        .control(&format!("{SOURCE}/delete"), json!({"count": 3}))
+        .await;
+    let deleted: Vec<String> = deleted["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap().to_owned())
+        .collect();
+    let of_deleted = |mirror: &BTreeMap<String, String>| {
+        mirror
+            .keys()
+            .filter(|k| deleted.contains(&k.split('/').next().unwrap().to_owned()))
+            .count()
+    };
+    let before = app.mirror(SOURCE, "transactions").await;
+    assert!(
+        of_deleted(&before) > 0,
+        "the deleted orders had transactions"
+    );
+    let full = app.sync_ok(SOURCE, "transactions", "full").await;
+    let (_, transactions) = truth(&upstream).await;
+    let mirror = app.mirror(SOURCE, "transactions").await;
+    assert!(mirror == transactions, "{full:#}");
+    assert_eq!(of_deleted(&mirror), 0);
+    assert_eq!(
+        full["stats"]["deleted"],
+        of_deleted(&before) as u64,
+        "{full:#}"
+    );
+    let orders = app.mirror(SOURCE, "orders").await;
+    assert!(
+        deleted.iter().all(|id| orders.contains_key(id)),
+        "the parents stay"
+    );
+    app.stop().await;
+}
