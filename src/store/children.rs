@@ -112,7 +112,19 @@ where
                 .bind(now)
                 .execute(&mut *conn)
                 .await?;
-            Self::insert_child_job(&mut *conn, child, now).await?;
+            // Looked for first, without a lock: an insert meeting the child's running job
+            // would wait for that job's page transaction, which waits for this one's feed
+            // head. A job that ends meanwhile leaves the rows to the scheduler.
+            let active: Option<i64> = sqlx::query_scalar(
+                "SELECT stream_id FROM jobs WHERE stream_id = $1 \
+                 AND status IN ('queued', 'running')",
+            )
+            .bind(child)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if active.is_none() {
+                Self::insert_child_job(&mut *conn, child, now).await?;
+            }
         }
         Ok(())
     }
@@ -196,7 +208,7 @@ where
         Ok(
             sqlx::query_scalar::<_, Option<i64>>("SELECT parent_id FROM streams WHERE id = $1")
                 .bind(stream_id)
-                .fetch_optional(&self.write)
+                .fetch_optional(&self.read)
                 .await?
                 .flatten(),
         )
@@ -216,7 +228,7 @@ where
         .bind(stream_id)
         .bind(after_seq)
         .bind(i64::from(limit))
-        .fetch_all(&self.write)
+        .fetch_all(&self.read)
         .await?;
         Ok(rows
             .into_iter()
@@ -239,7 +251,7 @@ where
         )
         .bind(stream_id)
         .bind(key)
-        .fetch_optional(&self.write)
+        .fetch_optional(&self.read)
         .await?
         .flatten())
     }
@@ -273,7 +285,7 @@ where
         )
         .bind(stream_id)
         .bind(parent_key)
-        .fetch_all(&self.write)
+        .fetch_all(&self.read)
         .await?)
     }
 

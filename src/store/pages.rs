@@ -126,9 +126,6 @@ where
         if mode == text_of(&JobMode::Reconcile) && page.target_stream_id == page.cursor_stream_id {
             Self::record_seen(&mut *tx, &job_id, page.records).await?;
         }
-        if let Some(child) = &page.child {
-            Self::write_child(&mut *tx, page.target_stream_id, child, page.records).await?;
-        }
         let mut existing = HashMap::with_capacity(page.records.len());
         if !page.records.is_empty() {
             let rows: Vec<(String, Option<Vec<u8>>, i64)> = sqlx::query_as(B::EXISTING_SQL)
@@ -163,6 +160,11 @@ where
                 .await?;
             Self::queue_children(&mut *tx, page.target_stream_id, last - n + 1, last, now).await?;
             last_seq = Some(last);
+        }
+        // After the feed head, which a parent's page takes before the queue row this
+        // may delete: both lock in the same order.
+        if let Some(child) = &page.child {
+            Self::write_child(&mut *tx, page.target_stream_id, child, page.records).await?;
         }
         let cursor = match page.cursor {
             CursorWrite::Keep => None,
