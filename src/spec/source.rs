@@ -785,7 +785,7 @@ impl utoipa::ToSchema for Schedule {
 mod tests {
     use serde_json::json;
 
-    use super::Schedule;
+    use super::{Schedule, Streams};
     use crate::spec::de::{ParseError, parse};
 
     fn schedule(value: serde_json::Value) -> Result<Schedule, ParseError> {
@@ -826,6 +826,62 @@ mod tests {
         refused(
             json!({"every_seconds": 1, "reconcile": {"every_seconds": 1, "reconcile": {}}}),
             "/reconcile/reconcile",
+        );
+    }
+
+    #[test]
+    fn parents_are_other_streams_of_the_source_without_a_cycle() {
+        let stream = |name: &str, parent: Option<&str>| {
+            let mut stream = json!({
+                "name": name,
+                "request": {"path": "/things"},
+                "records": {"key": "/id"},
+                "pagination": {"type": "none"},
+            });
+            if let Some(parent) = parent {
+                stream["parent"] = json!({"stream": parent});
+                stream["request"]["path"] = json!("/things/{{parent./id}}");
+            }
+            stream
+        };
+        let refused = |streams: serde_json::Value, pointer: &str, says: &str| match parse::<Streams>(
+            streams.to_string().as_bytes(),
+        ) {
+            Err(ParseError::Invalid {
+                pointer: at,
+                message,
+            }) => {
+                assert_eq!(at, pointer, "{message}");
+                assert!(message.contains(says), "{message}");
+            }
+            other => panic!("{other:?}"),
+        };
+        let fine = json!([
+            stream("a", None),
+            stream("b", Some("a")),
+            stream("c", Some("b"))
+        ]);
+        assert!(parse::<Streams>(fine.to_string().as_bytes()).is_ok());
+        refused(
+            json!([stream("a", Some("a"))]),
+            "/0/parent/stream",
+            "its own parent",
+        );
+        refused(
+            json!([
+                stream("a", Some("c")),
+                stream("b", Some("a")),
+                stream("c", Some("b"))
+            ]),
+            "/0/parent/stream",
+            "a → c → b → a",
+        );
+        let mut deletions = stream("gone", None);
+        deletions["deletes"] = json!("a");
+        refused(
+            json!([stream("a", None), deletions, stream("b", Some("gone"))]),
+            "/2/parent/stream",
+            "deletions stream",
         );
     }
 }
