@@ -89,9 +89,9 @@ where
         Ok(())
     }
 
-    /// In a page transaction of stream `stream_id` whose changes took the feed positions
-    /// `first..=last`: queues the changed keys for each child stream of it, and a child
-    /// job where the child has none queued or running.
+    /// In a page transaction of stream `stream_id` (one with child streams) whose changes
+    /// took the feed positions `first..=last`: queues the changed keys for each child
+    /// stream of it, and a child job where the child has none queued or running.
     pub(super) async fn queue_children(
         conn: &mut Conn<B>,
         stream_id: i64,
