@@ -17,7 +17,7 @@
 //! | [`paginate`] | pure pagination state machines, since formats, record extraction: no network, no database | a new pagination option |
 //! | [`upstream`] | the HTTP client: auth, pacing, retry, SSRF guard, upstream errors | a new auth kind or retry rule |
 //! | [`feed`] | feed tokens, reads, long-poll waiting, SSE, named consumers, background tasks | a new feed behaviour |
-//! | [`sync`] | scheduler, workers (claim, lease, heartbeat), the page loop, the job history's retention | how jobs run |
+//! | [`sync`] | scheduler, workers (claim, lease, heartbeat), the page loop, child streams' runs, the job history's retention | how jobs run |
 //! | [`config`] | settings from the environment and flags | a new setting |
 //! | [`api`] | HTTP only: routes, extractors, auth, handlers, `ApiError`, the OpenAPI document | a new route |
 //!

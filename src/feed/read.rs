@@ -110,6 +110,7 @@ fn change(stored: StoredChange) -> Result<Change, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("stored record {}: {e}", stored.key)))?;
     Ok(Change {
         stream: stored.stream.to_string(),
+        parent: stored.parent,
         key: stored.key,
         op: if record.is_some() {
             Op::Upsert

@@ -2,6 +2,8 @@
 //! and body, whose placeholders get the values the strategy has for this request) with
 //! the strategy's own parameters added, as the upstream client sends it.
 
+use std::sync::Arc;
+
 use url::Url;
 
 use super::strategy::Ask;
@@ -56,6 +58,8 @@ pub struct RequestTemplate {
     query: Vec<(String, String)>,
     headers: Vec<(String, String)>,
     body: Option<serde_json::Value>,
+    /// A child stream's parent record, for `{{parent.<pointer>}}`.
+    parent: Option<Arc<serde_json::Value>>,
 }
 
 impl RequestTemplate {
@@ -85,12 +89,29 @@ impl RequestTemplate {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             body: request.body.clone(),
+            parent: None,
         })
+    }
+
+    /// This template for the listing of one parent record of a child stream.
+    pub fn for_parent(&self, parent: serde_json::Value) -> Self {
+        RequestTemplate {
+            method: self.method,
+            base: self.base.clone(),
+            path: self.path.clone(),
+            query: self.query.clone(),
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+            parent: Some(Arc::new(parent)),
+        }
     }
 
     /// The request for `ask`, and the URL it reads (relative next links resolve against
     /// it). A query parameter or header whose placeholder has no value is left out.
-    pub fn request(&self, ask: Ask) -> (Request, Url) {
+    pub fn request(&self, mut ask: Ask) -> (Request, Url) {
+        if self.parent.is_some() {
+            ask.values.parent = self.parent.clone();
+        }
         let values = &ask.values;
         let (target, url) = match ask.url {
             Some(url) => (Target::Url(url.clone()), url),

@@ -6,6 +6,8 @@
 //! out. Values are put in as they are: a value that itself looks like a placeholder is
 //! never expanded again.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use crate::spec::source::RequestSpec;
@@ -20,6 +22,9 @@ pub struct Values {
     pub limit: Option<u32>,
     pub offset: Option<u64>,
     pub page: Option<u64>,
+    /// The parent record of a child stream's request, whose members its
+    /// `{{parent.<pointer>}}` placeholders name.
+    pub parent: Option<Arc<Value>>,
 }
 
 impl Values {
@@ -32,8 +37,13 @@ impl Values {
             Placeholder::Limit => self.limit.map(Value::from),
             Placeholder::Offset => self.offset.map(Value::from),
             Placeholder::Page => self.page.map(Value::from),
-            // Child streams fill these; a stream without `parent` cannot have one.
-            Placeholder::Parent(_) => None,
+            // A member the parent record lacks has no value, as `null` has none.
+            Placeholder::Parent(pointer) => self
+                .parent
+                .as_ref()?
+                .pointer(pointer.as_str())
+                .filter(|value| !value.is_null())
+                .cloned(),
         }
     }
 
@@ -151,7 +161,31 @@ mod tests {
             limit: Some(50),
             offset: None,
             page: Some(3),
+            parent: Some(Arc::new(
+                serde_json::from_str(
+                    r#"{"id": 1160406004324630614, "name": "a/b c", "none": null}"#,
+                )
+                .unwrap(),
+            )),
         }
+    }
+
+    #[test]
+    fn parent_members_fill_their_placeholders() {
+        let parent = |p: &str| Placeholder::Parent(p.to_owned().try_into().unwrap());
+        let v = values();
+        assert_eq!(
+            v.text(&parent("/id")).as_deref(),
+            Some("1160406004324630614")
+        );
+        assert_eq!(v.text(&parent("/none")), None);
+        assert_eq!(v.text(&parent("/missing")), None);
+        assert_eq!(
+            path("/orders/{{parent./id}}/lines/{{parent./name}}", &v),
+            "/orders/1160406004324630614/lines/a%2Fb%20c"
+        );
+        let filled = body(&serde_json::json!({"order": "{{parent./id}}"}), &v);
+        assert_eq!(filled["order"].to_string(), "1160406004324630614");
     }
 
     #[test]

@@ -53,6 +53,11 @@ pub struct Change {
     /// The record's stream, as `source/stream`.
     #[schema(example = "shop/products")]
     pub stream: String,
+    /// For a record of a child stream, its parent record's key in the parent stream (the
+    /// record's `key` is this key, `/` and the child's own key); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "1042")]
+    pub parent: Option<String>,
     /// The record's key within its stream.
     #[schema(example = "1042")]
     pub key: String,

@@ -40,6 +40,9 @@ pub enum Trigger {
     Api,
     Schedule,
     Webhook,
+    /// The parent stream committed changes that the child stream has to read
+    /// (docs/design.md §3, "Child stream").
+    Parent,
     /// Kept for the jobs of earlier versions, in which a stale upstream token failed the
     /// job and queued a full one with this trigger. A job now resyncs itself (`resynced`).
     Resync,

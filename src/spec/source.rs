@@ -160,8 +160,8 @@ impl Default for Retry {
     }
 }
 
-/// The streams of a source: unique names, and every `deletes` naming another stream of
-/// the same source.
+/// The streams of a source: unique names, every `deletes` naming another stream of the
+/// same source, and every `parent` naming another stream of it without a cycle.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(transparent)]
 pub struct Streams(Vec<StreamSpec>);
@@ -214,11 +214,87 @@ impl<'de> Deserialize<'de> for Streams {
                         format!("`{target}` is itself a deletions stream"),
                     ));
                 }
+                Some(t) if t.parent.is_some() => {
+                    return Err(error_at(
+                        &at,
+                        format!(
+                            "`{target}` is a child stream: its keys are its parent's joined with its own, which a deletions stream cannot name"
+                        ),
+                    ));
+                }
                 Some(_) => {}
             }
         }
+        check_parents(&streams)?;
         Ok(Streams(streams))
     }
+}
+
+/// Refuses a `parent` that is no other stream of the source, a deletions stream, or a
+/// chain of parents that comes back to the stream (a cycle).
+fn check_parents<E: serde::de::Error>(streams: &[StreamSpec]) -> Result<(), E> {
+    let find = |name: &StreamName| streams.iter().find(|s| &s.name == name);
+    for (i, stream) in streams.iter().enumerate() {
+        let Some(parent) = &stream.parent else {
+            continue;
+        };
+        let at = format!("/{i}/parent/stream");
+        let target = &parent.stream;
+        match find(target) {
+            None => {
+                return Err(error_at(
+                    &at,
+                    format!("`{target}` is not a stream of this source"),
+                ));
+            }
+            Some(t) if t.name == stream.name => {
+                return Err(error_at(&at, "a stream cannot be its own parent"));
+            }
+            Some(t) if t.deletes.is_some() => {
+                return Err(error_at(
+                    &at,
+                    format!(
+                        "`{target}` is a deletions stream: its records are tombstones of another stream, not parents"
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+        if stream.deletes.is_some() {
+            return Err(error_at(
+                &format!("/{i}/deletes"),
+                "a child stream cannot also be a deletions stream",
+            ));
+        }
+        // Walk up the chain: at most one step per stream, or it is a cycle.
+        let mut chain = vec![stream.name.to_string()];
+        let mut up = find(target);
+        while let Some(ancestor) = up {
+            chain.push(ancestor.name.to_string());
+            if ancestor.name == stream.name {
+                return Err(error_at(
+                    &at,
+                    format!("the parents form a cycle: {}", chain.join(" → ")),
+                ));
+            }
+            if chain.len() > streams.len() + 1 {
+                break;
+            }
+            up = ancestor.parent.as_ref().and_then(|p| find(&p.stream));
+        }
+    }
+    Ok(())
+}
+
+/// Makes a stream a child stream: it reads one listing per record of the parent stream,
+/// whose members its request template names as `{{parent.<JSON pointer>}}`
+/// (docs/design.md §3, "Child stream").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ParentSpec {
+    /// Another stream of the same source.
+    #[schema(value_type = String, example = "orders")]
+    pub stream: StreamName,
 }
 
 /// One endpoint of a source that yields records.
@@ -231,6 +307,10 @@ pub struct StreamSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub deletes: Option<StreamName>,
+    /// Makes this a child stream: one listing per record of the parent stream, driven by
+    /// the parent's committed changes. Its keys are `<parent key>/<own key>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentSpec>,
     pub request: RequestSpec,
     pub records: RecordsSpec,
     pub pagination: Pagination,
@@ -245,6 +325,8 @@ struct StreamFields {
     name: StreamName,
     #[serde(default)]
     deletes: Option<StreamName>,
+    #[serde(default)]
+    parent: Option<ParentSpec>,
     request: RequestSpec,
     records: RecordsSpec,
     pagination: Pagination,
@@ -291,11 +373,12 @@ impl<'de> Deserialize<'de> for StreamSpec {
             error_at(&format!("/request/headers/{}", escape_token(&name)), why)
         })?;
         check_updated_at(&mut s)?;
-        check_templates(&s.request, &s.pagination)?;
+        check_templates(&s.request, &s.pagination, s.parent.is_some())?;
         settle_since_param(&s.request, &mut s.pagination)?;
         Ok(StreamSpec {
             name: s.name,
             deletes: s.deletes,
+            parent: s.parent,
             request: s.request,
             records: s.records,
             pagination: s.pagination,
@@ -358,12 +441,31 @@ fn template_strings<'a>(
     strings
 }
 
-/// Refuses a template naming a placeholder the stream's strategy never has a value for.
+/// Refuses a template naming a placeholder the stream's strategy never has a value for,
+/// and a child stream whose request names no member of its parent (each parent would
+/// read the same listing).
 fn check_templates<E: serde::de::Error>(
     request: &RequestSpec,
     pagination: &Pagination,
+    child: bool,
 ) -> Result<(), E> {
     let has = pagination.placeholders();
+    if child {
+        let names_parent = template_strings(request, pagination)
+            .iter()
+            .any(|(_, text)| {
+                template::pieces(text)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|piece| matches!(piece, Piece::Slot(Placeholder::Parent(_))))
+            });
+        if !names_parent {
+            return Err(error_at(
+                "/request/path",
+                "a child stream's request names its parent, e.g. `/orders/{{parent./id}}/lines`",
+            ));
+        }
+    }
     for (pointer, text) in template_strings(request, pagination) {
         // The two body placeholders of the first version (docs/design.md §4) were valid on
         // every strategy: they stay so, `null` where the strategy has no value.
@@ -380,6 +482,7 @@ fn check_templates<E: serde::de::Error>(
                 continue;
             };
             let why = match &placeholder {
+                Placeholder::Parent(_) if child => continue,
                 Placeholder::Parent(_) => format!(
                     "`{placeholder}` is a member of the parent record: only a child stream (one with `parent`) has one"
                 ),
@@ -728,7 +831,7 @@ impl utoipa::ToSchema for Schedule {
 mod tests {
     use serde_json::json;
 
-    use super::Schedule;
+    use super::{Schedule, Streams};
     use crate::spec::de::{ParseError, parse};
 
     fn schedule(value: serde_json::Value) -> Result<Schedule, ParseError> {
@@ -769,6 +872,62 @@ mod tests {
         refused(
             json!({"every_seconds": 1, "reconcile": {"every_seconds": 1, "reconcile": {}}}),
             "/reconcile/reconcile",
+        );
+    }
+
+    #[test]
+    fn parents_are_other_streams_of_the_source_without_a_cycle() {
+        let stream = |name: &str, parent: Option<&str>| {
+            let mut stream = json!({
+                "name": name,
+                "request": {"path": "/things"},
+                "records": {"key": "/id"},
+                "pagination": {"type": "none"},
+            });
+            if let Some(parent) = parent {
+                stream["parent"] = json!({"stream": parent});
+                stream["request"]["path"] = json!("/things/{{parent./id}}");
+            }
+            stream
+        };
+        let refused = |streams: serde_json::Value, pointer: &str, says: &str| match parse::<Streams>(
+            streams.to_string().as_bytes(),
+        ) {
+            Err(ParseError::Invalid {
+                pointer: at,
+                message,
+            }) => {
+                assert_eq!(at, pointer, "{message}");
+                assert!(message.contains(says), "{message}");
+            }
+            other => panic!("{other:?}"),
+        };
+        let fine = json!([
+            stream("a", None),
+            stream("b", Some("a")),
+            stream("c", Some("b"))
+        ]);
+        assert!(parse::<Streams>(fine.to_string().as_bytes()).is_ok());
+        refused(
+            json!([stream("a", Some("a"))]),
+            "/0/parent/stream",
+            "its own parent",
+        );
+        refused(
+            json!([
+                stream("a", Some("c")),
+                stream("b", Some("a")),
+                stream("c", Some("b"))
+            ]),
+            "/0/parent/stream",
+            "a → c → b → a",
+        );
+        let mut deletions = stream("gone", None);
+        deletions["deletes"] = json!("a");
+        refused(
+            json!([stream("a", None), deletions, stream("b", Some("gone"))]),
+            "/2/parent/stream",
+            "deletions stream",
         );
     }
 }

@@ -22,8 +22,8 @@ use super::notify::Notifier;
 use super::pages::Change;
 use super::{
     Claim, Enqueued, GoneLeases, InstanceId, JobEnd, JobFilter, NewSource, PageCommit, PageOutcome,
-    PageRecord, ResyncCommit, Scheduled, Sealer, Store, StoreError, StoreResult, StoredRecord,
-    StoredSource, StreamState, SweepBatch,
+    PageRecord, QueuedParent, ResyncCommit, Scheduled, Sealer, Store, StoreError, StoreResult,
+    StoredRecord, StoredSource, StreamState, SweepBatch, WaitingChild,
 };
 use crate::spec::job::{JobMode, JobStats, Trigger};
 use crate::spec::{Job, SourceName, StreamName};
@@ -72,11 +72,16 @@ pub trait Backend: Send + Sync + Sized + 'static {
     const EXISTING_SQL: &'static str;
     /// Records the keys in the list `$2` as seen by reconcile job `$1`.
     const INSERT_SEEN_SQL: &'static str;
+    /// Records the keys in the list `$3` as children of parent `$2` in child stream `$1`.
+    const INSERT_CHILD_KEYS_SQL: &'static str;
+    /// Forgets the keys in the list `$3` as children of parent `$2` in child stream `$1`.
+    const DELETE_CHILD_KEYS_SQL: &'static str;
     /// Begins the read-only transaction of one feed snapshot.
     const SNAPSHOT_SQL: &'static str;
     /// Feed rows after `$1`, at most `$2`, of the streams in the list `$3`.
     const CHANGES_IN_SQL: &'static str;
-    /// `id`, source name and stream name of the streams in the list `$1`.
+    /// `id`, source name, stream name and whether it is a child stream (a bool), of the
+    /// streams in the list `$1`.
     const STREAM_NAMES_SQL: &'static str;
 
     /// Opens the pools and applies [`Backend::MIGRATOR`]; the error says plainly what is
@@ -386,6 +391,44 @@ where
     ) -> StoreResult<bool> {
         self.schedule_reconcile(stream_id, previous, now, fell_due)
             .await
+    }
+
+    async fn parent_of(&self, stream_id: i64) -> StoreResult<Option<i64>> {
+        self.parent_of(stream_id).await
+    }
+
+    async fn queued_parents(
+        &self,
+        stream_id: i64,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<QueuedParent>> {
+        self.queued_parents(stream_id, after_seq, limit).await
+    }
+
+    async fn live_record(&self, stream_id: i64, key: &str) -> StoreResult<Option<String>> {
+        self.live_record(stream_id, key).await
+    }
+
+    async fn live_records_after(
+        &self,
+        stream_id: i64,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<(String, String)>> {
+        self.live_records_after(stream_id, after, limit).await
+    }
+
+    async fn children_of(&self, stream_id: i64, parent_key: &str) -> StoreResult<Vec<String>> {
+        self.children_of(stream_id, parent_key).await
+    }
+
+    async fn waiting_children(&self) -> StoreResult<Vec<WaitingChild>> {
+        self.waiting_children().await
+    }
+
+    async fn queue_child_job(&self, stream_id: i64) -> StoreResult<bool> {
+        self.queue_child_job(stream_id).await
     }
 }
 

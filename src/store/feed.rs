@@ -53,6 +53,8 @@ pub struct FeedSnapshot {
 pub struct StoredChange {
     pub seq: i64,
     pub stream: StreamRef,
+    /// The parent's key, for a record of a child stream.
+    pub parent: Option<String>,
     pub key: String,
     pub rev: i64,
     /// The record's JSON text; `None` for a tombstone.
@@ -129,27 +131,37 @@ struct ChangeRow {
 }
 
 /// The feed rows with their streams' names, which are read once per stream of the page
-/// (`names`: stream id, source name, stream name) rather than joined and parsed per row.
+/// (`names`: stream id, source name, stream name, whether it is a child stream) rather
+/// than joined and parsed per row.
 fn changes(
     rows: Vec<ChangeRow>,
-    names: Vec<(i64, String, String)>,
+    names: Vec<(i64, String, String, bool)>,
 ) -> StoreResult<Vec<StoredChange>> {
     let mut streams = HashMap::with_capacity(names.len());
-    for (id, source, stream) in names {
+    for (id, source, stream, child) in names {
         let stream = StreamRef {
             source: label(&source)?,
             stream: label(&stream)?,
         };
-        streams.insert(id, stream);
+        streams.insert(id, (stream, child));
     }
     rows.into_iter()
         .map(|row| {
-            let stream = streams.get(&row.stream_id).cloned().ok_or_else(|| {
+            let (stream, child) = streams.get(&row.stream_id).cloned().ok_or_else(|| {
                 StoreError::Corrupt(format!("feed row {} names no stream", row.seq))
             })?;
+            // A child's key is its parent's, `/` and its own (escaped: it has no `/`).
+            let parent = child
+                .then(|| {
+                    row.key
+                        .rsplit_once('/')
+                        .map(|(parent, _)| parent.to_owned())
+                })
+                .flatten();
             Ok(StoredChange {
                 seq: row.seq,
                 stream,
+                parent,
                 key: row.key,
                 rev: row.rev,
                 body: row.body,
@@ -254,7 +266,7 @@ where
         let mut row_streams: Vec<i64> = rows.iter().map(|r| r.stream_id).collect();
         row_streams.sort_unstable();
         row_streams.dedup();
-        let names: Vec<(i64, String, String)> = if row_streams.is_empty() {
+        let names: Vec<(i64, String, String, bool)> = if row_streams.is_empty() {
             Vec::new()
         } else {
             sqlx::query_as(B::STREAM_NAMES_SQL)

@@ -12,12 +12,16 @@
 //!   `sources.rs` (sources, streams, cursors), `queue.rs` (jobs and scheduling),
 //!   `pages.rs` (page commits and their plan), `records.rs` (reads of the mirror) and
 //!   `feed.rs` (the [`FeedStore`] part).
+//! - `children.rs`: child streams: which stream is whose parent, the queue of parents
+//!   whose children are to be read (written in the parent's page transaction) and the
+//!   children each parent has in the mirror.
 //! - `consumers.rs`: named feed consumers, an aggregate whose methods are part of
 //!   [`FeedStore`] too.
 //! - `sqlite.rs` and `postgres.rs`: the two backends, with only what differs.
 //! - `notify.rs` (wake-ups for feed waiters) and `sealed.rs` (stored secrets).
 
 mod backend;
+mod children;
 mod consumers;
 mod feed;
 mod notify;
@@ -222,6 +226,38 @@ pub struct PageCommit<'a> {
     /// The job's counters including this page's request and page counts; the page's
     /// record outcomes are added to them before they are written.
     pub stats: &'a JobStats,
+    /// A page of a child stream's listing of one parent; `None` for any other stream.
+    pub child: Option<ChildWrite<'a>>,
+}
+
+/// What a child stream's page commits besides its records (docs/design.md §3, "Child
+/// stream"): which parent's children they are, and on the listing's last page the queue
+/// row it consumes.
+#[derive(Debug, Clone, Copy)]
+pub struct ChildWrite<'a> {
+    pub parent_key: &'a str,
+    /// The feed position of the parent's change the queue row was written for: the row is
+    /// deleted only if the parent did not change again since.
+    pub consume: Option<i64>,
+}
+
+/// A parent queued for a child stream: its key, the feed position of its change that
+/// queued it, and whether that change deleted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedParent {
+    pub key: String,
+    pub seq: i64,
+    pub deleted: bool,
+}
+
+/// A child stream with queued parents and no queued or running job.
+#[derive(Debug, Clone)]
+pub struct WaitingChild {
+    pub stream_id: i64,
+    /// Its jobs failed in a row.
+    pub failures: u32,
+    /// When its last job ended.
+    pub finished_at: Option<DateTime<Utc>>,
 }
 
 /// What a page changed in the mirror.
@@ -517,6 +553,39 @@ pub trait Store: FeedStore + Send + Sync + 'static {
         now: DateTime<Utc>,
         fell_due: bool,
     ) -> StoreResult<bool>;
+
+    /// The parent stream of a child stream; `None` for a stream without one.
+    async fn parent_of(&self, stream_id: i64) -> StoreResult<Option<i64>>;
+
+    /// Up to `limit` parents queued for child stream `stream_id` after the queue position
+    /// `after_seq`, oldest first.
+    async fn queued_parents(
+        &self,
+        stream_id: i64,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<QueuedParent>>;
+
+    /// The JSON text of a live record; `None` when there is none (or a tombstone).
+    async fn live_record(&self, stream_id: i64, key: &str) -> StoreResult<Option<String>>;
+
+    /// Up to `limit` live records (key and JSON text) of a stream after `after`, in key
+    /// order.
+    async fn live_records_after(
+        &self,
+        stream_id: i64,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<(String, String)>>;
+
+    /// The keys child stream `stream_id` holds in its mirror for one parent.
+    async fn children_of(&self, stream_id: i64, parent_key: &str) -> StoreResult<Vec<String>>;
+
+    /// Child streams with queued parents and no queued or running job.
+    async fn waiting_children(&self) -> StoreResult<Vec<WaitingChild>>;
+
+    /// Queues an incremental job of a child stream unless it has one; `true` when queued.
+    async fn queue_child_job(&self, stream_id: i64) -> StoreResult<bool>;
 }
 
 /// Opens the store `database_url` names (`sqlite:` or `postgres:`) and applies its

@@ -109,16 +109,20 @@ where
         let mut tx = self.write.begin().await?;
         // Fencing first: a cancelled job, or one whose lease another worker took
         // over, writes nothing.
-        let mode: Option<String> = sqlx::query_scalar(
+        // With it, whether the stream has child streams (their queues take its changes):
+        // no round trip more for a stream without.
+        let fenced: Option<(String, bool)> = sqlx::query_as(
             "UPDATE jobs SET lease_expires_at = $3 \
-             WHERE id = $1 AND lease_owner = $2 AND status = 'running' RETURNING mode",
+             WHERE id = $1 AND lease_owner = $2 AND status = 'running' \
+             RETURNING mode, EXISTS (SELECT 1 FROM streams c WHERE c.parent_id = $4)",
         )
         .bind(&job_id)
         .bind(page.owner)
         .bind(now + page.lease)
+        .bind(page.target_stream_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(mode) = mode else {
+        let Some((mode, has_children)) = fenced else {
             return Ok(None);
         };
         // A reconcile remembers the keys it lists in the database, not in memory, and in
@@ -158,7 +162,16 @@ where
             self.backend
                 .announce(&mut *tx, page.target_stream_id, last)
                 .await?;
+            if has_children {
+                Self::queue_children(&mut *tx, page.target_stream_id, last - n + 1, last, now)
+                    .await?;
+            }
             last_seq = Some(last);
+        }
+        // After the feed head, which a parent's page takes before the queue row this
+        // may delete: both lock in the same order.
+        if let Some(child) = &page.child {
+            Self::write_child(&mut *tx, page.target_stream_id, child, page.records).await?;
         }
         let cursor = match page.cursor {
             CursorWrite::Keep => None,

@@ -115,6 +115,14 @@ impl Backend for Postgres {
     const INSERT_SEEN_SQL: &'static str = "INSERT INTO reconcile_seen (job_id, key) \
          SELECT $1, k FROM unnest($2::text[]) AS k ON CONFLICT DO NOTHING";
 
+    /// A child stream's keys of one parent (bound as one array).
+    const INSERT_CHILD_KEYS_SQL: &'static str = "INSERT INTO child_keys (stream_id, parent_key, key) \
+         SELECT $1, $2, k FROM unnest($3::text[]) AS k ON CONFLICT DO NOTHING";
+
+    /// A child stream's keys of one parent that the mirror no longer holds.
+    const DELETE_CHILD_KEYS_SQL: &'static str = "DELETE FROM child_keys WHERE stream_id = $1 \
+         AND parent_key = $2 AND key = ANY($3)";
+
     /// A repeatable-read snapshot: the head, the horizon and the rows read in it agree.
     const SNAPSHOT_SQL: &'static str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 
@@ -125,8 +133,8 @@ impl Backend for Postgres {
     ])
     .as_str();
 
-    /// The names of the streams in an array of ids.
-    const STREAM_NAMES_SQL: &'static str = "SELECT st.id, so.name, st.name FROM streams st \
+    /// The names of the streams (and whether each is a child stream) in an array of ids.
+    const STREAM_NAMES_SQL: &'static str = "SELECT st.id, so.name, st.name, st.parent_id IS NOT NULL FROM streams st \
          JOIN sources so ON so.id = st.source_id WHERE st.id = ANY($1)";
 
     /// Connects and applies migrations (sqlx serializes concurrent migrators with an

@@ -152,6 +152,7 @@ where
                 .execute(&mut *tx)
                 .await?;
         }
+        Self::link_parents(&mut *tx, id, source.spec).await?;
         tx.commit().await?;
         Ok(StoredSource {
             spec: source.spec.clone(),
@@ -210,6 +211,7 @@ where
                     .await?;
             }
         }
+        Self::link_parents(&mut *tx, id, source.spec).await?;
         tx.commit().await?;
         Ok(Some(StoredSource {
             spec: source.spec.clone(),

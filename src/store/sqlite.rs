@@ -78,6 +78,14 @@ impl Backend for Sqlite {
     const INSERT_SEEN_SQL: &'static str = "INSERT INTO reconcile_seen (job_id, key) \
          SELECT $1, value FROM json_each($2) WHERE true ON CONFLICT DO NOTHING";
 
+    /// A child stream's keys of one parent (bound as one JSON array).
+    const INSERT_CHILD_KEYS_SQL: &'static str = "INSERT INTO child_keys (stream_id, parent_key, key) \
+         SELECT $1, $2, value FROM json_each($3) WHERE true ON CONFLICT DO NOTHING";
+
+    /// A child stream's keys of one parent that the mirror no longer holds.
+    const DELETE_CHILD_KEYS_SQL: &'static str = "DELETE FROM child_keys WHERE stream_id = $1 \
+         AND parent_key = $2 AND key IN (SELECT value FROM json_each($3))";
+
     /// A deferred transaction: in WAL mode its first read fixes the snapshot that every
     /// later read of it sees.
     const SNAPSHOT_SQL: &'static str = "BEGIN";
@@ -90,8 +98,8 @@ impl Backend for Sqlite {
     ])
     .as_str();
 
-    /// The names of the streams in a JSON array of ids.
-    const STREAM_NAMES_SQL: &'static str = "SELECT st.id, so.name, st.name FROM streams st \
+    /// The names of the streams (and whether each is a child stream) in a JSON array of ids.
+    const STREAM_NAMES_SQL: &'static str = "SELECT st.id, so.name, st.name, st.parent_id IS NOT NULL FROM streams st \
          JOIN sources so ON so.id = st.source_id \
          WHERE st.id IN (SELECT value FROM json_each($1))";
 

@@ -1,8 +1,10 @@
 //! Background work: the scheduler queues jobs, workers claim them (with a lease they keep
 //! alive by heartbeats; a job whose instance is gone is taken over at once) and run the
-//! page loop, and the job history is purged. Data flows one way: job queue → worker →
+//! page loop (a child stream's job drains its queue of parents instead, `children.rs`),
+//! and the job history is purged. Data flows one way: job queue → worker →
 //! upstream client → strategy → store, one transaction per page.
 
+mod children;
 mod history;
 mod run;
 mod scheduler;

@@ -47,7 +47,11 @@ pub(super) async fn run(
     mut lost: watch::Receiver<bool>,
 ) -> (Ending, JobStats) {
     let mut stats = claim.job.stats.clone();
-    let ending = run_pages(engine, owner, claim, &mut lost, &mut stats).await;
+    let ending = if claim.stream.parent.is_some() {
+        super::children::run(engine, owner, claim, &mut lost, &mut stats).await
+    } else {
+        run_pages(engine, owner, claim, &mut lost, &mut stats).await
+    };
     (ending, stats)
 }
 
@@ -320,7 +324,7 @@ fn start_cursor(claim: &Claim) -> Option<&Value> {
 }
 
 /// Runs `work` unless the job is lost or shutdown begins first (then `None`).
-async fn guarded<T>(
+pub(super) async fn guarded<T>(
     engine: &Engine,
     lost: &mut watch::Receiver<bool>,
     work: impl Future<Output = T>,
@@ -332,7 +336,7 @@ async fn guarded<T>(
     }
 }
 
-fn interrupted(engine: &Engine) -> Ending {
+pub(super) fn interrupted(engine: &Engine) -> Ending {
     if engine.stopping() {
         Ending::Released
     } else {
@@ -340,7 +344,7 @@ fn interrupted(engine: &Engine) -> Ending {
     }
 }
 
-fn fail(problem: Problem) -> Ending {
+pub(super) fn fail(problem: Problem) -> Ending {
     Ending::End(JobEnd::Failed(problem))
 }
 
@@ -366,7 +370,7 @@ fn page_records(page: Page, deletions_stream: bool) -> Vec<PageRecord> {
 /// lists again from the beginning, adding to the keys already recorded; a key recorded
 /// before the crash was live upstream during this job, so keeping it is what a reconcile
 /// that read it a moment later would do, and a tombstone already written stays one.
-async fn sweep(
+pub(super) async fn sweep(
     engine: &Engine,
     owner: &str,
     claim: &Claim,
@@ -438,12 +442,13 @@ async fn commit(
                 records,
                 cursor,
                 stats,
+                child: None,
             })
         })
         .await
 }
 
-fn record_metrics(claim: &Claim, outcome: &PageOutcome) {
+pub(super) fn record_metrics(claim: &Claim, outcome: &PageOutcome) {
     let source = claim.job.source.to_string();
     metrics::counter!("tidemark_pages_total", "source" => source).increment(1);
     for (name, n) in [
@@ -460,7 +465,7 @@ fn record_metrics(claim: &Claim, outcome: &PageOutcome) {
 /// the job goes back to the queue (it is not the job's fault; if even that write fails,
 /// the lease runs out and a worker takes the job over once the database is back);
 /// anything else fails the job.
-fn database_failed(error: &crate::store::StoreError) -> Ending {
+pub(super) fn database_failed(error: &crate::store::StoreError) -> Ending {
     if error.is_transient() {
         tracing::warn!(error = %error, "the database stayed unreachable; handing the job back");
         return Ending::Released;

@@ -4,6 +4,9 @@
 //! `scheduled_at` (`reconcile_scheduled_at`), so each tick queues at most one job of each.
 //! A reconcile that falls due while the stream has a job is stored as waiting and queued
 //! when the stream is free (by the job's end, or the next tick): it is never skipped.
+//! A child stream whose queue of parents holds rows while it has no job (its parents
+//! changed after its last job had looked at the queue, or that job failed) gets one,
+//! backing off in the same way while its jobs fail.
 
 use std::sync::Arc;
 
@@ -11,7 +14,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{Engine, POLL};
 use crate::spec::source::Clock;
-use crate::store::Scheduled;
+use crate::store::{Scheduled, WaitingChild};
 
 /// The longest a failing stream waits between attempts (unless its own interval is longer).
 const MAX_BACKOFF: TimeDelta = TimeDelta::hours(1);
@@ -64,9 +67,40 @@ pub(super) async fn schedule(engine: Arc<Engine>) {
             }
             Err(e) => tracing::warn!(error = %e, "reading schedules failed"),
         }
+        queue_waiting_children(&engine).await;
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
             _ = engine.stopped() => {}
+        }
+    }
+}
+
+/// Queues a job for each child stream whose queue holds parents and that has no job.
+async fn queue_waiting_children(engine: &Engine) {
+    let waiting = match engine.store.waiting_children().await {
+        Ok(waiting) => waiting,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading child streams' queues failed");
+            return;
+        }
+    };
+    let now = Utc::now();
+    for child in waiting.iter().filter(|c| child_due(c) <= now) {
+        match engine.store.queue_child_job(child.stream_id).await {
+            Ok(true) => engine.wake.notify_waiters(),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "queueing a child stream's job failed"),
+        }
+    }
+}
+
+/// When a child stream with queued parents gets its next job: at once, or while its jobs
+/// keep failing, 2^failures seconds (at most an hour) after the last one ended.
+fn child_due(child: &WaitingChild) -> DateTime<Utc> {
+    match (child.failures, child.finished_at) {
+        (0, _) | (_, None) => DateTime::<Utc>::MIN_UTC,
+        (failures, Some(at)) => {
+            at + (TimeDelta::seconds(1) * 2i32.saturating_pow(failures.min(20))).min(MAX_BACKOFF)
         }
     }
 }
@@ -145,6 +179,19 @@ mod tests {
         assert_eq!(due(&stream(cron, Some(t), 0)), t + TimeDelta::minutes(15));
         // Failing: at least 30 s · 2^f later, then the next slot.
         assert_eq!(due(&stream(cron, Some(t), 6)), t + TimeDelta::minutes(45));
+    }
+
+    #[test]
+    fn failing_child_streams_back_off() {
+        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let child = |failures, finished_at| WaitingChild {
+            stream_id: 1,
+            failures,
+            finished_at,
+        };
+        assert!(child_due(&child(0, Some(t))) < t);
+        assert_eq!(child_due(&child(3, Some(t))), t + TimeDelta::seconds(8));
+        assert_eq!(child_due(&child(30, Some(t))), t + MAX_BACKOFF);
     }
 
     #[test]

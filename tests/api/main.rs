@@ -5,6 +5,7 @@ mod anchor;
 mod auth;
 mod bodies;
 mod catalog;
+mod children;
 mod compat;
 mod compose;
 mod compose_sync;

@@ -43,6 +43,7 @@ async fn page(store: &dyn Store, claim: &Claim, owner: &str, keys: &[&str]) -> O
             records: &records,
             cursor: &CursorWrite::Keep,
             stats: &JobStats::default(),
+            child: None,
         })
         .await
         .unwrap()?;

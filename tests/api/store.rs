@@ -62,6 +62,7 @@ async fn sync(store: &dyn Store, stream: &str, keys: &[&str]) {
             records: &records,
             cursor: &CursorWrite::Keep,
             stats: &JobStats::default(),
+            child: None,
         })
         .await
         .unwrap()

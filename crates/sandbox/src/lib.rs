@@ -29,6 +29,14 @@
 //! - `GET /shopify/admin/api/{version}/products.json?updated_at_min=&updated_at_max=&since_id=&limit=`:
 //!   `{"products": [...]}`, `Link` with `page_info` cursors (`rel="next"`, `"previous"`);
 //!   with `page_info`, any parameter but `limit` and `fields` is a `400`.
+//! - `GET /shopify/admin/api/{version}/orders.json?status=&updated_at_min=&limit=&page_info=`
+//!   and `GET /shopify/admin/api/{version}/orders/{id}/transactions.json?limit=&page_info=`:
+//!   `{"orders": [...]}` by `(updated_at, id)` and one order's `{"transactions": [...]}`
+//!   (`404` for an order that is gone), both paged by `page_info` links; a transaction's
+//!   change moves its order's `updated_at`. Control: `POST
+//!   /_control/shopify_orders/{create,update,delete}` and
+//!   `.../transactions/{create,update,delete}` (`{"count": n, "touch_order": bool}`),
+//!   `GET /_control/shopify_orders/truth` (`{"orders": {...}, "transactions": {...}}`).
 //! - `GET /stripe/v1/customers?limit=&starting_after=&ending_before=&created[gte]=&…`:
 //!   `{"object": "list", "data": [...], "has_more", "url"}`, newest first.
 //! - `GET /zendesk/api/v2/incremental/tickets/cursor.json?start_time=|cursor=&per_page=&exclude_deleted=`:

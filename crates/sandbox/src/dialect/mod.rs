@@ -23,6 +23,7 @@ mod lexer;
 mod postgrest;
 mod salesforce;
 mod shopify;
+mod shopify_orders;
 mod stripe;
 mod zendesk;
 
@@ -47,6 +48,8 @@ pub(super) struct Dialects {
     records: usize,
     github: Option<Table<github::GitHub>>,
     shopify: Option<Table<shopify::Shopify>>,
+    /// Orders and their transactions: a parent and its sub-resource.
+    shopify_orders: Option<shopify_orders::Book>,
     stripe: Option<Table<stripe::Stripe>>,
     zendesk: Option<Table<zendesk::Zendesk>>,
     hubspot: Option<Table<hubspot::HubSpot>>,
@@ -65,6 +68,7 @@ impl Dialects {
             records,
             github: None,
             shopify: None,
+            shopify_orders: None,
             stripe: None,
             zendesk: None,
             hubspot: None,
@@ -113,6 +117,7 @@ pub(super) fn api() -> Router<Arc<Sandbox>> {
         .route("/graph/v1.0/users/delta", get(graph::delta))
         .route("/postgrest/items", get(postgrest::items))
         .route("/clamp/things", get(clamp::things))
+        .merge(shopify_orders::api())
 }
 
 /// The dialects' control routes: churn and truth for each, and Graph's token expiry.
@@ -139,6 +144,7 @@ pub(super) fn control() -> Router<Arc<Sandbox>> {
         ))
         .merge(churn::routes::<Table<clamp::Clamp>>(clamp::Clamp::NAME))
         .route("/_control/graph/expire_tokens", post(graph::expire_tokens))
+        .merge(shopify_orders::control())
 }
 
 /// How a dialect writes ids.

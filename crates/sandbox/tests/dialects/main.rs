@@ -12,6 +12,7 @@ mod jira;
 mod postgrest;
 mod salesforce;
 mod shopify;
+mod shopify_orders;
 mod stripe;
 mod zendesk;
 
