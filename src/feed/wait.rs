@@ -9,8 +9,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
-use super::{ConsumerName, Feed, FeedError, Position, Scope};
-use crate::spec::change::ChangePage;
+use super::{ConsumerName, Feed, FeedError, FeedPage, Position, Scope};
 
 /// The longest long-poll.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -69,7 +68,7 @@ impl Feed {
         limit: u32,
         wait: Duration,
         consumer: Option<&ConsumerName>,
-    ) -> Result<ChangePage, FeedError> {
+    ) -> Result<FeedPage, FeedError> {
         // Subscribed before reading: a commit between the read and the wait still wakes.
         let mut commits = self.store.notifier().subscribe();
         let mut batch = self.read(scope, since, limit).await?;

@@ -3,6 +3,7 @@
 //! the records past a position, in position order.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sqlx::{ColumnIndex, Encode, Executor, Type};
@@ -52,7 +53,8 @@ pub struct FeedSnapshot {
 #[derive(Debug, Clone)]
 pub struct StoredChange {
     pub seq: i64,
-    pub stream: StreamRef,
+    /// The record's stream as `source/stream`, shared by the changes of one read.
+    pub stream: Arc<str>,
     pub key: String,
     pub rev: i64,
     /// The record's JSON text; `None` for a tombstone.
@@ -140,7 +142,7 @@ fn changes(
             source: label(&source)?,
             stream: label(&stream)?,
         };
-        streams.insert(id, stream);
+        streams.insert(id, Arc::<str>::from(stream.to_string()));
     }
     rows.into_iter()
         .map(|row| {
