@@ -704,7 +704,9 @@ mod tests {
             records,
             cursor,
             done,
-            _room: room.try_acquire_owned().expect("a fresh semaphore has a permit"),
+            _room: room
+                .try_acquire_owned()
+                .expect("a fresh semaphore has a permit"),
         }
     }
 
@@ -721,7 +723,10 @@ mod tests {
             assert!(group.takes(&next), "page {n} fits");
             group.push(next);
         }
-        assert!(!group.takes(&page(1, 10, at(9), false)), "one record more does not");
+        assert!(
+            !group.takes(&page(1, 10, at(9), false)),
+            "one record more does not"
+        );
         assert_eq!(group.pages, 4);
         assert_eq!(group.records.len(), GROUP_RECORDS);
         assert!(matches!(&group.cursor, CursorWrite::Set(v) if v["page"] == 3));

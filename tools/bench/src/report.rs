@@ -254,7 +254,11 @@ impl Report {
             ),
             (
                 "fan-out: consumers woken by one commit",
-                |r| optional(&r.fanout, |f| format!("{} × {} commits", f.consumers, f.commits)),
+                |r| {
+                    optional(&r.fanout, |f| {
+                        format!("{} × {} commits", f.consumers, f.commits)
+                    })
+                },
                 "1,000",
             ),
             (
@@ -279,7 +283,10 @@ impl Report {
                 "scheduled: sources (every s), watched s",
                 |r| {
                     optional(&r.scheduled, |s| {
-                        format!("{} ({}), {:.0}", s.sources, s.every_seconds, s.watched_seconds)
+                        format!(
+                            "{} ({}), {:.0}",
+                            s.sources, s.every_seconds, s.watched_seconds
+                        )
                     })
                 },
                 "10,000",
