@@ -37,6 +37,7 @@ use tokio::sync::{Semaphore, watch};
 
 pub use consumers::LAG_CAP;
 pub use position::Position;
+pub use read::FeedPage;
 pub use scope::Scope;
 pub use sse::SSE_MAX;
 pub use tasks::background;

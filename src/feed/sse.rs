@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
-use super::read::Batch;
+use super::read::{Batch, change};
 use super::{Feed, FeedError, Position, Scope, Waiter};
 use crate::spec::change::Change;
 use crate::spec::names::ConsumerName;
@@ -60,7 +60,7 @@ impl Feed {
             failed: false,
             _waiter: waiter,
         };
-        follow.take(batch);
+        follow.take(batch)?;
         Ok(futures_util::stream::unfold(follow, Follow::next))
     }
 }
@@ -98,14 +98,15 @@ impl Drop for Follow {
 }
 
 impl Follow {
-    fn take(&mut self, batch: Batch) {
-        for (seq, change) in &batch.changes {
-            let token = self.feed.token(&self.scope, *seq, &batch);
-            self.pending.push_back((*seq, token, change.clone()));
+    fn take(&mut self, batch: Batch) -> Result<(), FeedError> {
+        for stored in &batch.changes {
+            let token = self.feed.token(&self.scope, stored.seq, &batch);
+            self.pending.push_back((stored.seq, token, change(stored)?));
         }
         self.position = batch.next();
         self.more = batch.has_more;
         self.ids = batch.ids;
+        Ok(())
     }
 
     /// Keeps the consumer's new position to note, at once when [`NOTE_EVERY`] has passed
@@ -160,12 +161,13 @@ impl Follow {
             } else if Instant::now() >= self.deadline {
                 return None;
             }
-            match self.feed.read(&self.scope, self.position, SSE_BATCH).await {
+            let taken = match self.feed.read(&self.scope, self.position, SSE_BATCH).await {
                 Ok(batch) => self.take(batch),
-                Err(e) => {
-                    self.failed = true;
-                    return Some((Err(e), self));
-                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = taken {
+                self.failed = true;
+                return Some((Err(e), self));
             }
         }
     }

@@ -9,8 +9,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
-use super::{Feed, FeedError, Position, Scope};
-use crate::spec::change::ChangePage;
+use super::{Feed, FeedError, FeedPage, Position, Scope};
 use crate::spec::names::ConsumerName;
 
 /// The longest long-poll.
@@ -70,7 +69,7 @@ impl Feed {
         limit: u32,
         wait: Duration,
         consumer: Option<&ConsumerName>,
-    ) -> Result<ChangePage, FeedError> {
+    ) -> Result<FeedPage, FeedError> {
         // Subscribed before reading: a commit between the read and the wait still wakes.
         let mut commits = self.store.notifier().subscribe();
         let mut batch = self.read(scope, since, limit).await?;

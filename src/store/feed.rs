@@ -3,6 +3,7 @@
 //! the records past a position, in position order.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sqlx::{ColumnIndex, Encode, Executor, Type};
@@ -52,7 +53,8 @@ pub struct FeedSnapshot {
 #[derive(Debug, Clone)]
 pub struct StoredChange {
     pub seq: i64,
-    pub stream: StreamRef,
+    /// The record's stream as `source/stream`, shared by the changes of one read.
+    pub stream: Arc<str>,
     /// The parent's key, for a record of a child stream.
     pub parent: Option<String>,
     pub key: String,
@@ -143,7 +145,7 @@ fn changes(
             source: label(&source)?,
             stream: label(&stream)?,
         };
-        streams.insert(id, (stream, child));
+        streams.insert(id, (Arc::<str>::from(stream.to_string()), child));
     }
     rows.into_iter()
         .map(|row| {

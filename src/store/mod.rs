@@ -210,9 +210,10 @@ impl PageRecord {
     }
 }
 
-/// One page's worth of writes, committed in one transaction. The pages of a reconcile
-/// job (of a stream that is not a deletions stream) also record the keys of their
-/// records as seen by the job, in the same transaction.
+/// One transaction's writes: the records of one page, or of several consecutive pages of
+/// one run (a group commit, docs/design.md §4) with the cursor after the last of them.
+/// The pages of a reconcile job (of a stream that is not a deletions stream) also record
+/// the keys of their records as seen by the job, in the same transaction.
 pub struct PageCommit<'a> {
     pub job: Uuid,
     /// The worker that holds the job's lease; the commit fails if it no longer does.
@@ -223,8 +224,8 @@ pub struct PageCommit<'a> {
     pub cursor_stream_id: i64,
     pub records: &'a [PageRecord],
     pub cursor: &'a CursorWrite,
-    /// The job's counters including this page's request and page counts; the page's
-    /// record outcomes are added to them before they are written.
+    /// The job's counters including these pages' request and page counts; the records'
+    /// outcomes are added to them before they are written.
     pub stats: &'a JobStats,
     /// A page of a child stream's listing of one parent; `None` for any other stream.
     pub child: Option<ChildWrite<'a>>,

@@ -1,6 +1,7 @@
-//! Page commits: a page's records, the changes they cause (feed positions), the cursor and
-//! the job's counters, in one transaction fenced by the job's lease; a reconcile's seen
-//! keys with them; a job's resync (the cursor reset).
+//! Page commits: a page's records (or a group of consecutive pages' records), the changes
+//! they cause (feed positions), the cursor and the job's counters, in one transaction
+//! fenced by the job's lease; a reconcile's seen keys with them; a job's resync (the
+//! cursor reset).
 
 use std::collections::HashMap;
 
@@ -16,9 +17,10 @@ use super::{PageCommit, PageOutcome, PageRecord, ResyncCommit, StoreResult};
 use crate::spec::cursor::CursorWrite;
 use crate::spec::job::JobMode;
 
-/// What a page does to each of its records, given what the mirror holds for their keys
-/// (`key → (hash, rev)`, hash `None` for a tombstone). A key given twice in one page keeps
-/// its last occurrence.
+/// What a commit does to each of its records (one page's, or a group of pages'), given
+/// what the mirror holds for their keys (`key → (hash, rev)`, hash `None` for a
+/// tombstone). A key given twice in one commit keeps its last occurrence (the earlier one
+/// counts as unchanged), as the compacted feed would show it.
 struct PagePlan<'a> {
     /// Records that change, in page order (the order of their feed positions).
     changes: Vec<Change<'a>>,
@@ -81,6 +83,11 @@ impl<'a> PagePlan<'a> {
 impl PageRecord {
     pub(super) fn hash_bytes(&self) -> Option<&[u8]> {
         self.hash.as_ref().map(|h| h.as_slice())
+    }
+
+    /// About the memory the record holds: its key and text, and the record itself.
+    pub fn size(&self) -> usize {
+        std::mem::size_of::<Self>() + self.key.len() + self.body.as_ref().map_or(0, String::len)
     }
 }
 

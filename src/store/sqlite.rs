@@ -155,13 +155,8 @@ impl Backend for Sqlite {
     }
 
     fn key_list(records: &[PageRecord]) -> String {
-        Value::Array(
-            records
-                .iter()
-                .map(|r| Value::String(r.key.clone()))
-                .collect(),
-        )
-        .to_string()
+        let keys: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
+        serde_json::to_string(&keys).unwrap_or_default()
     }
 
     fn id_list(ids: &[i64]) -> String {

@@ -333,7 +333,7 @@ impl Child<'_> {
         match committed {
             Ok(Some(outcome)) => {
                 outcome.add_to(self.stats);
-                record_metrics(claim, &outcome);
+                record_metrics(claim, &outcome, 1);
                 Ok(())
             }
             Ok(None) => Err(Ending::Lost),

@@ -44,6 +44,18 @@ impl<'a> Walk<'a> {
         }
     }
 
+    /// The rows of up to `n` next pages (fewer at the end of the listing).
+    pub async fn pages(&mut self, n: usize) -> anyhow::Result<Vec<Vec<Row>>> {
+        let mut pages = Vec::with_capacity(n);
+        while pages.len() < n {
+            match self.next().await? {
+                Some(body) => pages.push(rows(&body)?),
+                None => break,
+            }
+        }
+        Ok(pages)
+    }
+
     /// The next page's body; `None` after the last page (an empty one).
     pub async fn next(&mut self) -> anyhow::Result<Option<Bytes>> {
         let mut query = vec![
@@ -110,10 +122,13 @@ pub async fn serve_rate(client: &reqwest::Client, base: &str) -> anyhow::Result<
     })
 }
 
-/// How fast the database takes the rows in plain inserts, one statement and one
-/// transaction per page, into a scratch table with the mirror's columns, keys and indexes.
+/// How fast the database takes the rows in plain inserts, one statement per page, into a
+/// scratch table with the mirror's columns, keys and indexes, `pages_per_transaction`
+/// pages per transaction.
 #[derive(Debug, Clone, Serialize)]
 pub struct Insert {
+    pub pages_per_transaction: usize,
+    pub transactions: u64,
     pub records: u64,
     /// Time spent in the inserts and commits only.
     pub seconds: f64,
@@ -121,7 +136,7 @@ pub struct Insert {
 }
 
 /// One row as the mirror stores it.
-struct Row {
+pub struct Row {
     key: String,
     body: String,
     hash: Vec<u8>,
@@ -166,13 +181,11 @@ const POSTGRES_TABLE: &[&str] = &[
     "CREATE INDEX raw_records_tombstones ON raw_records (changed_at) WHERE body IS NULL",
 ];
 
-/// Inserts one page in one transaction, as multi-row `VALUES` (SQLite, as tidemark
-/// writes there); the time it took.
+/// Inserts one page in transaction `$tx`, as multi-row `VALUES` (SQLite, as tidemark
+/// writes there).
 macro_rules! insert_page {
-    ($pool:expr, $rows:expr, $first_seq:expr) => {{
+    ($tx:expr, $rows:expr, $first_seq:expr) => {{
         let now = chrono::Utc::now();
-        let started = Instant::now();
-        let mut tx = $pool.begin().await?;
         let mut insert = sqlx::QueryBuilder::new(
             "INSERT INTO raw_records (stream_id, key, rev, seq, hash, body, synced_at, changed_at) ",
         );
@@ -186,26 +199,22 @@ macro_rules! insert_page {
                 .push_bind(now)
                 .push_bind(now);
         });
-        insert.build().execute(&mut *tx).await?;
-        tx.commit().await?;
-        started.elapsed()
+        insert.build().execute(&mut *$tx).await?;
     }};
 }
 
-/// Inserts one page in one transaction on PostgreSQL, one array per column as tidemark
+/// Inserts one page in a transaction on PostgreSQL, one array per column as tidemark
 /// writes there (faster than multi-row `VALUES`, so the limit stays the best plain
-/// insert); the time it took.
+/// insert).
 async fn insert_page_arrays(
-    pool: &sqlx::PgPool,
+    tx: &mut sqlx::PgConnection,
     rows: &[Row],
     first_seq: i64,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<()> {
     let now = chrono::Utc::now();
-    let started = Instant::now();
     let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
     let hashes: Vec<&[u8]> = rows.iter().map(|r| r.hash.as_slice()).collect();
     let bodies: Vec<&str> = rows.iter().map(|r| r.body.as_str()).collect();
-    let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO raw_records (stream_id, key, rev, seq, hash, body, synced_at, changed_at) \
          SELECT 1, u.key, 1, $1 + u.n - 1, u.hash, u.body, $2, $2 \
@@ -216,32 +225,40 @@ async fn insert_page_arrays(
     .bind(keys)
     .bind(hashes)
     .bind(bodies)
-    .execute(&mut *tx)
+    .execute(tx)
     .await?;
-    tx.commit().await?;
-    Ok(started.elapsed())
+    Ok(())
 }
 
 /// Where the scratch table goes.
 pub enum Scratch {
-    /// A SQLite file, opened as tidemark opens its writer (WAL, synchronous NORMAL, a
-    /// 64 MiB cache, checkpoints every 16384 pages).
-    Sqlite(String),
+    /// A directory for SQLite files (one per run of the limit), each opened as tidemark
+    /// opens its writer (WAL, synchronous NORMAL, a 64 MiB cache, checkpoints every 16384
+    /// pages).
+    Sqlite(std::path::PathBuf),
     /// A PostgreSQL database.
     Postgres(String),
 }
 
+/// The raw insert rate with `pages_per_transaction` pages (of [`PAGE`] rows) per
+/// transaction; only the inserts and commits are timed (the pages of a transaction are
+/// fetched before it begins).
 pub async fn insert_rate(
     client: &reqwest::Client,
     base: &str,
     scratch: &Scratch,
+    pages_per_transaction: usize,
 ) -> anyhow::Result<Insert> {
     let mut walk = Walk::new(client, base);
     let mut records = 0u64;
+    let mut transactions = 0u64;
     let mut spent = Duration::ZERO;
+    let pages_per_transaction = pages_per_transaction.max(1);
     match scratch {
-        Scratch::Sqlite(url) => {
-            let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
+        Scratch::Sqlite(dir) => {
+            let file = dir.join(format!("raw-{pages_per_transaction}.db"));
+            let url = format!("sqlite://{}", file.display());
+            let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)?
                 .create_if_missing(true)
                 .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                 .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
@@ -254,10 +271,20 @@ pub async fn insert_rate(
             for ddl in SQLITE_TABLE {
                 sqlx::query(*ddl).execute(&pool).await?;
             }
-            while let Some(body) = walk.next().await? {
-                let rows = rows(&body)?;
-                spent += insert_page!(pool, rows, records as i64 + 1);
-                records += rows.len() as u64;
+            loop {
+                let group = walk.pages(pages_per_transaction).await?;
+                if group.is_empty() {
+                    break;
+                }
+                let started = Instant::now();
+                let mut tx = pool.begin().await?;
+                for rows in &group {
+                    insert_page!(tx, rows, records as i64 + 1);
+                    records += rows.len() as u64;
+                }
+                tx.commit().await?;
+                spent += started.elapsed();
+                transactions += 1;
             }
             pool.close().await;
         }
@@ -269,10 +296,20 @@ pub async fn insert_rate(
             for ddl in POSTGRES_TABLE {
                 sqlx::query(*ddl).execute(&pool).await?;
             }
-            while let Some(body) = walk.next().await? {
-                let rows = rows(&body)?;
-                spent += insert_page_arrays(&pool, &rows, records as i64 + 1).await?;
-                records += rows.len() as u64;
+            loop {
+                let group = walk.pages(pages_per_transaction).await?;
+                if group.is_empty() {
+                    break;
+                }
+                let started = Instant::now();
+                let mut tx = pool.begin().await?;
+                for rows in &group {
+                    insert_page_arrays(&mut tx, rows, records as i64 + 1).await?;
+                    records += rows.len() as u64;
+                }
+                tx.commit().await?;
+                spent += started.elapsed();
+                transactions += 1;
             }
             sqlx::query("DROP TABLE raw_records").execute(&pool).await?;
             pool.close().await;
@@ -280,6 +317,8 @@ pub async fn insert_rate(
     }
     let seconds = spent.as_secs_f64();
     Ok(Insert {
+        pages_per_transaction,
+        transactions,
         records,
         seconds,
         records_per_second: records as f64 / seconds,

@@ -69,6 +69,22 @@ pub struct RunArgs {
     /// Idle long-pollers held at once.
     #[arg(long, default_value_t = 1000)]
     pub pollers: usize,
+    /// Long-pollers woken by one commit in the fan-out phase (0: no fan-out phase).
+    #[arg(long, default_value_t = 1000)]
+    pub fanout: usize,
+    /// Commits of the fan-out phase.
+    #[arg(long, default_value_t = 20)]
+    pub fanout_commits: usize,
+    /// Sources of one scheduled stream each (every 60 s) in the last phase (0: none).
+    #[arg(long, default_value_t = 10_000)]
+    pub scheduled: usize,
+    /// How long the scheduled sources are watched, in seconds.
+    #[arg(long, default_value_t = 180)]
+    pub scheduled_seconds: u64,
+    /// Afterwards, run dlt on the same data (`tools/bench/peers/dlt/run.sh`, which
+    /// installs it in a venv) and print it beside tidemark.
+    #[arg(long)]
+    pub dlt: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -116,5 +132,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     std::fs::write(&args.out, json + "\n")
         .with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!("results written to {}", args.out.display());
+    if args.dlt {
+        eprintln!("== dlt ==");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/dlt/run.sh");
+        let out = std::fs::canonicalize(&args.out)?;
+        let status = std::process::Command::new("bash")
+            .arg(script)
+            .arg(out)
+            .status()
+            .context("running the dlt peer")?;
+        if !status.success() {
+            anyhow::bail!("the dlt peer failed: {status}");
+        }
+    }
     Ok(())
 }

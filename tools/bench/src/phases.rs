@@ -18,6 +18,12 @@ const SOURCE: &str = "bench";
 const STREAM: &str = "products";
 /// How long the idle long-pollers are watched.
 const IDLE_WATCH: Duration = Duration::from_secs(10);
+/// The gateway's count of page transactions.
+const COMMITS: &str = "tidemark_page_commits_total";
+/// The interval of the scheduled sources.
+const SCHEDULE_EVERY: u64 = 60;
+/// Sources registered at once in the scheduled phase.
+const REGISTER_CONCURRENCY: usize = 8;
 
 pub enum Database {
     Sqlite,
@@ -40,18 +46,27 @@ pub struct Results {
     pub records: usize,
     pub sandbox_start_seconds: f64,
     pub serve_limit: Serve,
+    /// The raw insert in transactions of one page each.
     pub insert_limit: Insert,
+    /// The raw insert in transactions of as many pages as tidemark's full sync committed
+    /// on average in each (its group commits).
+    pub insert_limit_grouped: Insert,
     pub full: Full,
     pub reconcile: Reconcile,
     pub incremental: Incremental,
     pub feed: FeedRead,
     pub wake: Wake,
     pub idle: Idle,
+    pub fanout: Option<Fanout>,
+    pub scheduled: Option<Scheduled>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Full {
     pub records: u64,
+    /// Page transactions (group commits) the sync took, from the gateway's metrics.
+    pub commits: u64,
+    pub records_per_commit: f64,
     /// From the job's creation to its end, as the job reports them.
     pub seconds: f64,
     pub records_per_second: f64,
@@ -113,6 +128,41 @@ pub struct Wake {
     pub trigger_p99_ms: f64,
 }
 
+/// `consumers` long-polls from the head, all woken by one commit, `commits` times.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fanout {
+    pub consumers: usize,
+    pub commits: usize,
+    /// Per commit: from the change's commit (`changed_at`) until the last consumer has
+    /// its response; p50 and p99 over the commits.
+    pub last_p50_ms: f64,
+    pub last_p99_ms: f64,
+    /// Every consumer's latency, over all commits.
+    pub each_p50_ms: f64,
+    pub each_p99_ms: f64,
+}
+
+/// Many sources of one stream each on a schedule, watched for a while.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scheduled {
+    pub sources: usize,
+    pub every_seconds: u64,
+    pub register_seconds: f64,
+    pub watched_seconds: f64,
+    pub jobs_started: u64,
+    pub jobs_per_second: f64,
+    /// The gateway's CPU over the watch, as a share of one core.
+    pub gateway_cpu_share: f64,
+    pub gateway_rss_mb: f64,
+    pub gateway_peak_rss_mb: f64,
+    /// From a job's due time (its stream's previous scheduled job's creation plus the
+    /// interval) to its start, over the jobs after each stream's first.
+    pub delay_samples: usize,
+    pub delay_p50_ms: f64,
+    pub delay_p99_ms: f64,
+    pub delay_max_ms: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Idle {
     pub pollers: usize,
@@ -126,8 +176,13 @@ pub struct Idle {
 #[derive(Debug, Deserialize)]
 struct Job {
     id: String,
+    #[serde(default)]
+    source: String,
+    #[serde(default)]
+    trigger: String,
     status: String,
     created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
     stats: Stats,
     error: Option<Value>,
@@ -177,7 +232,7 @@ pub async fn run(database: &Database, args: &RunArgs) -> anyhow::Result<Results>
     let (gateway_url, scratch, dropper) = match database {
         Database::Sqlite => (
             format!("sqlite://{}", dir.path().join("tidemark.db").display()),
-            Scratch::Sqlite(format!("sqlite://{}", dir.path().join("raw.db").display())),
+            Scratch::Sqlite(dir.path().to_path_buf()),
             None,
         ),
         Database::Postgres(admin) => {
@@ -246,9 +301,9 @@ async fn run_on(
     .await?;
     eprintln!("{serve_limit:?}");
     let insert_limit = bounded(
-        "limit: database raw insert rate",
+        "limit: database raw insert rate, one page per transaction",
         per_record(200),
-        limits::insert_rate(client, &sandbox.base, scratch),
+        limits::insert_rate(client, &sandbox.base, scratch, 1),
     )
     .await?;
     eprintln!("{insert_limit:?}");
@@ -269,13 +324,17 @@ async fn run_on(
         let gateway_start_rss_mb = gateway.memory_mb("VmRSS")?;
         gateway.reset_peak()?;
         let cpu = gateway.cpu_seconds()?;
+        let commits_before = api.metric(COMMITS).await?;
         let job = api.sync("full", Duration::from_millis(100)).await?;
         let records = job.stats.records_seen;
         if records != n as u64 {
             bail!("the full sync saw {records} records, not {n}");
         }
+        let commits = (api.metric(COMMITS).await? - commits_before) as u64;
         Ok(Full {
             records,
+            commits,
+            records_per_commit: records as f64 / commits.max(1) as f64,
             seconds: job.seconds(),
             records_per_second: records as f64 / job.seconds(),
             requests: job.stats.requests,
@@ -286,6 +345,16 @@ async fn run_on(
     })
     .await?;
     eprintln!("{full:?}");
+
+    // The same transaction sizes as the sync's: its mean pages per commit.
+    let pages_per_transaction = (full.records_per_commit / PAGE as f64).round().max(1.0) as usize;
+    let insert_limit_grouped = bounded(
+        "limit: database raw insert rate, the sync's pages per transaction",
+        per_record(200),
+        limits::insert_rate(client, &sandbox.base, scratch, pages_per_transaction),
+    )
+    .await?;
+    eprintln!("{insert_limit_grouped:?}");
 
     let reconcile = bounded("reconcile of the whole listing", per_record(300), async {
         let gateway_start_rss_mb = gateway.memory_mb("VmRSS")?;
@@ -376,6 +445,36 @@ async fn run_on(
     .await?;
     eprintln!("{idle:?}");
 
+    let fanout = match args.fanout {
+        0 => None,
+        consumers => {
+            let bound = Duration::from_secs(60) * (args.fanout_commits as u32 + 1);
+            let fanout = bounded(
+                "fan-out to many long-pollers",
+                bound,
+                fanout(&api, &sandbox.base, consumers, args.fanout_commits),
+            )
+            .await?;
+            eprintln!("{fanout:?}");
+            Some(fanout)
+        }
+    };
+
+    let scheduled = match args.scheduled {
+        0 => None,
+        sources => {
+            let watch = Duration::from_secs(args.scheduled_seconds);
+            let scheduled = bounded(
+                "many scheduled sources",
+                watch + Duration::from_secs(600),
+                scheduled(&api, &gateway, &sandbox.base, sources, watch),
+            )
+            .await?;
+            eprintln!("{scheduled:?}");
+            Some(scheduled)
+        }
+    };
+
     gateway.stop();
     sandbox.stop();
     Ok(Results {
@@ -383,12 +482,15 @@ async fn run_on(
         sandbox_start_seconds,
         serve_limit,
         insert_limit,
+        insert_limit_grouped,
         full,
         reconcile,
         incremental,
         feed,
         wake,
         idle,
+        fanout,
+        scheduled,
     })
 }
 
@@ -575,6 +677,11 @@ impl Api<'_> {
 
     /// The gateway's count of waiting feed requests, from its metrics.
     async fn waiters(&self) -> anyhow::Result<f64> {
+        self.metric("tidemark_feed_waiters").await
+    }
+
+    /// A metric of the gateway's, summed over its labels (0 when it has none yet).
+    async fn metric(&self, name: &str) -> anyhow::Result<f64> {
         let text = self
             .client
             .get(format!("{}/metrics", self.base))
@@ -584,8 +691,210 @@ impl Api<'_> {
             .await?;
         Ok(text
             .lines()
-            .find_map(|l| l.strip_prefix("tidemark_feed_waiters "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0))
+            .filter_map(|l| l.strip_prefix(name))
+            .filter_map(|rest| match rest.as_bytes().first() {
+                Some(b' ') => rest.trim().parse::<f64>().ok(),
+                Some(b'{') => rest.rsplit(' ').next()?.parse::<f64>().ok(),
+                _ => None,
+            })
+            .sum())
     }
+
+    /// Every job, newest pages first as the API lists them.
+    async fn jobs(&self) -> anyhow::Result<Vec<Job>> {
+        #[derive(Deserialize)]
+        struct List {
+            results: Vec<Job>,
+            next: Option<String>,
+        }
+        let mut jobs = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..100_000 {
+            let path = match &after {
+                Some(after) => format!("/v1/jobs?limit=1000&after={after}"),
+                None => "/v1/jobs?limit=1000".to_owned(),
+            };
+            let list: List = self.get(&path).await?;
+            jobs.extend(list.results);
+            match list.next {
+                Some(next) => after = Some(next),
+                None => return Ok(jobs),
+            }
+        }
+        bail!("the job list did not end")
+    }
+}
+
+/// `commits` times: `consumers` long-polls wait from the head, one record changes upstream
+/// and an incremental sync commits it; each time, how long after the commit the last
+/// consumer had its response.
+async fn fanout(
+    api: &Api<'_>,
+    sandbox: &str,
+    consumers: usize,
+    commits: usize,
+) -> anyhow::Result<Fanout> {
+    #[derive(Deserialize)]
+    struct Head {
+        until: String,
+    }
+    // Its own client: one connection per waiting request.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let (mut lasts, mut each) = (Vec::new(), Vec::new());
+    for _ in 0..commits {
+        let since = api.get::<Head>("/v1/changes/head").await?.until;
+        let mut waiting = JoinSet::new();
+        for _ in 0..consumers {
+            let request = client.get(format!(
+                "{}/v1/changes?limit=1000&wait=30&since={since}",
+                api.base
+            ));
+            waiting.spawn(async move {
+                let body = request.send().await?.error_for_status()?.bytes().await?;
+                let received = SystemTime::now();
+                Ok::<_, anyhow::Error>((body, received))
+            });
+        }
+        let mut held = 0.0;
+        for _ in 0..300 {
+            held = api.waiters().await?;
+            if held >= consumers as f64 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if held < consumers as f64 {
+            bail!("only {held} of {consumers} long-polls are waiting");
+        }
+        api.control(sandbox, "keyset/update", json!({ "count": 1 }))
+            .await?;
+        let job = api.start("incremental").await?;
+        let mut last = Duration::ZERO;
+        while let Some(answer) = waiting.join_next().await {
+            let (body, received) = answer??;
+            let page: WokenPage = serde_json::from_slice(&body)?;
+            let Some(change) = page.results.first() else {
+                bail!("a long-poll ended without the change");
+            };
+            let latency = received
+                .duration_since(SystemTime::from(change.changed_at))
+                .unwrap_or(Duration::ZERO);
+            each.push(latency.as_secs_f64() * 1000.0);
+            last = last.max(latency);
+        }
+        lasts.push(last.as_secs_f64() * 1000.0);
+        api.finish(&job, Duration::from_millis(2)).await?;
+    }
+    lasts.sort_by(f64::total_cmp);
+    each.sort_by(f64::total_cmp);
+    Ok(Fanout {
+        consumers,
+        commits,
+        last_p50_ms: percentile(&lasts, 0.50),
+        last_p99_ms: percentile(&lasts, 0.99),
+        each_p50_ms: percentile(&each, 0.50),
+        each_p99_ms: percentile(&each, 0.99),
+    })
+}
+
+/// `sources` sources of one keyset stream each, every [`SCHEDULE_EVERY`] seconds, whose
+/// listing is empty (its first `updated_since` lies in the future): each job is one
+/// request and one commit, so what is measured is the scheduler, the queue and the
+/// workers. Registered, then watched for `watch`.
+async fn scheduled(
+    api: &Api<'_>,
+    gateway: &Child,
+    sandbox: &str,
+    sources: usize,
+    watch: Duration,
+) -> anyhow::Result<Scheduled> {
+    let started = Instant::now();
+    let mut registering = JoinSet::new();
+    let mut next = 0;
+    while next < sources || !registering.is_empty() {
+        while next < sources && registering.len() < REGISTER_CONCURRENCY {
+            let source = json!({
+                "name": format!("sched-{next}"),
+                "base_url": sandbox,
+                "streams": [{
+                    "name": "s",
+                    "request": {"path": limits::LISTING},
+                    "records": {"path": "", "key": "/id", "updated_at": "/updated_at"},
+                    "pagination": {"type": "keyset", "limit": PAGE,
+                                   "initial_since": "2100-01-01T00:00:00Z"},
+                    "schedule": {"every_seconds": SCHEDULE_EVERY},
+                }],
+            });
+            let request = api
+                .client
+                .post(format!("{}/v1/sources", api.base))
+                .json(&source);
+            registering.spawn(async move {
+                let reply = request.send().await?;
+                if reply.status() != 201 {
+                    bail!("registering a scheduled source: {}", reply.text().await?);
+                }
+                Ok(())
+            });
+            next += 1;
+        }
+        if let Some(done) = registering.join_next().await {
+            done??;
+        }
+    }
+    let register_seconds = started.elapsed().as_secs_f64();
+    let from = Utc::now();
+    let cpu = gateway.cpu_seconds()?;
+    gateway.reset_peak()?;
+    tokio::time::sleep(watch).await;
+    let gateway_cpu = gateway.cpu_seconds()? - cpu;
+    let until = Utc::now();
+    let gateway_rss_mb = gateway.memory_mb("VmRSS")?;
+    let gateway_peak_rss_mb = gateway.memory_mb("VmHWM")?;
+    let mut by_source: std::collections::HashMap<String, Vec<Job>> =
+        std::collections::HashMap::new();
+    for job in api.jobs().await? {
+        if job.trigger == "schedule" && job.source.starts_with("sched-") {
+            by_source.entry(job.source.clone()).or_default().push(job);
+        }
+    }
+    let (mut delays, mut started_in_watch) = (Vec::new(), 0u64);
+    for jobs in by_source.values_mut() {
+        jobs.sort_by_key(|j| j.created_at);
+        for pair in jobs.windows(2) {
+            let (Some(start), due) = (
+                pair[1].started_at,
+                pair[0].created_at + chrono::TimeDelta::seconds(SCHEDULE_EVERY as i64),
+            ) else {
+                continue;
+            };
+            if start >= from && start < until {
+                delays.push((start - due).as_seconds_f64().max(0.0) * 1000.0);
+            }
+        }
+        started_in_watch += jobs
+            .iter()
+            .filter(|j| j.started_at.is_some_and(|s| s >= from && s < until))
+            .count() as u64;
+    }
+    delays.sort_by(f64::total_cmp);
+    let watched_seconds = (until - from).as_seconds_f64();
+    Ok(Scheduled {
+        sources,
+        every_seconds: SCHEDULE_EVERY,
+        register_seconds,
+        watched_seconds,
+        jobs_started: started_in_watch,
+        jobs_per_second: started_in_watch as f64 / watched_seconds,
+        gateway_cpu_share: gateway_cpu / watched_seconds,
+        gateway_rss_mb,
+        gateway_peak_rss_mb,
+        delay_samples: delays.len(),
+        delay_p50_ms: percentile(&delays, 0.50),
+        delay_p99_ms: percentile(&delays, 0.99),
+        delay_max_ms: delays.last().copied().unwrap_or(f64::NAN),
+    })
 }

@@ -8,7 +8,7 @@
 # DLT_VENV (default target/dlt-venv) is where the venv goes; DLT_TIMEOUT (default 3600)
 # bounds the dlt run in seconds.
 set -euo pipefail
-cd "$(dirname "$0")/../../.."
+cd "$(dirname "$0")/../../../.."
 
 BENCH_JSON=${1:-bench.json}
 VENV=${DLT_VENV:-target/dlt-venv}
