@@ -24,6 +24,16 @@ pub struct Keyset {
     /// The upstream's clock at the run's first reply, minus the lookback: no resume
     /// point stored by this run is later.
     horizon: Option<chrono::DateTime<chrono::Utc>>,
+    /// The run resumed from a stored cursor (an incremental): it may end on a short page,
+    /// since whatever it did not read the next run reads from the cursor. A run from the
+    /// beginning (full, reconcile) reads on to the empty page: an upstream that filters
+    /// after its limit can answer short pages before the end, and a reconcile that ended
+    /// there would tombstone what it did not see.
+    resumed: bool,
+    /// A page of `limit` records arrived in this run: the upstream honours the limit, so
+    /// a shorter page after it is the end of the listing (an upstream that caps the page
+    /// below `limit` never sends a full one, and such a run ends on the empty page).
+    full_page: bool,
 }
 
 impl Keyset {
@@ -42,6 +52,8 @@ impl Keyset {
             since: since.unwrap_or_else(|| Value::String(cfg.initial_since.clone())),
             from_id,
             horizon: None,
+            resumed: cursor.is_some(),
+            full_page: false,
         })
     }
 
@@ -154,9 +166,12 @@ impl Paginator for Keyset {
         }
         self.since = updated.clone();
         self.from_id = Some(last.key_value.clone());
+        let short = page.records.len() < self.cfg.limit.get() as usize;
+        let done = short && self.resumed && self.full_page;
+        self.full_page |= !short;
         Ok(Step {
             cursor: CursorWrite::Set(Value::Object(cursor)),
-            done: false,
+            done,
         })
     }
 }

@@ -874,3 +874,38 @@ fn a_since_template_has_its_value_on_every_request_of_the_run() {
     assert_eq!(stored.request().headers, q(&[]));
     assert_eq!(stored.query(), q(&[("since", "t9"), ("first", "100")]));
 }
+
+#[test]
+fn an_incremental_keyset_run_ends_on_a_short_page_after_a_full_one() {
+    let pagination = json!({"type": "keyset", "limit": 2});
+    let stored = json!({"updated_since": "2024-01-20T09:00:00Z", "from_id": "0"});
+    let full = page(
+        &[("a", "2024-01-20T09:10:00Z"), ("b", "2024-01-20T09:20:00Z")],
+        &[],
+    );
+    let short = page(&[("c", "2024-01-20T09:30:00Z")], &[]);
+
+    // Resumed from a cursor, a short page after a full one is the end.
+    let mut incremental = run(
+        pagination.clone(),
+        json!({"path": "/p"}),
+        Some(stored.clone()),
+    );
+    assert!(!incremental.advance(&full).unwrap().done);
+    let (cursor, done) = incremental.commit(&short, &meta(None));
+    assert!(done);
+    assert_eq!(
+        cursor,
+        set(json!({"updated_since": "2024-01-20T09:30:00Z", "from_id": "c"}))
+    );
+
+    // A short first page may come from an upstream that caps its pages below the limit.
+    let mut capped = run(pagination.clone(), json!({"path": "/p"}), Some(stored));
+    assert!(!capped.advance(&short).unwrap().done);
+
+    // A run from the beginning (full, reconcile) reads on to the empty page.
+    let mut from_start = run(pagination, json!({"path": "/p"}), None);
+    assert!(!from_start.advance(&full).unwrap().done);
+    assert!(!from_start.advance(&short).unwrap().done);
+    assert!(from_start.advance(&page(&[], &[])).unwrap().done);
+}
