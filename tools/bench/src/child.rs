@@ -135,6 +135,12 @@ impl Child {
             .context("resetting the peak RSS through /proc/<pid>/clear_refs")
     }
 
+    /// Sends SIGKILL and waits for the child to end.
+    pub fn kill(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+
     /// Sends SIGTERM and waits (a few seconds at most) for the child to end.
     pub fn stop(mut self) {
         let _ = Command::new("kill")

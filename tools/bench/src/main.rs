@@ -75,6 +75,10 @@ pub struct RunArgs {
     /// Commits of the fan-out phase.
     #[arg(long, default_value_t = 20)]
     pub fanout_commits: usize,
+    /// SIGKILLs of the gateway during a full sync, each timed until another instance has
+    /// taken the job over (0: no takeover phase).
+    #[arg(long, default_value_t = 5)]
+    pub kills: usize,
     /// Sources of one scheduled stream each (every 60 s) in the last phase (0: none).
     #[arg(long, default_value_t = 10_000)]
     pub scheduled: usize,

@@ -58,6 +58,7 @@ pub struct Results {
     pub wake: Wake,
     pub idle: Idle,
     pub fanout: Option<Fanout>,
+    pub takeover: Option<Takeover>,
     pub scheduled: Option<Scheduled>,
 }
 
@@ -142,6 +143,19 @@ pub struct Fanout {
     pub each_p99_ms: f64,
 }
 
+/// SIGKILLs of the gateway running a full sync, each timed until another instance had
+/// claimed the job.
+#[derive(Debug, Clone, Serialize)]
+pub struct Takeover {
+    pub kills: usize,
+    /// Whether the instance that took over was already up and idle at the kill
+    /// (PostgreSQL), or was started after it (SQLite: one process serves one file).
+    pub standby: bool,
+    /// From the SIGKILL until the job's `attempts` went up (polled every 5 ms).
+    pub p50_ms: f64,
+    pub max_ms: f64,
+}
+
 /// Many sources of one stream each on a schedule, watched for a while.
 #[derive(Debug, Clone, Serialize)]
 pub struct Scheduled {
@@ -181,6 +195,8 @@ struct Job {
     #[serde(default)]
     trigger: String,
     status: String,
+    #[serde(default)]
+    attempts: u32,
     created_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
@@ -191,6 +207,8 @@ struct Job {
 #[derive(Debug, Deserialize)]
 struct Stats {
     requests: u64,
+    #[serde(default)]
+    pages: u64,
     records_seen: u64,
     deleted: u64,
 }
@@ -460,6 +478,25 @@ async fn run_on(
         }
     };
 
+    let (gateway, takeover) = match args.kills {
+        0 => (gateway, None),
+        kills => {
+            let bound = Duration::from_secs(60) * (kills as u32 + 2);
+            let (gateway, takeover) = bounded(
+                "kill to takeover",
+                bound,
+                takeover(client, gateway, gateway_url, kills),
+            )
+            .await?;
+            eprintln!("{takeover:?}");
+            (gateway, Some(takeover))
+        }
+    };
+    let api = Api {
+        client,
+        base: &gateway.base,
+    };
+
     let scheduled = match args.scheduled {
         0 => None,
         sources => {
@@ -490,8 +527,122 @@ async fn run_on(
         wake,
         idle,
         fanout,
+        takeover,
         scheduled,
     })
+}
+
+/// Starts a gateway on `url`.
+async fn start_gateway(url: &str) -> anyhow::Result<Child> {
+    Child::start(&["gateway".into(), "--database-url".into(), url.to_owned()]).await
+}
+
+/// Kill-to-takeover (design §7): `kills` times, while a full sync runs and has committed
+/// since its last claim, the gateway running it is SIGKILLed, and the time runs until
+/// another instance has claimed the job (its `attempts` went up). On PostgreSQL a standby
+/// gateway is started before each kill and is idle when it lands; on SQLite, where one
+/// process serves one file, the new gateway starts after the kill, so its start is part
+/// of the time. The job is cancelled at the end; the gateway that has it is returned.
+async fn takeover(
+    client: &reqwest::Client,
+    mut gateway: Child,
+    url: &str,
+    kills: usize,
+) -> anyhow::Result<(Child, Takeover)> {
+    let standby = !url.starts_with("sqlite:");
+    let mut job = Api {
+        client,
+        base: &gateway.base,
+    }
+    .start("full")
+    .await?;
+    let mut times = Vec::new();
+    // Progress the job made under its current claim before it may be killed.
+    let mut pages_at_claim = 0;
+    let deadline = Instant::now() + Duration::from_secs(60) * kills as u32;
+    while times.len() < kills {
+        if Instant::now() > deadline {
+            bail!(
+                "only {} of {kills} kills landed on a running job",
+                times.len()
+            );
+        }
+        let api = Api {
+            client,
+            base: &gateway.base,
+        };
+        let now: Job = api.get(&format!("/v1/jobs/{}", job.id)).await?;
+        match now.status.as_str() {
+            "running" if now.stats.pages > pages_at_claim => {}
+            "queued" | "running" => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            // Ended before a kill could land: another full sync.
+            "succeeded" => {
+                job = api.start("full").await?;
+                pages_at_claim = 0;
+                continue;
+            }
+            other => bail!("the full sync ended {other}: {:?}", now.error),
+        }
+        let waiting = match standby {
+            true => Some(start_gateway(url).await?),
+            false => None,
+        };
+        let killed = Instant::now();
+        gateway.kill();
+        gateway = match waiting {
+            Some(waiting) => waiting,
+            None => start_gateway(url).await?,
+        };
+        let api = Api {
+            client,
+            base: &gateway.base,
+        };
+        loop {
+            let seen: Job = api.get(&format!("/v1/jobs/{}", job.id)).await?;
+            if seen.attempts > now.attempts {
+                times.push(killed.elapsed().as_secs_f64() * 1000.0);
+                pages_at_claim = seen.stats.pages;
+                break;
+            }
+            // Its last commit landed before the kill: nothing to take over.
+            if !matches!(seen.status.as_str(), "queued" | "running") {
+                break;
+            }
+            if killed.elapsed() > Duration::from_secs(60) {
+                bail!(
+                    "job {} was not taken over within a minute of the kill",
+                    job.id
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let api = Api {
+        client,
+        base: &gateway.base,
+    };
+    let cancel = format!("{}/v1/jobs/{}/cancel", gateway.base, job.id);
+    client.post(cancel).send().await?.error_for_status()?;
+    loop {
+        let now: Job = api.get(&format!("/v1/jobs/{}", job.id)).await?;
+        if !matches!(now.status.as_str(), "queued" | "running") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((
+        gateway,
+        Takeover {
+            kills,
+            standby,
+            p50_ms: percentile(&times, 0.50),
+            max_ms: times.last().copied().unwrap_or(f64::NAN),
+        },
+    ))
 }
 
 /// `wakes` times: a consumer long-polls from the head, one record changes upstream, an

@@ -280,6 +280,25 @@ impl Report {
                 "",
             ),
             (
+                "kill → takeover p50 / max ms (kills)",
+                |r| {
+                    optional(&r.takeover, |t| {
+                        format!(
+                            "{:.0} / {:.0} ({}{})",
+                            t.p50_ms,
+                            t.max_ms,
+                            t.kills,
+                            if t.standby {
+                                ", standby up"
+                            } else {
+                                ", restart"
+                            }
+                        )
+                    })
+                },
+                "",
+            ),
+            (
                 "scheduled: sources (every s), watched s",
                 |r| {
                     optional(&r.scheduled, |s| {
