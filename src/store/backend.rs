@@ -21,9 +21,9 @@ use uuid::Uuid;
 use super::notify::Notifier;
 use super::pages::Change;
 use super::{
-    Claim, Enqueued, GoneLeases, InstanceId, JobEnd, JobFilter, NewSource, PageCommit, PageOutcome,
-    PageRecord, QueuedParent, ResyncCommit, Scheduled, Sealer, Store, StoreError, StoreResult,
-    StoredRecord, StoredSource, StreamState, SweepBatch, WaitingChild,
+    Claim, Enqueued, GoneLeases, InstanceId, JobEnd, JobFilter, KnownSchedules, NewSource,
+    PageCommit, PageOutcome, PageRecord, QueuedParent, ResyncCommit, Scheduled, Sealer, Store,
+    StoreError, StoreResult, StoredRecord, StoredSource, StreamState, SweepBatch, WaitingChild,
 };
 use crate::spec::job::{JobMode, JobStats, Trigger};
 use crate::spec::{Job, SourceName, StreamName};
@@ -365,17 +365,16 @@ where
         self.get_record(source, stream, key).await
     }
 
-    async fn scheduled_streams(&self) -> StoreResult<Vec<Scheduled>> {
-        self.scheduled_streams().await
+    async fn scheduled_streams(&self, known: &mut KnownSchedules) -> StoreResult<Vec<Scheduled>> {
+        self.scheduled_streams(known).await
     }
 
     async fn enqueue_scheduled(
         &self,
-        stream_id: i64,
-        previous: Option<DateTime<Utc>>,
+        due: &[(i64, Option<DateTime<Utc>>)],
         now: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        self.enqueue_scheduled(stream_id, previous, now).await
+    ) -> StoreResult<u64> {
+        self.enqueue_scheduled(due, now).await
     }
 
     async fn purge_jobs(&self, before: DateTime<Utc>, keep: u32, batch: u32) -> StoreResult<u64> {

@@ -319,7 +319,7 @@ pub struct JobFilter {
 #[derive(Debug, Clone)]
 pub struct Scheduled {
     pub stream_id: i64,
-    pub schedule: Schedule,
+    pub schedule: Arc<Schedule>,
     /// When the scheduler last queued a job for it.
     pub scheduled_at: Option<DateTime<Utc>>,
     /// Jobs failed in a row.
@@ -329,6 +329,23 @@ pub struct Scheduled {
     pub reconcile_scheduled_at: Option<DateTime<Utc>>,
     /// A reconcile fell due and waits for the stream to be free.
     pub reconcile_waiting: bool,
+}
+
+/// The schedules the scheduler has read, by stream, each with the time its source's spec
+/// was written: a tick parses the specs of only the sources written since the last one,
+/// not every scheduled source's spec every second.
+#[derive(Default)]
+pub struct KnownSchedules {
+    streams: std::collections::HashMap<i64, KnownSchedule>,
+    /// Counts the reads, so that streams gone from the last one are forgotten.
+    tick: u64,
+}
+
+/// A stream's schedule as its source's spec of `spec_at` gives it (`None`: it has none).
+struct KnownSchedule {
+    spec_at: DateTime<Utc>,
+    schedule: Option<Arc<Schedule>>,
+    tick: u64,
 }
 
 /// One entry of the mirror.
@@ -523,17 +540,19 @@ pub trait Store: FeedStore + Send + Sync + 'static {
         key: &str,
     ) -> StoreResult<Option<Option<StoredRecord>>>;
 
-    /// Every stream that has a schedule.
-    async fn scheduled_streams(&self) -> StoreResult<Vec<Scheduled>>;
+    /// Every stream that has a schedule; `known` keeps the schedules of the specs read
+    /// before, so only the specs written since are read and parsed again.
+    async fn scheduled_streams(&self, known: &mut KnownSchedules) -> StoreResult<Vec<Scheduled>>;
 
-    /// Queues a scheduled incremental job, unless another scheduler did since
-    /// `scheduled_at` was read (then `false`). Records the time either way it wins.
+    /// Queues a scheduled incremental job for each stream of `due` (its id and the
+    /// `scheduled_at` read), unless another scheduler did since `scheduled_at` was read
+    /// (that stream is skipped), or the stream has a queued or running job (its time is
+    /// recorded, no job is queued). Returns how many were queued.
     async fn enqueue_scheduled(
         &self,
-        stream_id: i64,
-        previous: Option<DateTime<Utc>>,
+        due: &[(i64, Option<DateTime<Utc>>)],
         now: DateTime<Utc>,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<u64>;
 
     /// Deletes at most `batch` jobs that finished before `before` and are not among the
     /// newest `keep` jobs of their stream (queued and running jobs are never deleted),

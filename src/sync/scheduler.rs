@@ -11,17 +11,30 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use tokio::time::MissedTickBehavior;
 
 use super::{Engine, POLL};
 use crate::spec::source::Clock;
-use crate::store::{Scheduled, WaitingChild};
+use crate::store::{KnownSchedules, Scheduled, WaitingChild};
 
 /// The longest a failing stream waits between attempts (unless its own interval is longer).
 const MAX_BACKOFF: TimeDelta = TimeDelta::hours(1);
 
+/// Due streams queued between two wakes of the idle workers.
+const WAKE_EVERY: usize = 16;
+
 pub(super) async fn schedule(engine: Arc<Engine>) {
+    let mut known = KnownSchedules::default();
+    // Ticks every second from the last tick's start, not its end: a tick's own work does
+    // not delay the next (a due stream waits for at most one tick).
+    let mut ticks = tokio::time::interval(POLL);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     while !engine.stopping() {
-        match engine.store.scheduled_streams().await {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = engine.stopped() => break,
+        }
+        match engine.store.scheduled_streams(&mut known).await {
             Ok(streams) => {
                 let now = Utc::now();
                 // Reconciles first: one waiting for a free stream gets it before the
@@ -53,25 +66,23 @@ pub(super) async fn schedule(engine: Arc<Engine>) {
                         Err(e) => tracing::warn!(error = %e, "scheduling a reconcile failed"),
                     }
                 }
-                for stream in streams.iter().filter(|s| due(s) <= now) {
-                    match engine
-                        .store
-                        .enqueue_scheduled(stream.stream_id, stream.scheduled_at, now)
-                        .await
-                    {
-                        Ok(true) => engine.wake.notify_waiters(),
-                        Ok(false) => {}
-                        Err(e) => tracing::warn!(error = %e, "scheduling a job failed"),
+                let due: Vec<_> = streams
+                    .iter()
+                    .filter(|s| due(s) <= now)
+                    .map(|s| (s.stream_id, s.scheduled_at))
+                    .collect();
+                // Idle workers are woken as the first jobs are queued, not after the last.
+                for due in due.chunks(WAKE_EVERY) {
+                    match engine.store.enqueue_scheduled(due, now).await {
+                        Ok(0) => {}
+                        Ok(_) => engine.wake.notify_waiters(),
+                        Err(e) => tracing::warn!(error = %e, "scheduling jobs failed"),
                     }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "reading schedules failed"),
         }
         queue_waiting_children(&engine).await;
-        tokio::select! {
-            _ = tokio::time::sleep(POLL) => {}
-            _ = engine.stopped() => {}
-        }
     }
 }
 
@@ -152,7 +163,7 @@ mod tests {
     fn stream(schedule: &str, at: Option<DateTime<Utc>>, failures: u32) -> Scheduled {
         Scheduled {
             stream_id: 1,
-            schedule: serde_json::from_str(schedule).unwrap(),
+            schedule: Arc::new(serde_json::from_str(schedule).unwrap()),
             scheduled_at: at,
             failures,
             reconcile_scheduled_at: None,
