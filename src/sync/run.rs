@@ -761,6 +761,16 @@ mod tests {
     }
 
     #[test]
+    fn the_buffer_holds_two_groups_of_records_however_small() {
+        let per_record = GROUP_BYTES / GROUP_RECORDS;
+        assert_eq!(buffer_share(1000, 1000 * 10), 1000 * per_record);
+        assert_eq!(buffer_share(1000, 1000 * 4000), 1000 * 4000);
+        assert_eq!(buffer_share(3 * GROUP_RECORDS, 0), BUFFER_BYTES);
+        assert_eq!(buffer_share(1, 2 * BUFFER_BYTES), BUFFER_BYTES);
+        assert_eq!(buffer_share(0, 0), 1);
+    }
+
+    #[test]
     fn a_group_keeps_the_last_cursor_that_moved_and_ends_with_its_last_page() {
         let mut group = Group::default();
         group.push(page(1, 1, at(1), false));
