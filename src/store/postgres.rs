@@ -223,11 +223,12 @@ impl Backend for Postgres {
         ids.to_vec()
     }
 
-    /// Writes a page's changes, the `i`-th at feed position `first + i`: new keys in one
-    /// `INSERT`, stored ones in one `UPDATE`, each binding one array per column. (One
-    /// multi-row `INSERT … ON CONFLICT DO UPDATE` of 8000 bound values took twice as long
-    /// per page of new keys: the values parsed and bound one by one, and a speculative
-    /// insertion with its extra index probe per row.)
+    /// Writes a page's changes, the `i`-th at feed position `first + i`: new keys in
+    /// `INSERT`s, stored ones in `UPDATE`s, each binding one array per column, at most
+    /// [`ROWS_PER_STATEMENT`] rows a statement. (One multi-row `INSERT … ON CONFLICT DO
+    /// UPDATE` of 8000 bound values took twice as long per page of new keys: the values
+    /// parsed and bound one by one, and a speculative insertion with its extra index probe
+    /// per row.)
     async fn write_changes(
         conn: &mut PgConnection,
         stream_id: i64,
@@ -236,25 +237,25 @@ impl Backend for Postgres {
         now: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
         for (sql, stored) in [(INSERT_SQL, false), (UPDATE_SQL, true)] {
-            let mut columns = Columns::default();
-            for (i, change) in changes.iter().enumerate() {
-                if change.stored == stored {
-                    columns.push(change, first + i as i64);
+            let rows: Vec<usize> = (0..changes.len())
+                .filter(|&i| changes[i].stored == stored)
+                .collect();
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                let mut columns = Columns::default();
+                for &i in chunk {
+                    columns.push(&changes[i], first + i as i64);
                 }
+                sqlx::query(sql)
+                    .bind(stream_id)
+                    .bind(now)
+                    .bind(columns.keys)
+                    .bind(columns.revs)
+                    .bind(columns.seqs)
+                    .bind(columns.hashes)
+                    .bind(columns.bodies)
+                    .execute(&mut *conn)
+                    .await?;
             }
-            if columns.keys.is_empty() {
-                continue;
-            }
-            sqlx::query(sql)
-                .bind(stream_id)
-                .bind(now)
-                .bind(columns.keys)
-                .bind(columns.revs)
-                .bind(columns.seqs)
-                .bind(columns.hashes)
-                .bind(columns.bodies)
-                .execute(&mut *conn)
-                .await?;
         }
         Ok(())
     }
@@ -392,6 +393,14 @@ async fn keep_lock(
         tracing::info!(%instance, "the liveness lock is held again");
     }
 }
+
+/// Rows per `INSERT` or `UPDATE` of a page commit. A group commit holds up to 20,000
+/// records; one statement of them all took 2–4 times as long as the same rows in
+/// statements of 1000 (likely the server keeping a function scan's rows, the `unnest`,
+/// in memory only up to `work_mem` and spilling the rest to a temporary file), and every
+/// pooled connection that wrote one kept buffers of its size (peak RSS 196 MB against 59
+/// at 200,000 records).
+const ROWS_PER_STATEMENT: usize = 1000;
 
 /// A page's new keys, one row per element of the bound arrays. A plain `INSERT`: the
 /// locked lookup found none of these keys, and only this stream's own job inserts into it

@@ -261,7 +261,7 @@ impl Reader<'_> {
             };
             let records = page_records(fetched.page, stream.deletes.is_some());
             let bytes = records.iter().map(PageRecord::size).sum::<usize>();
-            let permits = u32::try_from(bytes.clamp(1, BUFFER_BYTES)).unwrap_or(u32::MAX);
+            let permits = u32::try_from(buffer_share(records.len(), bytes)).unwrap_or(u32::MAX);
             let Ok(room) = room.clone().acquire_many_owned(permits).await else {
                 return;
             };
@@ -371,6 +371,16 @@ const GROUP_BYTES: usize = 16 << 20;
 /// Bytes of pages fetched and not yet committed, at most (the group in commit and the
 /// pages arriving for the next one): two groups. The reader waits beyond it.
 const BUFFER_BYTES: usize = 2 * GROUP_BYTES;
+
+/// A page's share of [`BUFFER_BYTES`]: its bytes, but at least a group's bytes over its
+/// records for each record, so that the buffer holds at most two groups of records
+/// however small they are (at 32 MiB of 400-byte records it held three, and the memory
+/// of the next group's statements besides).
+fn buffer_share(records: usize, bytes: usize) -> usize {
+    bytes
+        .max(records * (GROUP_BYTES / GROUP_RECORDS))
+        .clamp(1, BUFFER_BYTES)
+}
 
 /// What the reader hands the committer: a page, or the end of the read, with the
 /// counters its request(s) added.
@@ -748,6 +758,16 @@ mod tests {
         group.push(page(10, GROUP_BYTES / 20, at(1), false));
         assert!(group.takes(&page(10, GROUP_BYTES / 40, at(2), false)));
         assert!(!group.takes(&page(10, GROUP_BYTES / 10, at(2), false)));
+    }
+
+    #[test]
+    fn the_buffer_holds_two_groups_of_records_however_small() {
+        let per_record = GROUP_BYTES / GROUP_RECORDS;
+        assert_eq!(buffer_share(1000, 1000 * 10), 1000 * per_record);
+        assert_eq!(buffer_share(1000, 1000 * 4000), 1000 * 4000);
+        assert_eq!(buffer_share(3 * GROUP_RECORDS, 0), BUFFER_BYTES);
+        assert_eq!(buffer_share(1, 2 * BUFFER_BYTES), BUFFER_BYTES);
+        assert_eq!(buffer_share(0, 0), 1);
     }
 
     #[test]
