@@ -16,7 +16,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(300);
 /// Kernel clock ticks per second in `/proc/<pid>/stat` (USER_HZ, 100 on Linux).
 const TICKS_PER_SECOND: f64 = 100.0;
 
-/// The gateway role: tidemark as `tidemark serve` runs it, on an ephemeral port. It logs
+/// The gateway role: tidemark as `tidemark serve` runs it (`TIDEMARK_WORKERS` included),
+/// on an ephemeral port. It logs
 /// warnings, or what the filter in `BENCH_LOG` selects (`sqlx::query=debug` logs every
 /// statement with its time, for profiling the database's share).
 pub async fn gateway(database_url: String) -> anyhow::Result<()> {
@@ -24,7 +25,11 @@ pub async fn gateway(database_url: String) -> anyhow::Result<()> {
         .with_env_filter(std::env::var("BENCH_LOG").unwrap_or("warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    let config = Config::new(database_url);
+    let mut config = Config::new(database_url);
+    // As `tidemark serve` reads it: the bench's gateway runs with the default otherwise.
+    if let Ok(workers) = std::env::var("TIDEMARK_WORKERS") {
+        config.workers = workers.parse().context("TIDEMARK_WORKERS")?;
+    }
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let app = App::build(config).await?;
