@@ -8,6 +8,8 @@
 //!   and the request's scope, checked against each snapshot's streams, head and purge
 //!   horizon; tokens issued, and the "from now on" token.
 //! - `read.rs`: one feed read, a snapshot turned into a page of changes.
+//! - `shared.rs`: one read shared by the long-polls that one commit wakes and that ask the
+//!   same thing.
 //! - `wait.rs`: long-poll waiting, the cap on waiting requests, the jitter, and shutdown
 //!   ending every wait.
 //! - `sse.rs`: the Server-Sent Events follow loop.
@@ -23,6 +25,7 @@ mod consumers;
 mod position;
 mod read;
 mod scope;
+mod shared;
 mod sse;
 mod tasks;
 pub mod token;
@@ -46,6 +49,7 @@ pub use wait::{MAX_WAIT, Waiter};
 use crate::spec::change::StreamRef;
 use crate::store::{Store, StoreError};
 use consumers::{EveryConsumer, Recorder};
+use shared::Flights;
 use token::{Epoch, TokenKey};
 
 /// Settings keys of the values made at first start.
@@ -92,6 +96,8 @@ pub struct Feed {
     recorder: Recorder,
     /// The last reading of every consumer, for scrapes.
     every_consumer: EveryConsumer,
+    /// Reads that requests asking the same thing share.
+    flights: Flights,
 }
 
 impl Feed {
@@ -109,6 +115,7 @@ impl Feed {
         Ok(Feed {
             recorder: Recorder::start(store.clone()),
             every_consumer: EveryConsumer::default(),
+            flights: Flights::default(),
             store,
             epoch: Epoch(decode_setting(EPOCH_SETTING, &epoch)?),
             key: TokenKey::new(decode_setting(KEY_SETTING, &secret)?),

@@ -9,7 +9,7 @@ use crate::spec::change::StreamRef;
 use crate::store::FeedStream;
 
 /// Where a read starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Position {
     /// Changes after this position.
     pub(super) at: i64,
@@ -18,7 +18,7 @@ pub struct Position {
 }
 
 /// What the snapshot that handed out a position said.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct Issued {
     pub(super) head: i64,
     pub(super) horizon: i64,

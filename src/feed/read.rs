@@ -1,6 +1,7 @@
 //! One feed read: a snapshot of the store turned into a page of changes, and the page's
 //! JSON written straight from the stored text.
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 
@@ -46,14 +47,15 @@ impl Batch {
     }
 }
 
-/// A page of the feed as the JSON of a [`crate::spec::change::ChangePage`], ready to send.
+/// A page of the feed as the JSON of a [`crate::spec::change::ChangePage`], ready to send
+/// (cheap to clone: the requests one read answers share it).
 #[derive(Debug, Clone)]
 pub struct FeedPage {
-    json: Vec<u8>,
+    json: Bytes,
 }
 
 impl FeedPage {
-    pub fn into_json(self) -> Vec<u8> {
+    pub fn into_json(self) -> Bytes {
         self.json
     }
 }
@@ -102,11 +104,11 @@ impl Feed {
     }
 
     /// The page of `batch`, with the token that resumes after it, written as JSON.
-    pub(super) fn page(&self, scope: &Scope, batch: Batch) -> FeedPage {
+    pub(super) fn page(&self, scope: &Scope, batch: &Batch) -> FeedPage {
         let next = batch.next();
-        let until = self.token(scope, next.at, &batch);
+        let until = self.token(scope, next.at, batch);
         FeedPage {
-            json: page_json(&batch.changes, &until, batch.has_more),
+            json: page_json(&batch.changes, &until, batch.has_more).into(),
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::spec::change::StreamRef;
 const MAX_SCOPE: usize = 50;
 
 /// A normalized `stream` filter: sorted, without duplicates; empty for the whole feed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Scope(Vec<StreamRef>);
 
 impl Scope {

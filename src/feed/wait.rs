@@ -9,6 +9,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
+use super::shared::Shared;
 use super::{Feed, FeedError, FeedPage, Position, Scope};
 use crate::spec::names::ConsumerName;
 
@@ -62,6 +63,8 @@ impl Feed {
     /// answers at once) or the end of the wait, shortened by up to a tenth so that many
     /// consumers do not come back in lockstep (then answers with no changes). A named
     /// `consumer`'s read is recorded once `since` proved followable, before any wait.
+    /// Waiters woken by the same commit that ask the same thing share their reads and pages
+    /// (`shared.rs`): one commit that wakes many of them costs one read.
     pub async fn poll(
         &self,
         scope: &Scope,
@@ -70,14 +73,16 @@ impl Feed {
         wait: Duration,
         consumer: Option<&ConsumerName>,
     ) -> Result<FeedPage, FeedError> {
+        let notifier = self.store.notifier();
         // Subscribed before reading: a commit between the read and the wait still wakes.
-        let mut commits = self.store.notifier().subscribe();
-        let mut batch = self.read(scope, since, limit).await?;
+        let mut commits = notifier.subscribe();
+        // Its own read: a shared one may have begun before this request did.
+        let mut read = Shared::new(self.read(scope, since, limit).await?);
         if let Some(consumer) = consumer {
             self.note_since(consumer, scope, since);
         }
-        if !batch.changes.is_empty() || wait.is_zero() {
-            return Ok(self.page(scope, batch));
+        if !read.batch.changes.is_empty() || wait.is_zero() {
+            return Ok(read.page(self, scope));
         }
         let _waiter = self.waiter()?;
         let deadline = Instant::now() + wait.mul_f64(rand::rng().random_range(0.9..=1.0));
@@ -85,28 +90,28 @@ impl Feed {
         tokio::pin!(closed);
         loop {
             let woke = tokio::select! {
-                () = tokio::time::sleep_until(deadline) => return Ok(self.page(scope, batch)),
-                () = &mut closed => return Ok(self.page(scope, batch)),
+                () = tokio::time::sleep_until(deadline) => return Ok(read.page(self, scope)),
+                () = &mut closed => return Ok(read.page(self, scope)),
                 commit = commits.recv() => commit,
             };
-            let at = match woke {
-                Ok(commit) if batch.concerns(&commit) => commit.at,
+            let (at, after) = match woke {
+                Ok(commit) if read.batch.concerns(&commit) => (commit.at, commit.number),
                 Ok(_) => continue,
                 // Missed some commits: any of them may concern this scope.
-                Err(RecvError::Lagged(_)) => Instant::now(),
+                Err(RecvError::Lagged(_)) => (Instant::now(), notifier.announcements()),
                 Err(RecvError::Closed) => {
                     tokio::select! {
                         () = tokio::time::sleep_until(deadline) => {}
                         () = &mut closed => {}
                     }
-                    return Ok(self.page(scope, batch));
+                    return Ok(read.page(self, scope));
                 }
             };
-            batch = self.read(scope, since, limit).await?;
-            if !batch.changes.is_empty() {
+            read = self.shared_read(scope, since, limit, after).await?;
+            if !read.batch.changes.is_empty() {
                 metrics::histogram!("tidemark_feed_wake_seconds")
                     .record(at.elapsed().as_secs_f64());
-                return Ok(self.page(scope, batch));
+                return Ok(read.page(self, scope));
             }
         }
     }

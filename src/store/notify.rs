@@ -2,7 +2,7 @@
 //! changed something, and waiters whose scope it touches read the feed again.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -19,6 +19,9 @@ pub struct Commit {
     pub stream_id: Option<i64>,
     /// When this process learned of it.
     pub at: Instant,
+    /// How many announcements were made up to this one: a read that began after
+    /// [`Notifier::announcements`] reached this number sees the commit.
+    pub number: u64,
 }
 
 /// Announces commits to the feed's waiters. Cheap to clone.
@@ -31,6 +34,8 @@ struct Inner {
     /// The highest position announced so far, so the re-check stays quiet when the
     /// notifications already told everything.
     announced: AtomicI64,
+    /// How many announcements were made, each counted before it is sent.
+    sent: AtomicU64,
 }
 
 impl Default for Notifier {
@@ -39,6 +44,7 @@ impl Default for Notifier {
         Notifier(Arc::new(Inner {
             commits,
             announced: AtomicI64::new(0),
+            sent: AtomicU64::new(0),
         }))
     }
 }
@@ -48,11 +54,7 @@ impl Notifier {
     /// or relayed from another instance).
     pub fn committed(&self, stream_id: i64, seq: i64) {
         self.0.announced.fetch_max(seq, Ordering::Relaxed);
-        // An error only means that nobody is waiting.
-        let _ = self.0.commits.send(Commit {
-            stream_id: Some(stream_id),
-            at: Instant::now(),
-        });
+        self.send(Some(stream_id));
     }
 
     /// The feed head as a periodic re-check read it: when it is past everything announced
@@ -60,11 +62,26 @@ impl Notifier {
     pub fn head_is(&self, head: i64) {
         let before = self.0.announced.fetch_max(head, Ordering::Relaxed);
         if head > before {
-            let _ = self.0.commits.send(Commit {
-                stream_id: None,
-                at: Instant::now(),
-            });
+            self.send(None);
         }
+    }
+
+    fn send(&self, stream_id: Option<i64>) {
+        // Counted before it is sent: whoever receives it, or reads the count, learns of the
+        // commit after it was made.
+        let number = self.0.sent.fetch_add(1, Ordering::SeqCst) + 1;
+        // An error only means that nobody is waiting.
+        let _ = self.0.commits.send(Commit {
+            stream_id,
+            at: Instant::now(),
+            number,
+        });
+    }
+
+    /// How many commits were announced so far. Every commit of the first `n` announcements
+    /// is visible to a snapshot that begins after this returned `n` or more.
+    pub fn announcements(&self) -> u64 {
+        self.0.sent.load(Ordering::SeqCst)
     }
 
     /// Commits from now on. Subscribe before reading the feed, so a commit that lands

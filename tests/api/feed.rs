@@ -480,6 +480,97 @@ async fn a_long_poll_sleeps_through_commits_outside_its_scope() {
     assert!(next.results.is_empty());
 }
 
+/// One commit wakes many long-polls at once; those that ask the same thing share one read
+/// (`feed/shared.rs`), yet each answer is exactly what a read of its own from its position,
+/// through its filter and with its limit, gives; waiters of another scope sleep on.
+#[tokio::test]
+async fn one_commit_answers_many_waiters_each_for_its_own_position_filter_and_limit() {
+    let app = spawn_syncing().await;
+    let shop = synced(&app, "shop", 23, 10).await;
+    let mall = synced(&app, "mall", 24, 10).await;
+    let shop_before = head(&app, "shop/products").await;
+    // A commit of the mall moves the head: the shop's token from before and the one from
+    // after are two positions with nothing of the shop between them.
+    mall.control("keyset/update", json!({"count": 1})).await;
+    app.sync_ok("mall", "products", "incremental").await;
+    let shop_now = head(&app, "shop/products").await;
+    let everything = head(&app, "").await;
+    let mall_now = head(&app, "mall/products").await;
+    let asks = [
+        (format!("since={everything}&limit=1000"), 8),
+        (
+            format!("since={shop_before}&stream=shop/products&limit=1000"),
+            8,
+        ),
+        (
+            format!("since={shop_now}&stream=shop/products&limit=1000"),
+            8,
+        ),
+        (format!("since={shop_now}&stream=shop/products&limit=1"), 4),
+    ];
+    let mut polls = Vec::new();
+    for (query, n) in &asks {
+        for _ in 0..*n {
+            polls.push((
+                query.clone(),
+                raw_long_poll(&app, format!("{query}&wait=20")),
+            ));
+        }
+    }
+    let sleepers: Vec<_> = (0..4)
+        .map(|_| {
+            long_poll(
+                &app,
+                format!("since={mall_now}&stream=mall/products&wait=1.5"),
+            )
+        })
+        .collect();
+    let waiting = polls.len() + sleepers.len();
+    eventually(
+        Duration::from_secs(10),
+        "every long-poll waiting",
+        || async {
+            let metrics = app.get("/metrics").await.text().await.unwrap();
+            match metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("tidemark_feed_waiters "))
+            {
+                Some(n) if n.trim().parse::<f64>() == Ok(waiting as f64) => Ok(()),
+                other => Err(format!("waiters: {other:?}")),
+            }
+        },
+    )
+    .await;
+    shop.control("keyset/update", json!({"count": 2})).await;
+    app.sync_ok("shop", "products", "incremental").await;
+    for (query, poll) in polls {
+        let answer = poll.await.unwrap();
+        let own = app.get(&format!("/v1/changes?{query}")).await;
+        assert_eq!(own.status(), 200);
+        assert_eq!(answer, own.text().await.unwrap(), "{query}");
+        let page: Page = serde_json::from_str(&answer).unwrap();
+        let limit_one = query.ends_with("limit=1");
+        assert_eq!(page.results.len(), if limit_one { 1 } else { 2 }, "{query}");
+        assert_eq!(page.has_more, limit_one, "{query}");
+        assert!(page.results.iter().all(|c| c.stream == "shop/products"));
+    }
+    for sleeper in sleepers {
+        let (page, _, elapsed) = sleeper.await.unwrap();
+        assert!(page.results.is_empty());
+        assert!(elapsed >= Duration::from_millis(1350), "{elapsed:?}");
+    }
+}
+
+/// The long-poll of `query`, run in the background; resolves to the body it answered.
+fn raw_long_poll(app: &TestApp, query: String) -> tokio::task::JoinHandle<String> {
+    let request = app.request(Method::GET, &format!("/v1/changes?{query}"));
+    tokio::spawn(async move {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    })
+}
+
 #[tokio::test]
 async fn a_long_poll_answers_empty_at_the_end_of_its_wait() {
     let app = spawn().await;
